@@ -1,0 +1,1 @@
+/* placeholder */ typedef int loom_placeholder_agent;

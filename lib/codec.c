@@ -1,0 +1,130 @@
+/* Protobuf packing, unpacking and validation for the loom wire contract. */
+#include "loom/codec.h"
+#include "loom/err.h"
+#include "loom/util.h"
+
+#include <stdio.h>
+#include <string.h>
+
+const char *loom_codec_kind_name(Loom__Envelope__BodyCase kind)
+{
+    switch (kind) {
+    case LOOM__ENVELOPE__BODY_HELLO:
+        return "hello";
+    case LOOM__ENVELOPE__BODY_WELCOME:
+        return "welcome";
+    case LOOM__ENVELOPE__BODY_HEARTBEAT:
+        return "heartbeat";
+    case LOOM__ENVELOPE__BODY_DISPATCH:
+        return "dispatch";
+    case LOOM__ENVELOPE__BODY_STARTED:
+        return "started";
+    case LOOM__ENVELOPE__BODY_LOG:
+        return "log";
+    case LOOM__ENVELOPE__BODY_LOG_ACK:
+        return "log_ack";
+    case LOOM__ENVELOPE__BODY_FINISHED:
+        return "finished";
+    case LOOM__ENVELOPE__BODY_FINISHED_ACK:
+        return "finished_ack";
+    case LOOM__ENVELOPE__BODY_CANCEL:
+        return "cancel";
+    case LOOM__ENVELOPE__BODY_ERROR:
+        return "error";
+    default:
+        return "unknown";
+    }
+}
+
+#define FAIL(...)                                                              \
+    do {                                                                       \
+        snprintf(why, whylen, __VA_ARGS__);                                    \
+        return LOOM_EPROTO;                                                    \
+    } while (0)
+
+static int check_body(const loom_msg_t *m, char *why, size_t whylen)
+{
+    switch (m->body_case) {
+    case LOOM__ENVELOPE__BODY_HELLO:
+        if (!m->hello->name || !loom_name_valid(m->hello->name))
+            FAIL("hello: agent name must be 1-63 of [A-Za-z0-9_.-]");
+        if (m->hello->session.len == 0 || m->hello->session.len > 64)
+            FAIL("hello: session must be 1-64 bytes");
+        if (m->hello->n_attempts > 100000) FAIL("hello: too many attempts");
+        break;
+    case LOOM__ENVELOPE__BODY_HEARTBEAT:
+        if (m->heartbeat->n_attempts > 100000) FAIL("heartbeat: too many attempts");
+        break;
+    case LOOM__ENVELOPE__BODY_DISPATCH:
+        if (m->dispatch->attempt_id == 0) FAIL("dispatch: attempt_id is 0");
+        if (m->dispatch->n_argv == 0 && (!m->dispatch->shell || !*m->dispatch->shell))
+            FAIL("dispatch: neither argv nor shell");
+        break;
+    case LOOM__ENVELOPE__BODY_STARTED:
+        if (m->started->attempt_id == 0) FAIL("started: attempt_id is 0");
+        break;
+    case LOOM__ENVELOPE__BODY_LOG:
+        if (m->log->attempt_id == 0) FAIL("log: attempt_id is 0");
+        if (m->log->seq == 0) FAIL("log: seq is 0");
+        if (m->log->data.len > LOOM_LOG_CHUNK_MAX) FAIL("log: chunk over %d bytes", LOOM_LOG_CHUNK_MAX);
+        break;
+    case LOOM__ENVELOPE__BODY_LOG_ACK:
+        if (m->log_ack->attempt_id == 0) FAIL("log_ack: attempt_id is 0");
+        break;
+    case LOOM__ENVELOPE__BODY_FINISHED:
+        if (m->finished->attempt_id == 0) FAIL("finished: attempt_id is 0");
+        if (m->finished->signal < 0 || m->finished->signal > 128)
+            FAIL("finished: signal %d out of range", (int)m->finished->signal);
+        break;
+    case LOOM__ENVELOPE__BODY_FINISHED_ACK:
+        if (m->finished_ack->attempt_id == 0) FAIL("finished_ack: attempt_id is 0");
+        break;
+    case LOOM__ENVELOPE__BODY_CANCEL:
+        if (m->cancel->attempt_id == 0) FAIL("cancel: attempt_id is 0");
+        break;
+    case LOOM__ENVELOPE__BODY_WELCOME:
+    case LOOM__ENVELOPE__BODY_ERROR:
+        break;
+    default:
+        FAIL("unknown message kind");
+    }
+    return 0;
+}
+
+int loom_codec_decode(const void *data, size_t len, loom_msg_t **out, char *why, size_t whylen)
+{
+    *out = NULL;
+    if (len > LOOM_MSG_MAX) FAIL("message of %zu bytes exceeds %d", len, LOOM_MSG_MAX);
+    loom_msg_t *m = loom__envelope__unpack(NULL, len, data);
+    if (!m) FAIL("not a valid envelope (%zu bytes)", len);
+    if (m->version != LOOM_PROTO_VERSION) {
+        snprintf(why, whylen, "protocol version %u not supported (speaking %d)", m->version,
+                 LOOM_PROTO_VERSION);
+        loom__envelope__free_unpacked(m, NULL);
+        return LOOM_EPROTO;
+    }
+    int rc = check_body(m, why, whylen);
+    if (rc != 0) {
+        loom__envelope__free_unpacked(m, NULL);
+        return rc;
+    }
+    *out = m;
+    return 0;
+}
+
+void loom_codec_free(loom_msg_t *msg)
+{
+    if (msg) loom__envelope__free_unpacked(msg, NULL);
+}
+
+int loom_codec_encode(loom_msg_t *msg, uint8_t **out, size_t *len)
+{
+    msg->version = LOOM_PROTO_VERSION;
+    size_t n = loom__envelope__get_packed_size(msg);
+    if (n > LOOM_MSG_MAX) return LOOM_ETOOBIG;
+    uint8_t *buf = loom_xmalloc(n ? n : 1);
+    loom__envelope__pack(msg, buf);
+    *out = buf;
+    *len = n;
+    return 0;
+}

@@ -1,0 +1,1 @@
+/* placeholder */ int loom_dag_placeholder;
