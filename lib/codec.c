@@ -36,10 +36,10 @@ const char *loom_codec_kind_name(Loom__Envelope__BodyCase kind)
     }
 }
 
-#define FAIL(...)                                                              \
-    do {                                                                       \
-        snprintf(why, whylen, __VA_ARGS__);                                    \
-        return LOOM_EPROTO;                                                    \
+#define FAIL(...)                                                                                  \
+    do {                                                                                           \
+        snprintf(why, whylen, __VA_ARGS__);                                                        \
+        return LOOM_EPROTO;                                                                        \
     } while (0)
 
 static int check_body(const loom_msg_t *m, char *why, size_t whylen)
@@ -66,7 +66,8 @@ static int check_body(const loom_msg_t *m, char *why, size_t whylen)
     case LOOM__ENVELOPE__BODY_LOG:
         if (m->log->attempt_id == 0) FAIL("log: attempt_id is 0");
         if (m->log->seq == 0) FAIL("log: seq is 0");
-        if (m->log->data.len > LOOM_LOG_CHUNK_MAX) FAIL("log: chunk over %d bytes", LOOM_LOG_CHUNK_MAX);
+        if (m->log->data.len > LOOM_LOG_CHUNK_MAX)
+            FAIL("log: chunk over %d bytes", LOOM_LOG_CHUNK_MAX);
         break;
     case LOOM__ENVELOPE__BODY_LOG_ACK:
         if (m->log_ack->attempt_id == 0) FAIL("log_ack: attempt_id is 0");

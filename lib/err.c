@@ -6,8 +6,8 @@ const char *loom_strerror(int err)
     switch (err) {
     case LOOM_OK:
         return "ok";
-#define X(name, msg)                                                           \
-    case LOOM_E##name:                                                         \
+#define X(name, msg)                                                                               \
+    case LOOM_E##name:                                                                             \
         return msg;
         LOOM_ERR_MAP(X)
 #undef X
@@ -21,8 +21,8 @@ const char *loom_errname(int err)
     switch (err) {
     case LOOM_OK:
         return "LOOM_OK";
-#define X(name, msg)                                                           \
-    case LOOM_E##name:                                                         \
+#define X(name, msg)                                                                               \
+    case LOOM_E##name:                                                                             \
         return "LOOM_E" #name;
         LOOM_ERR_MAP(X)
 #undef X

@@ -182,8 +182,7 @@ int loom_parse_duration_ms(const char *s, uint64_t *out)
     static const struct {
         const char *unit;
         double ms;
-    } units[] = {{"", 1000}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000},
-                 {"d", 86400000}};
+    } units[] = {{"", 1000}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
     double v;
     const char *unit;
     if (split_number(s, &v, &unit) != 0) return LOOM_EINVAL;

@@ -27,7 +27,8 @@ loom_zsock_t *loom_zsock_new(uv_loop_t *loop, void *socket, loom_zsock_recv_cb c
     zs->sock = socket;
     zs->cb = cb;
     zs->ud = ud;
-    if (zmq_getsockopt(socket, ZMQ_FD, &fd, &fdlen) != 0 || uv_poll_init(loop, &zs->poll, fd) != 0) {
+    if (zmq_getsockopt(socket, ZMQ_FD, &fd, &fdlen) != 0 ||
+        uv_poll_init(loop, &zs->poll, fd) != 0) {
         free(zs);
         return NULL;
     }

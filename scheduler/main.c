@@ -1,5 +1,232 @@
-/* placeholder until the module lands */
-int main(void)
+/* loomd: parses flags, builds the scheduler and its HTTP API, runs the loop
+ * until SIGINT or SIGTERM, then tears down. */
+#include "api.h"
+#include "scheduler.h"
+
+#include "loom/err.h"
+#include "loom/log.h"
+#include "loom/util.h"
+
+#include <getopt.h>
+#include <limits.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct {
+    char *state_dir;
+    char http_host[64];
+    uint16_t http_port;
+    const char *bind;
+    uint64_t heartbeat_ms, agent_timeout_ms;
+    loom_sync_mode sync;
+} options_t;
+
+typedef struct {
+    uv_loop_t *loop;
+    loom_sched_t *sched;
+    loom_api_t *api;
+    uv_signal_t sigint, sigterm;
+    char addr_file[PATH_MAX];
+    int closing;
+} daemon_t;
+
+static void usage(FILE *out)
 {
+    fputs("usage: loomd [options]\n"
+          "  --state-dir DIR        database and logs (default $LOOM_HOME or ~/.loom)\n"
+          "  --http HOST:PORT       HTTP API address (default 127.0.0.1:8420; port 0 = any)\n"
+          "  --bind ENDPOINT        ZeroMQ endpoint for agents (default tcp://127.0.0.1:8421;\n"
+          "                         tcp://127.0.0.1:* = any port)\n"
+          "  --heartbeat DURATION   agent heartbeat interval (default 1s)\n"
+          "  --agent-timeout DUR    silence before an agent is lost (default 10s)\n"
+          "  --sync normal|full     SQLite durability (default normal: survives a crash of\n"
+          "                         loomd; full also survives power loss, slower)\n"
+          "  --log-level LEVEL      debug, info, warn, error (default info)\n"
+          "  --version, --help\n"
+          "Once listening, loomd writes STATE_DIR/loomd.json with the bound addresses.\n",
+          out);
+}
+
+static int fail_flag(const char *flag, const char *value, const char *want)
+{
+    fprintf(stderr, "loomd: %s %s: %s\n", flag, value ? value : "", want);
+    return 2;
+}
+
+static int parse_hostport(const char *s, options_t *o)
+{
+    const char *colon = strrchr(s, ':');
+    int64_t port;
+    if (!colon || colon == s || (size_t)(colon - s) >= sizeof o->http_host ||
+        loom_parse_i64(colon + 1, 0, 65535, &port) != 0)
+        return LOOM_EINVAL;
+    memcpy(o->http_host, s, (size_t)(colon - s));
+    o->http_host[colon - s] = '\0';
+    o->http_port = (uint16_t)port;
     return 0;
+}
+
+static char *default_state_dir(void)
+{
+    const char *home = getenv("LOOM_HOME");
+    if (home && *home) return loom_xstrdup(home);
+    home = getenv("HOME");
+    return loom_xasprintf("%s/.loom", home && *home ? home : ".");
+}
+
+static int parse_args(int argc, char **argv, options_t *o)
+{
+    static const struct option longopts[] = {{"state-dir", required_argument, NULL, 's'},
+                                             {"http", required_argument, NULL, 'H'},
+                                             {"bind", required_argument, NULL, 'b'},
+                                             {"heartbeat", required_argument, NULL, 'h'},
+                                             {"agent-timeout", required_argument, NULL, 't'},
+                                             {"sync", required_argument, NULL, 'y'},
+                                             {"log-level", required_argument, NULL, 'l'},
+                                             {"version", no_argument, NULL, 'V'},
+                                             {"help", no_argument, NULL, '?'},
+                                             {NULL, 0, NULL, 0}};
+    int c;
+    loom_log_level level;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case 's':
+            free(o->state_dir);
+            o->state_dir = loom_xstrdup(optarg);
+            break;
+        case 'H':
+            if (parse_hostport(optarg, o)) return fail_flag("--http", optarg, "want HOST:PORT");
+            break;
+        case 'b':
+            o->bind = optarg;
+            break;
+        case 'h':
+            if (loom_parse_duration_ms(optarg, &o->heartbeat_ms) || o->heartbeat_ms < 10)
+                return fail_flag("--heartbeat", optarg, "want a duration of at least 10ms");
+            break;
+        case 't':
+            if (loom_parse_duration_ms(optarg, &o->agent_timeout_ms) || o->agent_timeout_ms < 50)
+                return fail_flag("--agent-timeout", optarg, "want a duration of at least 50ms");
+            break;
+        case 'y':
+            if (strcmp(optarg, "normal") == 0)
+                o->sync = LOOM_SYNC_NORMAL;
+            else if (strcmp(optarg, "full") == 0)
+                o->sync = LOOM_SYNC_FULL;
+            else
+                return fail_flag("--sync", optarg, "want normal or full");
+            break;
+        case 'l':
+            if (loom_log_parse_level(optarg, &level))
+                return fail_flag("--log-level", optarg, "want debug, info, warn or error");
+            loom_log_set_level(level);
+            break;
+        case 'V':
+            printf("loomd %s\n", LOOM_VERSION);
+            exit(0);
+        default:
+            if (optopt == 0 && strcmp(argv[optind - 1], "--help") == 0) {
+                usage(stdout);
+                exit(0);
+            }
+            fprintf(stderr, "loomd: unknown or incomplete option \"%s\"\n", argv[optind - 1]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "loomd: unexpected argument \"%s\"\n", argv[optind]);
+        return 2;
+    }
+    return 0;
+}
+
+static void on_closed(void *ud)
+{
+    daemon_t *d = ud;
+    if (--d->closing == 0) uv_stop(d->loop);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    daemon_t *d = h->data;
+    if (d->closing) return;
+    LOG_INFO("signal %d: shutting down", signum);
+    unlink(d->addr_file);
+    uv_close((uv_handle_t *)&d->sigint, NULL);
+    uv_close((uv_handle_t *)&d->sigterm, NULL);
+    d->closing = 2;
+    loom_api_close(d->api, on_closed, d);
+    loom_sched_close(d->sched, on_closed, d);
+}
+
+static int write_addr_file(daemon_t *d, const options_t *o, uint16_t port, const char *zmq_ep)
+{
+    json_t *j = json_pack("{s:s,s:s,s:i}", "http", "", "zmq", zmq_ep, "pid", (int)getpid());
+    char url[128];
+    snprintf(url, sizeof url, "http://%s:%u", o->http_host, port);
+    json_object_set_new(j, "http", json_string(url));
+    char *text = json_dumps(j, JSON_INDENT(2));
+    json_decref(j);
+    snprintf(d->addr_file, sizeof d->addr_file, "%s/loomd.json", o->state_dir);
+    int rc = loom_write_file_atomic(d->addr_file, text, strlen(text));
+    free(text);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    options_t o = {.http_port = 8420, .bind = "tcp://127.0.0.1:8421"};
+    snprintf(o.http_host, sizeof o.http_host, "127.0.0.1");
+    loom_log_set_component("loomd");
+    o.state_dir = default_state_dir();
+    int rc = parse_args(argc, argv, &o);
+    if (rc) {
+        free(o.state_dir);
+        return rc;
+    }
+    if (sodium_init() < 0) {
+        LOG_ERROR("libsodium failed to initialise");
+        return 1;
+    }
+    daemon_t d = {.loop = uv_default_loop()};
+    loom_sched_config_t cfg = {.state_dir = o.state_dir,
+                               .bind = o.bind,
+                               .heartbeat_ms = (uint32_t)o.heartbeat_ms,
+                               .agent_timeout_ms = (uint32_t)o.agent_timeout_ms,
+                               .sync = o.sync};
+    char why[512] = "", endpoint[256] = "";
+    uint16_t port = 0;
+    d.sched = loom_sched_new(d.loop, &cfg);
+    d.api = loom_api_new(d.loop, d.sched);
+    if (loom_sched_open(d.sched, why, sizeof why) ||
+        loom_sched_bind(d.sched, endpoint, sizeof endpoint, why, sizeof why) ||
+        loom_api_listen(d.api, o.http_host, o.http_port, &port, why, sizeof why) ||
+        (write_addr_file(&d, &o, port, endpoint) &&
+         snprintf(why, sizeof why, "cannot write %s", d.addr_file))) {
+        LOG_ERROR("%s", why);
+        rc = 1;
+        d.closing = 2;
+        loom_api_close(d.api, on_closed, &d);
+        loom_sched_close(d.sched, on_closed, &d);
+    } else {
+        uv_signal_init(d.loop, &d.sigint);
+        uv_signal_init(d.loop, &d.sigterm);
+        d.sigint.data = d.sigterm.data = &d;
+        uv_signal_start(&d.sigint, on_signal, SIGINT);
+        uv_signal_start(&d.sigterm, on_signal, SIGTERM);
+        LOG_INFO("loomd %s ready state=%s http=http://%s:%u agents=%s", LOOM_VERSION, o.state_dir,
+                 o.http_host, port, endpoint);
+    }
+    uv_run(d.loop, UV_RUN_DEFAULT);
+    uv_run(d.loop, UV_RUN_NOWAIT); /* let close callbacks finish */
+    loom_api_destroy(&d.api);
+    loom_sched_destroy(&d.sched);
+    uv_loop_close(d.loop);
+    free(o.state_dir);
+    return rc;
 }

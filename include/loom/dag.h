@@ -20,6 +20,7 @@
 #ifndef LOOM_DAG_H
 #define LOOM_DAG_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -36,10 +37,10 @@ typedef struct {
 
 typedef struct {
     char *name;
-    char *shell;  /* run as a string; NULL in the argv form */
-    char **argv;  /* run as a list, NULL-terminated; NULL in the shell form */
+    char *shell; /* run as a string; NULL in the argv form */
+    char **argv; /* run as a list, NULL-terminated; NULL in the shell form */
     size_t argc;
-    char **needs; /* names as written */
+    char **needs;      /* names as written */
     size_t *needs_idx; /* the same, as indexes into loom_dag_t.tasks */
     size_t n_needs;
     loom_env_t *env;
@@ -72,16 +73,24 @@ typedef struct {
 
 /* Parses and validates src (len bytes, need not be NUL-terminated). filename
  * is used only in diagnostics. Returns 0 and a DAG, or LOOM_EPARSE with every
- * problem found appended to diags (and *out NULL). */
+ * problem found appended to diags (which may be NULL) in file order, and *out
+ * NULL. */
 int loom_dag_parse(const char *src, size_t len, const char *filename, loom_dag_t **out,
                    loom_diags_t *diags);
 void loom_dag_destroy(loom_dag_t **dag);
 /* Index of the task named name, or -1. */
 ssize_t loom_dag_find(const loom_dag_t *dag, const char *name);
 
+/* A list keeps at most this many diagnostics, then one "too many errors" line:
+ * nobody reads the 101st, and a hostile file must not grow the list without
+ * bound. */
+#define LOOM_DIAGS_MAX 100
+
 /* Appends one diagnostic (message formatted printf-style). */
 void loom_diags_add(loom_diags_t *d, const char *file, int line, int col, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
+void loom_diags_vadd(loom_diags_t *d, const char *file, int line, int col, const char *fmt,
+                     va_list ap) __attribute__((format(printf, 5, 0)));
 /* "file:line:col: error: message\n" for each, in order; caller frees. */
 char *loom_diags_format(const loom_diags_t *d);
 void loom_diags_free(loom_diags_t *d);

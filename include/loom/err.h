@@ -4,22 +4,22 @@
 #ifndef LOOM_ERR_H
 #define LOOM_ERR_H
 
-#define LOOM_ERR_MAP(X)                                                        \
-    X(NOMEM, "out of memory")                                                  \
-    X(INVAL, "invalid argument")                                               \
-    X(PARSE, "malformed input")                                                \
-    X(NOTFOUND, "not found")                                                   \
-    X(EXISTS, "already exists")                                                \
-    X(IO, "input/output error")                                                \
-    X(DB, "database error")                                                    \
-    X(NET, "network error")                                                    \
-    X(PROTO, "protocol error")                                                 \
-    X(TOOBIG, "too large")                                                     \
-    X(STATE, "not allowed in the current state")                               \
-    X(FENCED, "attempt is no longer current")                                  \
-    X(SPAWN, "could not start process")                                        \
-    X(TIMEOUT, "timed out")                                                    \
-    X(CANCELLED, "cancelled")                                                  \
+#define LOOM_ERR_MAP(X)                                                                            \
+    X(NOMEM, "out of memory")                                                                      \
+    X(INVAL, "invalid argument")                                                                   \
+    X(PARSE, "malformed input")                                                                    \
+    X(NOTFOUND, "not found")                                                                       \
+    X(EXISTS, "already exists")                                                                    \
+    X(IO, "input/output error")                                                                    \
+    X(DB, "database error")                                                                        \
+    X(NET, "network error")                                                                        \
+    X(PROTO, "protocol error")                                                                     \
+    X(TOOBIG, "too large")                                                                         \
+    X(STATE, "not allowed in the current state")                                                   \
+    X(FENCED, "attempt is no longer current")                                                      \
+    X(SPAWN, "could not start process")                                                            \
+    X(TIMEOUT, "timed out")                                                                        \
+    X(CANCELLED, "cancelled")                                                                      \
     X(INTERNAL, "internal error")
 
 typedef enum {

@@ -24,9 +24,9 @@ void loom_log_set_component(const char *component);
 void loom_log_write(loom_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-#define LOOM_LOG(level, ...)                                                   \
-    do {                                                                       \
-        if ((level) >= loom_log_threshold) loom_log_write((level), __VA_ARGS__); \
+#define LOOM_LOG(level, ...)                                                                       \
+    do {                                                                                           \
+        if ((level) >= loom_log_threshold) loom_log_write((level), __VA_ARGS__);                   \
     } while (0)
 #define LOG_DEBUG(...) LOOM_LOG(LOOM_LOG_DEBUG, __VA_ARGS__)
 #define LOG_INFO(...) LOOM_LOG(LOOM_LOG_INFO, __VA_ARGS__)

@@ -1,0 +1,714 @@
+/* HTTP API routes and their handlers; see api.h and docs/api.md. */
+#include "api.h"
+
+#include "loom/err.h"
+#include "loom/log.h"
+#include "loom/util.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <microhttpd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_BODY (8 * 1024 * 1024)
+#define MAX_WAIT_S 3600
+#define MAX_SEGMENTS 8
+
+typedef struct req req_t;
+typedef struct follow follow_t;
+
+struct loom_api {
+    uv_loop_t *loop;
+    loom_sched_t *sched;
+    struct MHD_Daemon *mhd;
+    uv_poll_t poll;
+    uv_timer_t timer;      /* MHD's own timeouts */
+    uv_timer_t wait_timer; /* the earliest long-poll deadline */
+    int open_handles;
+    bool closing;
+    void (*on_closed)(void *ud);
+    void *closed_ud;
+    req_t *waiters;      /* suspended long polls */
+    follow_t *followers; /* log streams */
+};
+
+/* Per-connection state, freed when MHD reports the request completed. */
+struct req {
+    loom_api_t *api;
+    struct MHD_Connection *conn;
+    loom_buf_t body;
+    bool too_big;
+    bool suspended;
+    uint64_t wait_run;  /* run a long poll waits on */
+    uint64_t deadline;  /* monotonic ms; 0: no long poll asked for */
+    req_t *next, *prev; /* in api->waiters while suspended */
+};
+
+/* A log response body being streamed; freed by MHD with the response. */
+struct follow {
+    loom_api_t *api;
+    struct MHD_Connection *conn;
+    uint64_t run_id, attempt_id;
+    uint64_t offset;
+    int fd;
+    bool follow;
+    bool suspended;
+    follow_t *next, *prev;
+};
+
+typedef struct {
+    const char *segs[MAX_SEGMENTS];
+    size_t n;
+} path_t;
+
+typedef enum MHD_Result (*route_fn)(req_t *r, const path_t *p);
+
+static void api_run(loom_api_t *api);
+
+/* --- responses ---------------------------------------------------------------- */
+
+static enum MHD_Result respond_json(req_t *r, unsigned status, json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    if (!text) text = loom_xstrdup("{}");
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    enum MHD_Result rc = MHD_queue_response(r->conn, status, resp);
+    MHD_destroy_response(resp);
+    return rc;
+}
+
+static enum MHD_Result respond_error(req_t *r, unsigned status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static enum MHD_Result respond_error(req_t *r, unsigned status, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return respond_json(r, status, json_pack("{s:s}", "error", msg));
+}
+
+static enum MHD_Result respond_loom_error(req_t *r, int err, const char *what)
+{
+    unsigned status = err == LOOM_ENOTFOUND ? MHD_HTTP_NOT_FOUND
+                      : err == LOOM_ESTATE  ? MHD_HTTP_CONFLICT
+                      : err == LOOM_EPARSE  ? MHD_HTTP_UNPROCESSABLE_CONTENT
+                                            : MHD_HTTP_INTERNAL_SERVER_ERROR;
+    return respond_error(r, status, "%s: %s", what, loom_strerror(err));
+}
+
+/* --- arguments ---------------------------------------------------------------- */
+
+static int query_u64(req_t *r, const char *key, uint64_t max, uint64_t dflt, uint64_t *out)
+{
+    const char *v = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, key);
+    int64_t n;
+    if (!v) {
+        *out = dflt;
+        return 0;
+    }
+    if (loom_parse_i64(v, 0, (int64_t)max, &n) != 0) return LOOM_EINVAL;
+    *out = (uint64_t)n;
+    return 0;
+}
+
+static bool parse_id(const char *s, uint64_t *out)
+{
+    int64_t n;
+    if (loom_parse_i64(s, 1, INT64_MAX, &n) != 0) return false;
+    *out = (uint64_t)n;
+    return true;
+}
+
+static json_t *parse_body(req_t *r, enum MHD_Result *rc)
+{
+    json_error_t err;
+    json_t *j =
+        json_loadb(r->body.data ? r->body.data : "", r->body.len, JSON_REJECT_DUPLICATES, &err);
+    if (!j) {
+        *rc = respond_error(r, MHD_HTTP_BAD_REQUEST, "request body: line %d, column %d: %s",
+                            err.line, err.column, err.text);
+        return NULL;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        *rc = respond_error(r, MHD_HTTP_BAD_REQUEST, "request body must be a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
+/* --- handlers ------------------------------------------------------------------ */
+
+static enum MHD_Result get_health(req_t *r, const path_t *p)
+{
+    (void)p;
+    return respond_json(r, MHD_HTTP_OK,
+                        json_pack("{s:s,s:s}", "status", "ok", "version", LOOM_VERSION));
+}
+
+static json_t *diags_json(const loom_diags_t *d)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < d->n; i++)
+        json_array_append_new(arr, json_pack("{s:s,s:i,s:i,s:s}", "file",
+                                             d->items[i].file ? d->items[i].file : "", "line",
+                                             d->items[i].line, "col", d->items[i].col, "message",
+                                             d->items[i].message));
+    return arr;
+}
+
+static enum MHD_Result post_pipeline(req_t *r, const path_t *p)
+{
+    (void)p;
+    enum MHD_Result rc;
+    json_t *body = parse_body(r, &rc);
+    if (!body) return rc;
+    json_t *jfile = json_object_get(body, "file");
+    json_t *jsource = json_object_get(body, "source");
+    if (!json_is_string(jsource)) {
+        json_decref(body);
+        return respond_error(r, MHD_HTTP_BAD_REQUEST, "\"source\" must be a string (the DAG file)");
+    }
+    if (jfile && !json_is_string(jfile)) {
+        json_decref(body);
+        return respond_error(r, MHD_HTTP_BAD_REQUEST, "\"file\" must be a string");
+    }
+    const char *file = jfile ? json_string_value(jfile) : "dag.yaml";
+    json_t *result = NULL;
+    loom_diags_t diags = {0};
+    int err = loom_sched_submit(r->api->sched, file, json_string_value(jsource),
+                                json_string_length(jsource), &result, &diags);
+    json_decref(body);
+    if (err == LOOM_EPARSE) {
+        rc = respond_json(
+            r, MHD_HTTP_UNPROCESSABLE_CONTENT,
+            json_pack("{s:s,s:o}", "error", "invalid DAG", "diagnostics", diags_json(&diags)));
+        loom_diags_free(&diags);
+        return rc;
+    }
+    loom_diags_free(&diags);
+    if (err) return respond_loom_error(r, err, "cannot store pipeline");
+    bool created = json_is_true(json_object_get(result, "created"));
+    return respond_json(r, created ? MHD_HTTP_CREATED : MHD_HTTP_OK, result);
+}
+
+static enum MHD_Result get_pipelines(req_t *r, const path_t *p)
+{
+    (void)p;
+    json_t *out = NULL;
+    int err = loom_store_json_pipelines(loom_sched_store(r->api->sched), &out);
+    return err ? respond_loom_error(r, err, "pipelines") : respond_json(r, MHD_HTTP_OK, out);
+}
+
+static enum MHD_Result get_pipeline(req_t *r, const path_t *p)
+{
+    json_t *out = NULL;
+    int err = loom_store_json_pipeline(loom_sched_store(r->api->sched), p->segs[3], &out);
+    if (err == LOOM_ENOTFOUND)
+        return respond_error(r, MHD_HTTP_NOT_FOUND, "no pipeline named \"%s\"", p->segs[3]);
+    return err ? respond_loom_error(r, err, "pipeline") : respond_json(r, MHD_HTTP_OK, out);
+}
+
+static enum MHD_Result run_response(req_t *r, unsigned status, uint64_t run_id, bool wrap)
+{
+    json_t *run = NULL;
+    int err = loom_store_json_run(loom_sched_store(r->api->sched), run_id, &run);
+    if (err == LOOM_ENOTFOUND)
+        return respond_error(r, MHD_HTTP_NOT_FOUND, "no run %llu", (unsigned long long)run_id);
+    if (err) return respond_loom_error(r, err, "run");
+    return respond_json(r, status, wrap ? json_pack("{s:o}", "run", run) : run);
+}
+
+static enum MHD_Result post_run(req_t *r, const path_t *p)
+{
+    enum MHD_Result rc;
+    json_t *body = r->body.len ? parse_body(r, &rc) : json_object();
+    if (!body) return rc;
+    json_t *jv = json_object_get(body, "version");
+    if (jv && (!json_is_integer(jv) || json_integer_value(jv) < 1 ||
+               json_integer_value(jv) > UINT32_MAX)) {
+        json_decref(body);
+        return respond_error(r, MHD_HTTP_BAD_REQUEST, "\"version\" must be a positive integer");
+    }
+    uint32_t version = jv ? (uint32_t)json_integer_value(jv) : 0;
+    json_decref(body);
+    uint64_t run_id = 0;
+    int err = loom_sched_start_run(r->api->sched, p->segs[3], version, "manual", &run_id);
+    if (err == LOOM_ENOTFOUND) {
+        if (version)
+            return respond_error(r, MHD_HTTP_NOT_FOUND, "pipeline \"%s\" has no version %u",
+                                 p->segs[3], version);
+        return respond_error(r, MHD_HTTP_NOT_FOUND, "no pipeline named \"%s\"", p->segs[3]);
+    }
+    if (err) return respond_loom_error(r, err, "cannot start run");
+    return run_response(r, MHD_HTTP_CREATED, run_id, true);
+}
+
+static enum MHD_Result get_runs(req_t *r, const path_t *p)
+{
+    (void)p;
+    uint64_t limit;
+    if (query_u64(r, "limit", 1000, 50, &limit) != 0 || limit == 0)
+        return respond_error(r, MHD_HTTP_BAD_REQUEST, "\"limit\" must be an integer 1..1000");
+    const char *pipeline = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "pipeline");
+    json_t *out = NULL;
+    int err = loom_store_json_runs(loom_sched_store(r->api->sched), pipeline, (int)limit, &out);
+    return err ? respond_loom_error(r, err, "runs") : respond_json(r, MHD_HTTP_OK, out);
+}
+
+static void waiter_add(loom_api_t *api, req_t *r);
+
+static enum MHD_Result get_run(req_t *r, const path_t *p)
+{
+    uint64_t run_id, wait_s;
+    if (!parse_id(p->segs[3], &run_id))
+        return respond_error(r, MHD_HTTP_BAD_REQUEST, "run id \"%s\" is not a number", p->segs[3]);
+    if (query_u64(r, "wait", MAX_WAIT_S, 0, &wait_s) != 0)
+        return respond_error(r, MHD_HTTP_BAD_REQUEST, "\"wait\" must be seconds, 0..%d",
+                             MAX_WAIT_S);
+    /* Called again each time the connection is resumed: keep the first
+     * deadline, so that changes along the way do not extend the wait. */
+    if (!r->deadline && wait_s > 0) r->deadline = loom_mono_ms() + wait_s * 1000;
+    if (r->deadline > loom_mono_ms() && loom_sched_run_active(r->api->sched, run_id)) {
+        r->wait_run = run_id;
+        waiter_add(r->api, r);
+        return MHD_YES; /* answered when the run ends or the deadline passes */
+    }
+    return run_response(r, MHD_HTTP_OK, run_id, false);
+}
+
+static enum MHD_Result post_cancel(req_t *r, const path_t *p)
+{
+    uint64_t run_id;
+    if (!parse_id(p->segs[3], &run_id))
+        return respond_error(r, MHD_HTTP_BAD_REQUEST, "run id \"%s\" is not a number", p->segs[3]);
+    int err = loom_sched_cancel_run(r->api->sched, run_id, "by request");
+    if (err == LOOM_ENOTFOUND)
+        return respond_error(r, MHD_HTTP_NOT_FOUND, "no run %llu", (unsigned long long)run_id);
+    if (err == LOOM_ESTATE)
+        return respond_error(r, MHD_HTTP_CONFLICT, "run %llu has already ended",
+                             (unsigned long long)run_id);
+    if (err) return respond_loom_error(r, err, "cancel");
+    loom_sched_commit(r->api->sched);
+    return run_response(r, MHD_HTTP_OK, run_id, false);
+}
+
+static enum MHD_Result get_agents(req_t *r, const path_t *p)
+{
+    (void)p;
+    return respond_json(r, MHD_HTTP_OK, loom_sched_agents_json(r->api->sched));
+}
+
+/* --- logs ------------------------------------------------------------------------ */
+
+static void follower_unlink(follow_t *f)
+{
+    if (f->prev)
+        f->prev->next = f->next;
+    else if (f->api->followers == f)
+        f->api->followers = f->next;
+    if (f->next) f->next->prev = f->prev;
+    f->next = f->prev = NULL;
+}
+
+static void on_follow_free(void *cls)
+{
+    follow_t *f = cls;
+    follower_unlink(f);
+    if (f->fd >= 0) close(f->fd);
+    free(f);
+}
+
+/* Serves the log file from offset+pos. At the end of what is written so far
+ * a followed log of a live attempt suspends its connection (returning 0 is
+ * then allowed) until the scheduler reports more output. */
+static ssize_t on_log_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    follow_t *f = cls;
+    loom_api_t *api = f->api;
+    if (f->fd < 0) {
+        char *path = loom_sched_log_path(api->sched, f->run_id, f->attempt_id);
+        f->fd = open(path, O_RDONLY | O_CLOEXEC);
+        free(path);
+    }
+    if (f->fd >= 0) {
+        ssize_t n = pread(f->fd, buf, max, (off_t)(f->offset + pos));
+        if (n > 0) return n;
+        if (n < 0) return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+    if (f->follow && !api->closing && loom_sched_attempt_active(api->sched, f->attempt_id)) {
+        f->suspended = true;
+        MHD_suspend_connection(f->conn);
+        return 0;
+    }
+    return MHD_CONTENT_READER_END_OF_STREAM;
+}
+
+static enum MHD_Result get_log(req_t *r, const path_t *p)
+{
+    loom_api_t *api = r->api;
+    uint64_t run_id, offset, number, follow;
+    if (!parse_id(p->segs[3], &run_id))
+        return respond_error(r, MHD_HTTP_BAD_REQUEST, "run id \"%s\" is not a number", p->segs[3]);
+    if (query_u64(r, "offset", INT64_MAX, 0, &offset) ||
+        query_u64(r, "attempt", UINT32_MAX, 0, &number) || query_u64(r, "follow", 1, 0, &follow))
+        return respond_error(r, MHD_HTTP_BAD_REQUEST,
+                             "offset and attempt must be non-negative integers, follow 0 or 1");
+    uint64_t attempt_id = 0;
+    uint32_t found = 0;
+    int err = loom_store_find_attempt(loom_sched_store(api->sched), run_id, p->segs[5],
+                                      (uint32_t)number, &attempt_id, &found);
+    if (err == LOOM_ENOTFOUND)
+        return respond_error(r, MHD_HTTP_NOT_FOUND, "run %llu has no task \"%s\"",
+                             (unsigned long long)run_id, p->segs[5]);
+    if (err) return respond_loom_error(r, err, "log");
+    if (!attempt_id && number)
+        return respond_error(r, MHD_HTTP_NOT_FOUND, "task \"%s\" has no attempt %llu", p->segs[5],
+                             (unsigned long long)number);
+    if (!attempt_id && follow && !r->deadline) r->deadline = loom_mono_ms() + MAX_WAIT_S * 1000ull;
+    if (!attempt_id && follow && r->deadline > loom_mono_ms() &&
+        loom_sched_run_active(api->sched, run_id)) {
+        /* Not started yet: wait for its first attempt like a long poll. */
+        r->wait_run = run_id;
+        waiter_add(api, r);
+        return MHD_YES;
+    }
+    follow_t *f = loom_xcalloc(1, sizeof *f);
+    f->api = api;
+    f->conn = r->conn;
+    f->run_id = run_id;
+    f->attempt_id = attempt_id;
+    f->offset = offset;
+    f->fd = -1;
+    f->follow = follow != 0 && attempt_id != 0;
+    f->next = api->followers;
+    if (f->next) f->next->prev = f;
+    api->followers = f;
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024,
+                                                                  on_log_read, f, on_follow_free);
+    char num[24];
+    snprintf(num, sizeof num, "%u", found);
+    MHD_add_response_header(resp, "Content-Type", "text/plain; charset=utf-8");
+    MHD_add_response_header(resp, "X-Loom-Attempt", num);
+    enum MHD_Result rc = MHD_queue_response(r->conn, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    return rc;
+}
+
+/* --- long polls ---------------------------------------------------------------- */
+
+static void waiter_remove(loom_api_t *api, req_t *r)
+{
+    if (r->prev)
+        r->prev->next = r->next;
+    else if (api->waiters == r)
+        api->waiters = r->next;
+    if (r->next) r->next->prev = r->prev;
+    r->next = r->prev = NULL;
+}
+
+static void rearm_wait_timer(loom_api_t *api);
+
+static void waiter_add(loom_api_t *api, req_t *r)
+{
+    r->next = api->waiters;
+    if (r->next) r->next->prev = r;
+    api->waiters = r;
+    r->suspended = true;
+    MHD_suspend_connection(r->conn);
+    rearm_wait_timer(api);
+}
+
+static void waiter_resume(loom_api_t *api, req_t *r)
+{
+    waiter_remove(api, r);
+    r->suspended = false;
+    MHD_resume_connection(r->conn);
+}
+
+static void on_wait_timer(uv_timer_t *h)
+{
+    loom_api_t *api = h->data;
+    uint64_t now = loom_mono_ms();
+    req_t *r = api->waiters;
+    while (r) {
+        req_t *next = r->next;
+        if (r->deadline <= now) waiter_resume(api, r);
+        r = next;
+    }
+    rearm_wait_timer(api);
+    api_run(api);
+}
+
+static void rearm_wait_timer(loom_api_t *api)
+{
+    uint64_t soonest = 0, now = loom_mono_ms();
+    for (req_t *r = api->waiters; r; r = r->next)
+        if (!soonest || r->deadline < soonest) soonest = r->deadline;
+    if (!soonest) {
+        uv_timer_stop(&api->wait_timer);
+        return;
+    }
+    uv_timer_start(&api->wait_timer, on_wait_timer, soonest > now ? soonest - now : 0, 0);
+}
+
+static void on_run_changed(void *ud, uint64_t run_id)
+{
+    loom_api_t *api = ud;
+    bool resumed = false;
+    req_t *r = api->waiters;
+    while (r) {
+        req_t *next = r->next;
+        /* A log wait resumes on any change (its first attempt may exist now);
+         * a run wait only once the run has ended. */
+        if (r->wait_run == run_id) {
+            waiter_resume(api, r);
+            resumed = true;
+        }
+        r = next;
+    }
+    for (follow_t *f = api->followers; f; f = f->next) {
+        if (f->run_id == run_id && f->suspended) {
+            f->suspended = false;
+            MHD_resume_connection(f->conn);
+            resumed = true;
+        }
+    }
+    if (resumed) {
+        rearm_wait_timer(api);
+        api_run(api);
+    }
+}
+
+static void on_task_output(void *ud, uint64_t run_id)
+{
+    on_run_changed(ud, run_id);
+}
+
+/* --- routing ----------------------------------------------------------------------- */
+
+static const struct {
+    const char *method;
+    const char *pattern; /* segments after /api/v1/, '*' matches one */
+    route_fn fn;
+} routes[] = {
+    {"GET", "health", get_health},
+    {"POST", "pipelines", post_pipeline},
+    {"GET", "pipelines", get_pipelines},
+    {"GET", "pipelines/*", get_pipeline},
+    {"POST", "pipelines/*/runs", post_run},
+    {"GET", "runs", get_runs},
+    {"GET", "runs/*", get_run},
+    {"POST", "runs/*/cancel", post_cancel},
+    {"GET", "runs/*/tasks/*/log", get_log},
+    {"GET", "agents", get_agents},
+};
+
+/* Splits "/api/v1/a/b" into segments in buf; false if too deep. */
+static bool split_path(const char *url, char *buf, size_t buflen, path_t *p)
+{
+    snprintf(buf, buflen, "%s", url);
+    p->n = 0;
+    for (char *s = buf; *s;) {
+        while (*s == '/') *s++ = '\0';
+        if (!*s) break;
+        if (p->n == MAX_SEGMENTS) return false;
+        p->segs[p->n++] = s;
+        while (*s && *s != '/') s++;
+    }
+    return true;
+}
+
+static bool pattern_matches(const char *pattern, const path_t *p)
+{
+    char buf[128];
+    path_t want;
+    if (!split_path(pattern, buf, sizeof buf, &want) || want.n + 2 != p->n) return false;
+    for (size_t i = 0; i < want.n; i++)
+        if (strcmp(want.segs[i], "*") != 0 && strcmp(want.segs[i], p->segs[i + 2]) != 0)
+            return false;
+    return true;
+}
+
+static enum MHD_Result route(req_t *r, const char *url, const char *method)
+{
+    char buf[1024];
+    path_t p;
+    if (strlen(url) >= sizeof buf || !split_path(url, buf, sizeof buf, &p) || p.n < 3 ||
+        strcmp(p.segs[0], "api") != 0 || strcmp(p.segs[1], "v1") != 0)
+        return respond_error(r, MHD_HTTP_NOT_FOUND,
+                             "no such path: %.200s (the API is under /api/v1)", url);
+    bool path_known = false;
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        if (!pattern_matches(routes[i].pattern, &p)) continue;
+        path_known = true;
+        if (strcmp(routes[i].method, method) == 0) return routes[i].fn(r, &p);
+    }
+    if (path_known)
+        return respond_error(r, MHD_HTTP_METHOD_NOT_ALLOWED, "%s is not allowed on %.200s", method,
+                             url);
+    return respond_error(r, MHD_HTTP_NOT_FOUND, "no such path: %.200s", url);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
+    loom_api_t *api = cls;
+    req_t *r = *con_cls;
+    (void)version;
+    if (!r) {
+        r = loom_xcalloc(1, sizeof *r);
+        r->api = api;
+        r->conn = conn;
+        *con_cls = r;
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        if (r->body.len + *upload_data_size > MAX_BODY)
+            r->too_big = true;
+        else
+            loom_buf_append(&r->body, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (r->too_big)
+        return respond_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "request body over %d bytes", MAX_BODY);
+    return route(r, url, method);
+}
+
+static void on_request_done(void *cls, struct MHD_Connection *conn, void **con_cls,
+                            enum MHD_RequestTerminationCode toe)
+{
+    loom_api_t *api = cls;
+    req_t *r = *con_cls;
+    (void)conn;
+    (void)toe;
+    if (!r) return;
+    waiter_remove(api, r);
+    loom_buf_free(&r->body);
+    free(r);
+    *con_cls = NULL;
+}
+
+/* --- the libuv side ------------------------------------------------------------------ */
+
+static void on_mhd_timer(uv_timer_t *h)
+{
+    api_run(h->data);
+}
+
+static void api_run(loom_api_t *api)
+{
+    if (!api->mhd) return;
+    MHD_run(api->mhd);
+    MHD_UNSIGNED_LONG_LONG timeout;
+    if (MHD_get_timeout(api->mhd, &timeout) == MHD_YES)
+        uv_timer_start(&api->timer, on_mhd_timer, timeout, 0);
+    else
+        uv_timer_stop(&api->timer);
+}
+
+static void on_mhd_readable(uv_poll_t *h, int status, int events)
+{
+    (void)status;
+    (void)events;
+    api_run(h->data);
+}
+
+loom_api_t *loom_api_new(uv_loop_t *loop, loom_sched_t *sched)
+{
+    loom_api_t *api = loom_xcalloc(1, sizeof *api);
+    api->loop = loop;
+    api->sched = sched;
+    loom_sched_observer_t obs = {on_run_changed, on_task_output, api};
+    loom_sched_set_observer(sched, &obs);
+    return api;
+}
+
+int loom_api_listen(loom_api_t *api, const char *host, uint16_t port, uint16_t *bound, char *why,
+                    size_t whylen)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
+    if (inet_pton(AF_INET, host, &sin.sin_addr) != 1) {
+        snprintf(why, whylen, "HTTP address \"%s\" is not an IPv4 address", host);
+        return LOOM_EINVAL;
+    }
+    api->mhd = MHD_start_daemon(
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, port, NULL, NULL, on_request,
+        api, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sin, MHD_OPTION_NOTIFY_COMPLETED,
+        on_request_done, api, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)120, MHD_OPTION_END);
+    if (!api->mhd) {
+        snprintf(why, whylen, "cannot listen on http://%s:%u: %s", host, port, strerror(errno));
+        return LOOM_ENET;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(api->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+    const union MHD_DaemonInfo *pinfo = MHD_get_daemon_info(api->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    *bound = pinfo ? pinfo->port : port;
+    uv_poll_init(api->loop, &api->poll, info->epoll_fd);
+    api->poll.data = api;
+    uv_poll_start(&api->poll, UV_READABLE, on_mhd_readable);
+    uv_timer_init(api->loop, &api->timer);
+    api->timer.data = api;
+    uv_timer_init(api->loop, &api->wait_timer);
+    api->wait_timer.data = api;
+    api->open_handles = 3;
+    api_run(api);
+    LOG_INFO("HTTP API on http://%s:%u/api/v1", host, *bound);
+    return 0;
+}
+
+static void on_api_handle_closed(uv_handle_t *h)
+{
+    loom_api_t *api = h->data;
+    if (--api->open_handles == 0 && api->on_closed) api->on_closed(api->closed_ud);
+}
+
+void loom_api_close(loom_api_t *api, void (*on_closed)(void *ud), void *ud)
+{
+    api->closing = true;
+    api->on_closed = on_closed;
+    api->closed_ud = ud;
+    if (api->mhd) {
+        /* Suspended connections must be resumed before MHD can stop; they
+         * then end their responses because closing is set. */
+        while (api->waiters) {
+            api->waiters->deadline = 1; /* answer now */
+            waiter_resume(api, api->waiters);
+        }
+        for (follow_t *f = api->followers; f; f = f->next)
+            if (f->suspended) {
+                f->suspended = false;
+                MHD_resume_connection(f->conn);
+            }
+        MHD_run(api->mhd);
+        MHD_stop_daemon(api->mhd);
+        api->mhd = NULL;
+    }
+    if (api->open_handles == 0) {
+        if (on_closed) on_closed(ud);
+        return;
+    }
+    uv_close((uv_handle_t *)&api->poll, on_api_handle_closed);
+    uv_close((uv_handle_t *)&api->timer, on_api_handle_closed);
+    uv_close((uv_handle_t *)&api->wait_timer, on_api_handle_closed);
+}
+
+void loom_api_destroy(loom_api_t **ap)
+{
+    loom_api_t *api = ap ? *ap : NULL;
+    if (!api) return;
+    free(api);
+    *ap = NULL;
+}

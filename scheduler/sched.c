@@ -1,1 +1,0 @@
-/* placeholder */ typedef int loom_placeholder_sched;

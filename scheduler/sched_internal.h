@@ -1,0 +1,190 @@
+/* What the scheduler's source files share: the in-memory model of runs,
+ * tasks, attempts and agents. The database holds the same facts; memory
+ * holds only what is in flight, so lookups on the hot path never query. */
+#ifndef LOOM_SCHED_INTERNAL_H
+#define LOOM_SCHED_INTERNAL_H
+
+#include "scheduler.h"
+
+#include "loom/codec.h"
+#include "loom/map.h"
+#include "loom/zsock.h"
+
+typedef struct s_agent agent_t;
+typedef struct s_attempt attempt_t;
+typedef struct s_task task_t;
+typedef struct s_run run_t;
+
+/* Intrusive doubly-linked list. */
+typedef struct link {
+    struct link *prev, *next;
+} link_t;
+
+typedef enum { AGENT_CONNECTED, AGENT_DISCONNECTED, AGENT_LOST } agent_state_t;
+typedef enum { ATT_DISPATCHED, ATT_RUNNING, ATT_ENDED } attempt_state_t;
+typedef enum {
+    TASK_PENDING,
+    TASK_QUEUED,
+    TASK_RUNNING,
+    TASK_SUCCEEDED,
+    TASK_FAILED,
+    TASK_UPSTREAM_FAILED,
+    TASK_CANCELLED,
+} task_state_t;
+typedef enum { RUN_QUEUED, RUN_RUNNING, RUN_SUCCEEDED, RUN_FAILED, RUN_CANCELLED } run_state_t;
+
+struct s_agent {
+    char *name;
+    char *hostname;
+    char *version;
+    char *labels_json;
+    uint8_t session[64];
+    size_t session_len;
+    uint32_t cpus, slots, running;
+    uint64_t memory_bytes;
+    agent_state_t state;
+    uint64_t last_seen;    /* monotonic ms */
+    uint64_t connected_ms; /* unix ms */
+    uint64_t last_seen_unix;
+    uint64_t dispatch_seq; /* last Dispatch.seq sent since Welcome */
+    link_t attempts;       /* attempts placed here and not yet ended */
+};
+
+struct s_attempt {
+    uint64_t id;
+    uint32_t number;
+    run_t *run;
+    task_t *task;
+    agent_t *agent;
+    link_t on_agent;
+    attempt_state_t state;
+    uint64_t dispatch_seq;
+    uint64_t dispatched_ms, started_ms; /* unix ms */
+    uint64_t log_seq, log_bytes;
+    int log_fd;
+    bool cancel_sent;
+};
+
+struct s_task {
+    run_t *run;
+    uint32_t idx;
+    uint64_t id;
+    task_state_t state;
+    uint32_t waiting;         /* upstream tasks not yet succeeded */
+    uint32_t attempts;        /* attempts made */
+    uint32_t lost;            /* attempts lost with their agent */
+    attempt_t *current;       /* the attempt in flight, if any */
+    uint64_t last_attempt_id; /* the latest attempt, in flight or ended */
+    link_t in_queue;
+    uint64_t started_ms, ended_ms;
+    bool has_exit;
+    int exit_code, signal;
+    char *error;
+};
+
+struct s_run {
+    uint64_t id;
+    uint64_t pipeline_id;
+    char *pipeline;
+    uint32_t version;
+    run_state_t state;
+    loom_dag_t *dag;
+    task_t *tasks;
+    uint32_t **dependents; /* per task: indexes of tasks that need it */
+    uint32_t *n_dependents;
+    uint32_t n_ended;
+    bool cancelling;
+    uint64_t created_ms, started_ms, ended_ms;
+    char *trigger;
+};
+
+/* One message to send once this turn's writes are committed. */
+typedef struct outmsg {
+    struct outmsg *next;
+    char *agent;
+    uint8_t *data;
+    size_t len;
+} outmsg_t;
+
+struct loom_sched {
+    uv_loop_t *loop;
+    loom_sched_config_t cfg;
+    char *state_dir;
+    char *bind;
+    loom_store_t *store;
+    void *zctx;
+    bool own_zctx;
+    loom_zsock_t *router;
+    uv_prepare_t flush_prepare;
+    uv_idle_t flush_idle;
+    uv_timer_t liveness_timer;
+    int open_handles;
+    void (*on_closed)(void *ud);
+    void *closed_ud;
+    bool closing;
+
+    loom_map_t runs;     /* id -> run_t*, runs in flight */
+    loom_map_t attempts; /* id -> attempt_t*, attempts not ended */
+    loom_map_t agents;   /* name -> agent_t*, every agent ever seen */
+    link_t ready;        /* tasks ready to dispatch, FIFO */
+
+    outmsg_t *out_head, **out_tail;
+    loom_map_t changed_runs; /* run ids to tell the observer about */
+    loom_map_t output_runs;
+    loom_sched_observer_t obs;
+    loom_sched_stats_t stats;
+};
+
+/* list.c-style helpers */
+static inline void link_init(link_t *l)
+{
+    l->prev = l->next = l;
+}
+static inline bool link_empty(const link_t *l)
+{
+    return l->next == l;
+}
+static inline void link_push(link_t *head, link_t *l)
+{
+    l->prev = head->prev;
+    l->next = head;
+    head->prev->next = l;
+    head->prev = l;
+}
+static inline void link_remove(link_t *l)
+{
+    l->prev->next = l->next;
+    l->next->prev = l->prev;
+    link_init(l);
+}
+#define CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+/* sched.c */
+uint64_t sched_now(loom_sched_t *s); /* monotonic ms */
+void sched_send(loom_sched_t *s, const char *agent, loom_msg_t *msg);
+void sched_mark_changed(loom_sched_t *s, uint64_t run_id);
+void sched_mark_output(loom_sched_t *s, uint64_t run_id);
+void sched_request_flush(loom_sched_t *s);
+
+/* sched_run.c: runs, tasks, dispatch */
+int run_create(loom_sched_t *s, uint64_t pipeline_id, const char *pipeline, uint32_t version,
+               const char *source, size_t len, const char *trigger, uint64_t *run_id);
+int run_recover(loom_sched_t *s, const loom_run_row_t *row);
+void run_free(run_t *r);
+void dispatch_ready(loom_sched_t *s);
+/* An attempt ended: record it and move its task and run on. */
+void attempt_finished(loom_sched_t *s, attempt_t *a, const Loom__Finished *f);
+/* An attempt's agent went away: record it lost and retry the task. */
+void attempt_lost(loom_sched_t *s, attempt_t *a, const char *why);
+void attempt_started(loom_sched_t *s, attempt_t *a, uint64_t started_ms);
+int attempt_log(loom_sched_t *s, attempt_t *a, const Loom__LogChunk *c);
+const char *task_state_name(task_state_t st);
+const char *run_state_name(run_state_t st);
+
+/* sched_wire.c: agent protocol */
+void on_router_message(void *ud, zmq_msg_t *parts, size_t nparts);
+void agents_check_liveness(loom_sched_t *s);
+agent_t *agent_get_or_add(loom_sched_t *s, const char *name);
+void agent_free(agent_t *a);
+
+#endif

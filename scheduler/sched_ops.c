@@ -1,0 +1,101 @@
+/* The scheduler's operations for clients: submit a pipeline, start a run,
+ * describe agents. The HTTP layer (api.c) translates requests into these. */
+#include "sched_internal.h"
+
+#include "loom/err.h"
+#include "loom/log.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void hash_hex(const char *data, size_t len, char out[65])
+{
+    unsigned char h[32];
+    crypto_generichash(h, sizeof h, (const unsigned char *)data, len, NULL, 0);
+    sodium_bin2hex(out, 65, h, sizeof h);
+}
+
+int loom_sched_submit(loom_sched_t *s, const char *file, const char *source, size_t len,
+                      json_t **result, loom_diags_t *diags)
+{
+    loom_dag_t *dag = NULL;
+    *result = NULL;
+    int rc = loom_dag_parse(source, len, file, &dag, diags);
+    if (rc) return rc;
+    char hex[65];
+    hash_hex(source, len, hex);
+    loom_submit_result_t res;
+    rc = loom_store_pipeline_submit(s->store, dag->name, file, source, len, hex,
+                                    (uint32_t)dag->n_tasks, loom_unix_ms(), &res);
+    if (rc == 0) rc = loom_sched_commit(s);
+    if (rc == 0) {
+        *result =
+            json_pack("{s:s,s:i,s:b,s:i,s:s}", "pipeline", dag->name, "version", (int)res.version,
+                      "created", res.created, "tasks", (int)dag->n_tasks, "hash", hex);
+        LOG_INFO("pipeline submitted pipeline=%s version=%u created=%d", dag->name, res.version,
+                 res.created);
+    }
+    loom_dag_destroy(&dag);
+    return rc;
+}
+
+int loom_sched_start_run(loom_sched_t *s, const char *pipeline, uint32_t version,
+                         const char *trigger, uint64_t *run_id)
+{
+    uint64_t pipeline_id;
+    uint32_t found_version;
+    char *source = NULL;
+    size_t len = 0;
+    int rc = loom_store_pipeline_source(s->store, pipeline, version, &pipeline_id, &found_version,
+                                        &source, &len);
+    if (rc) return rc;
+    rc = run_create(s, pipeline_id, pipeline, found_version, source, len, trigger, run_id);
+    free(source);
+    if (rc == 0) rc = loom_sched_commit(s);
+    return rc;
+}
+
+static const char *agent_state_name(agent_state_t st)
+{
+    switch (st) {
+    case AGENT_CONNECTED:
+        return "connected";
+    case AGENT_LOST:
+        return "lost";
+    default:
+        return "disconnected";
+    }
+}
+
+static int by_name(const void *a, const void *b)
+{
+    const agent_t *x = *(agent_t *const *)a, *y = *(agent_t *const *)b;
+    return strcmp(x->name, y->name);
+}
+
+json_t *loom_sched_agents_json(loom_sched_t *s)
+{
+    size_t n = 0;
+    agent_t **list = loom_xcalloc(s->agents.count + 1, sizeof *list);
+    void *v;
+    for (size_t i = 0; loom_map_next(&s->agents, &i, &v);) list[n++] = v;
+    qsort(list, n, sizeof *list, by_name);
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++) {
+        agent_t *a = list[i];
+        json_t *labels = json_loads(a->labels_json ? a->labels_json : "{}", 0, NULL);
+        json_array_append_new(
+            arr,
+            json_pack("{s:s,s:s,s:s,s:s,s:i,s:i,s:i,s:I,s:o,s:I,s:I}", "name", a->name, "hostname",
+                      a->hostname ? a->hostname : "", "version", a->version ? a->version : "",
+                      "state", agent_state_name(a->state), "slots", (int)a->slots, "running",
+                      (int)a->running, "cpus", (int)a->cpus, "memory_bytes",
+                      (json_int_t)a->memory_bytes, "labels", labels ? labels : json_object(),
+                      "connected_unix_ms", (json_int_t)a->connected_ms, "last_seen_unix_ms",
+                      (json_int_t)a->last_seen_unix));
+    }
+    free(list);
+    return json_pack("{s:o}", "agents", arr);
+}

@@ -1,0 +1,350 @@
+/* The agent protocol on loomd's side: a table of handlers, one per message
+ * kind, plus agent liveness. Every inbound message is decoded and validated
+ * by the codec first; anything malformed is logged, answered with an Error
+ * and dropped, so one bad agent cannot hurt the others. Fencing lives here:
+ * anything about an attempt that is not the current one on the sending agent
+ * is refused. */
+#include "sched_internal.h"
+
+#include "loom/err.h"
+#include "loom/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+agent_t *agent_get_or_add(loom_sched_t *s, const char *name)
+{
+    agent_t *a = loom_smap_get(&s->agents, name);
+    if (a) return a;
+    a = loom_xcalloc(1, sizeof *a);
+    a->name = loom_xstrdup(name);
+    a->labels_json = loom_xstrdup("{}");
+    a->state = AGENT_DISCONNECTED;
+    a->last_seen = sched_now(s);
+    link_init(&a->attempts);
+    loom_smap_put(&s->agents, a->name, a);
+    return a;
+}
+
+void agent_free(agent_t *a)
+{
+    if (!a) return;
+    /* Attempts still linked here belong to runs, which free them. */
+    while (!link_empty(&a->attempts)) {
+        attempt_t *x = CONTAINER_OF(a->attempts.next, attempt_t, on_agent);
+        link_remove(&x->on_agent);
+        if (x->log_fd >= 0) close(x->log_fd);
+        free(x);
+    }
+    free(a->name);
+    free(a->hostname);
+    free(a->version);
+    free(a->labels_json);
+    free(a);
+}
+
+static void send_error(loom_sched_t *s, const char *agent, const char *text, bool hello)
+{
+    Loom__Error e = LOOM__ERROR__INIT;
+    e.code = hello ? LOOM_ESTATE : LOOM_EPROTO;
+    e.message = (char *)text;
+    e.hello_required = hello;
+    loom_msg_t msg = LOOM__ENVELOPE__INIT;
+    msg.body_case = LOOM__ENVELOPE__BODY_ERROR;
+    msg.error = &e;
+    sched_send(s, agent, &msg);
+}
+
+static void send_cancel(loom_sched_t *s, const char *agent, uint64_t attempt_id, const char *why)
+{
+    Loom__Cancel c = LOOM__CANCEL__INIT;
+    c.attempt_id = attempt_id;
+    c.reason = (char *)why;
+    loom_msg_t msg = LOOM__ENVELOPE__INIT;
+    msg.body_case = LOOM__ENVELOPE__BODY_CANCEL;
+    msg.cancel = &c;
+    sched_send(s, agent, &msg);
+}
+
+static bool holds(const uint64_t *ids, size_t n, uint64_t id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] == id) return true;
+    return false;
+}
+
+/* The attempt, if it is current and placed on this agent. */
+static attempt_t *current_attempt(loom_sched_t *s, agent_t *a, uint64_t id)
+{
+    attempt_t *x = loom_map_get(&s->attempts, id);
+    return x && x->agent == a ? x : NULL;
+}
+
+static char *labels_to_json(const Loom__Resources *res)
+{
+    json_t *o = json_object();
+    for (size_t i = 0; res && i < res->n_labels; i++)
+        json_object_set_new(o, res->labels[i]->key, json_string(res->labels[i]->value));
+    char *text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(o);
+    return text ? text : loom_xstrdup("{}");
+}
+
+static void save_agent(loom_sched_t *s, agent_t *a, const char *state)
+{
+    loom_agent_row_t row = {.name = a->name,
+                            .hostname = a->hostname,
+                            .version = a->version,
+                            .cpus = a->cpus,
+                            .slots = a->slots,
+                            .memory_bytes = a->memory_bytes,
+                            .labels_json = a->labels_json,
+                            .state = state,
+                            .connected_ms = a->connected_ms,
+                            .last_seen_ms = a->last_seen_unix};
+    loom_store_agent_upsert(s->store, &row);
+}
+
+static void on_hello(loom_sched_t *s, agent_t *a, const loom_msg_t *m)
+{
+    const Loom__Hello *h = m->hello;
+    const Loom__Resources *res = h->resources;
+    bool restarted = a->session_len != h->session.len ||
+                     memcmp(a->session, h->session.data, h->session.len) != 0;
+    free(a->hostname);
+    free(a->version);
+    free(a->labels_json);
+    a->hostname = loom_xstrdup(h->hostname ? h->hostname : "");
+    a->version = loom_xstrdup(h->agent_version ? h->agent_version : "");
+    a->labels_json = labels_to_json(res);
+    a->cpus = res ? res->cpus : 0;
+    a->memory_bytes = res ? res->memory_bytes : 0;
+    a->slots = res && res->slots ? res->slots : 1;
+    memcpy(a->session, h->session.data, h->session.len);
+    a->session_len = h->session.len;
+    a->state = AGENT_CONNECTED;
+    a->last_seen = sched_now(s);
+    a->last_seen_unix = a->connected_ms = loom_unix_ms();
+    a->dispatch_seq = 0;
+
+    /* Reconcile: what we placed there and it no longer holds is lost... */
+    link_t *l = a->attempts.next;
+    while (l != &a->attempts) {
+        attempt_t *x = CONTAINER_OF(l, attempt_t, on_agent);
+        l = l->next;
+        if (!holds(h->attempts, h->n_attempts, x->id))
+            attempt_lost(s, x, restarted ? "agent restarted" : "agent no longer has it");
+    }
+    /* ...and what it holds that is no longer current, it must drop. */
+    uint64_t *cancel = loom_xcalloc(h->n_attempts + 1, sizeof *cancel);
+    size_t n_cancel = 0;
+    for (size_t i = 0; i < h->n_attempts; i++)
+        if (!current_attempt(s, a, h->attempts[i])) cancel[n_cancel++] = h->attempts[i];
+
+    save_agent(s, a, "connected");
+    s->stats.agents_connected++;
+    LOG_INFO("agent connected agent=%s host=%s slots=%u holds=%zu cancel=%zu", a->name, a->hostname,
+             a->slots, h->n_attempts, n_cancel);
+
+    Loom__Welcome w = LOOM__WELCOME__INIT;
+    w.heartbeat_ms = s->cfg.heartbeat_ms;
+    w.timeout_ms = s->cfg.agent_timeout_ms;
+    w.cancel = cancel;
+    w.n_cancel = n_cancel;
+    loom_msg_t reply = LOOM__ENVELOPE__INIT;
+    reply.body_case = LOOM__ENVELOPE__BODY_WELCOME;
+    reply.welcome = &w;
+    sched_send(s, a->name, &reply);
+    free(cancel);
+    dispatch_ready(s);
+}
+
+static void on_heartbeat(loom_sched_t *s, agent_t *a, const loom_msg_t *m)
+{
+    const Loom__Heartbeat *hb = m->heartbeat;
+    /* Attempts dispatched up to the echoed sequence have reached the agent;
+     * if it does not hold one of them, it is gone. Later ones are in flight. */
+    link_t *l = a->attempts.next;
+    while (l != &a->attempts) {
+        attempt_t *x = CONTAINER_OF(l, attempt_t, on_agent);
+        l = l->next;
+        if (x->dispatch_seq && x->dispatch_seq <= hb->dispatch_seq &&
+            !holds(hb->attempts, hb->n_attempts, x->id))
+            attempt_lost(s, x, "agent does not have it");
+    }
+    for (size_t i = 0; i < hb->n_attempts; i++)
+        if (!current_attempt(s, a, hb->attempts[i]))
+            send_cancel(s, a->name, hb->attempts[i], "attempt is no longer current");
+    Loom__Heartbeat back = LOOM__HEARTBEAT__INIT;
+    back.sent_unix_ms = loom_unix_ms();
+    loom_msg_t reply = LOOM__ENVELOPE__INIT;
+    reply.body_case = LOOM__ENVELOPE__BODY_HEARTBEAT;
+    reply.heartbeat = &back;
+    sched_send(s, a->name, &reply);
+}
+
+static void on_started(loom_sched_t *s, agent_t *a, const loom_msg_t *m)
+{
+    attempt_t *x = current_attempt(s, a, m->started->attempt_id);
+    if (!x) {
+        s->stats.refused++;
+        send_cancel(s, a->name, m->started->attempt_id, "attempt is no longer current");
+        return;
+    }
+    attempt_started(s, x, m->started->started_unix_ms);
+}
+
+/* Whether a message about an ended attempt is a harmless resend: the attempt
+ * was recorded as ended on this same agent. */
+static bool is_resend(loom_sched_t *s, agent_t *a, uint64_t attempt_id, uint64_t *log_seq)
+{
+    loom_attempt_row_t row;
+    if (loom_store_attempt_get(s->store, attempt_id, &row) != 0) return false;
+    if (log_seq) *log_seq = row.log_seq;
+    return strcmp(row.agent, a->name) == 0 && strcmp(row.state, "lost") != 0;
+}
+
+static void send_log_ack(loom_sched_t *s, agent_t *a, uint64_t attempt_id, uint64_t seq)
+{
+    Loom__LogAck ack = LOOM__LOG_ACK__INIT;
+    ack.attempt_id = attempt_id;
+    ack.seq = seq;
+    loom_msg_t reply = LOOM__ENVELOPE__INIT;
+    reply.body_case = LOOM__ENVELOPE__BODY_LOG_ACK;
+    reply.log_ack = &ack;
+    sched_send(s, a->name, &reply);
+}
+
+static void on_log(loom_sched_t *s, agent_t *a, const loom_msg_t *m)
+{
+    const Loom__LogChunk *c = m->log;
+    attempt_t *x = current_attempt(s, a, c->attempt_id);
+    if (x) {
+        if (attempt_log(s, x, c) == 0) send_log_ack(s, a, x->id, x->log_seq);
+        return;
+    }
+    uint64_t have = 0;
+    if (!is_resend(s, a, c->attempt_id, &have) || c->seq > have) {
+        /* Refused: not stored. Acknowledged all the same so the agent lets
+         * go of it, and told to stop the attempt if it still runs. */
+        s->stats.refused++;
+        LOG_WARN("refused log agent=%s attempt=%llu seq=%llu: not current", a->name,
+                 (unsigned long long)c->attempt_id, (unsigned long long)c->seq);
+        send_cancel(s, a->name, c->attempt_id, "attempt is no longer current");
+    }
+    send_log_ack(s, a, c->attempt_id, c->seq);
+}
+
+static void on_finished(loom_sched_t *s, agent_t *a, const loom_msg_t *m)
+{
+    const Loom__Finished *f = m->finished;
+    attempt_t *x = current_attempt(s, a, f->attempt_id);
+    if (x) {
+        attempt_finished(s, x, f);
+    } else if (!is_resend(s, a, f->attempt_id, NULL)) {
+        s->stats.refused++;
+        LOG_WARN("refused result agent=%s attempt=%llu: not current", a->name,
+                 (unsigned long long)f->attempt_id);
+    }
+    /* Acknowledge in every case: recorded now, recorded before, or refused,
+     * the agent has nothing more to do with it. */
+    Loom__FinishedAck ack = LOOM__FINISHED_ACK__INIT;
+    ack.attempt_id = f->attempt_id;
+    loom_msg_t reply = LOOM__ENVELOPE__INIT;
+    reply.body_case = LOOM__ENVELOPE__BODY_FINISHED_ACK;
+    reply.finished_ack = &ack;
+    sched_send(s, a->name, &reply);
+}
+
+static void on_agent_error(loom_sched_t *s, agent_t *a, const loom_msg_t *m)
+{
+    LOG_WARN("agent error agent=%s code=%d: %s", a->name, (int)m->error->code,
+             m->error->message ? m->error->message : "");
+}
+
+typedef void (*handler_fn)(loom_sched_t *s, agent_t *a, const loom_msg_t *m);
+
+static const struct {
+    Loom__Envelope__BodyCase kind;
+    handler_fn fn;
+} handlers[] = {
+    {LOOM__ENVELOPE__BODY_HELLO, on_hello},       {LOOM__ENVELOPE__BODY_HEARTBEAT, on_heartbeat},
+    {LOOM__ENVELOPE__BODY_STARTED, on_started},   {LOOM__ENVELOPE__BODY_LOG, on_log},
+    {LOOM__ENVELOPE__BODY_FINISHED, on_finished}, {LOOM__ENVELOPE__BODY_ERROR, on_agent_error},
+};
+
+static handler_fn find_handler(Loom__Envelope__BodyCase kind)
+{
+    for (size_t i = 0; i < sizeof handlers / sizeof handlers[0]; i++)
+        if (handlers[i].kind == kind) return handlers[i].fn;
+    return NULL;
+}
+
+void on_router_message(void *ud, zmq_msg_t *parts, size_t nparts)
+{
+    loom_sched_t *s = ud;
+    char name[64];
+    size_t idlen = nparts >= 1 ? zmq_msg_size(&parts[0]) : 0;
+    if (nparts != 2 || idlen == 0 || idlen >= sizeof name) {
+        s->stats.bad_messages++;
+        LOG_WARN("dropped message with %zu parts", nparts);
+        return;
+    }
+    memcpy(name, zmq_msg_data(&parts[0]), idlen);
+    name[idlen] = '\0';
+    if (!loom_name_valid(name)) {
+        /* Not an agent that said hello: ZeroMQ made up this identity. */
+        s->stats.bad_messages++;
+        LOG_WARN("dropped message from a peer without a valid agent name");
+        return;
+    }
+    loom_msg_t *m = NULL;
+    char why[160];
+    if (loom_codec_decode(zmq_msg_data(&parts[1]), zmq_msg_size(&parts[1]), &m, why, sizeof why) !=
+        0) {
+        s->stats.bad_messages++;
+        LOG_WARN("bad message from agent=%s: %s", name, why);
+        send_error(s, name, why, false);
+        return;
+    }
+    handler_fn fn = find_handler(m->body_case);
+    agent_t *a = loom_smap_get(&s->agents, name);
+    if (!fn) {
+        s->stats.bad_messages++;
+        LOG_WARN("unexpected %s from agent=%s", loom_codec_kind_name(m->body_case), name);
+        send_error(s, name, "unexpected message kind", false);
+    } else if (m->body_case == LOOM__ENVELOPE__BODY_HELLO) {
+        if (strcmp(m->hello->name, name) != 0) {
+            s->stats.bad_messages++;
+            send_error(s, name, "hello name differs from the connection's routing id", false);
+        } else {
+            fn(s, agent_get_or_add(s, name), m);
+        }
+    } else if (!a || a->state != AGENT_CONNECTED) {
+        send_error(s, name, "unknown agent: send hello", true);
+    } else {
+        a->last_seen = sched_now(s);
+        a->last_seen_unix = loom_unix_ms();
+        fn(s, a, m);
+    }
+    loom_codec_free(m);
+}
+
+void agents_check_liveness(loom_sched_t *s)
+{
+    uint64_t now = sched_now(s);
+    void *v;
+    for (size_t i = 0; loom_map_next(&s->agents, &i, &v);) {
+        agent_t *a = v;
+        if (a->state == AGENT_LOST || now - a->last_seen <= s->cfg.agent_timeout_ms) continue;
+        char *why = loom_xasprintf("agent %s lost: silent for %llu ms", a->name,
+                                   (unsigned long long)(now - a->last_seen));
+        LOG_WARN("%s", why);
+        a->state = AGENT_LOST;
+        loom_store_agent_state(s->store, a->name, "lost", a->last_seen_unix);
+        while (!link_empty(&a->attempts))
+            attempt_lost(s, CONTAINER_OF(a->attempts.next, attempt_t, on_agent), why);
+        free(why);
+    }
+}

@@ -1,0 +1,355 @@
+/* loomd's scheduler object: lifecycle, the end-of-turn flush and recovery.
+ *
+ * The flush is the heart of the durability rule "write before acting": every
+ * handler writes into the open transaction and queues its outgoing messages
+ * in the outbox; before the loop blocks again (uv_prepare), the transaction
+ * is committed, and only then are the messages sent and waiting HTTP clients
+ * told. One commit per loop turn, however many messages the turn handled. */
+#include "sched_internal.h"
+
+#include "loom/err.h"
+#include "loom/log.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+uint64_t sched_now(loom_sched_t *s)
+{
+    return loom_clock_now(&s->cfg.clock);
+}
+
+loom_sched_t *loom_sched_new(uv_loop_t *loop, const loom_sched_config_t *cfg)
+{
+    loom_sched_t *s = loom_xcalloc(1, sizeof *s);
+    s->loop = loop;
+    s->cfg = *cfg;
+    if (!s->cfg.heartbeat_ms) s->cfg.heartbeat_ms = 1000;
+    if (!s->cfg.agent_timeout_ms) s->cfg.agent_timeout_ms = 10000;
+    if (!s->cfg.max_lost_retries) s->cfg.max_lost_retries = 3;
+    if (!s->cfg.clock.now_ms) s->cfg.clock = loom_clock_real();
+    s->state_dir = loom_xstrdup(cfg->state_dir ? cfg->state_dir : ".");
+    s->bind = loom_xstrdup(cfg->bind ? cfg->bind : "tcp://127.0.0.1:8421");
+    s->cfg.state_dir = s->state_dir;
+    s->cfg.bind = s->bind;
+    link_init(&s->ready);
+    s->out_tail = &s->out_head;
+    return s;
+}
+
+loom_store_t *loom_sched_store(loom_sched_t *s)
+{
+    return s->store;
+}
+
+void loom_sched_set_observer(loom_sched_t *s, const loom_sched_observer_t *obs)
+{
+    s->obs = *obs;
+}
+
+void loom_sched_stats(loom_sched_t *s, loom_sched_stats_t *out)
+{
+    *out = s->stats;
+}
+
+void sched_send(loom_sched_t *s, const char *agent, loom_msg_t *msg)
+{
+    outmsg_t *m = loom_xcalloc(1, sizeof *m);
+    if (loom_codec_encode(msg, &m->data, &m->len) != 0) {
+        LOG_ERROR("cannot encode %s for agent=%s", loom_codec_kind_name(msg->body_case), agent);
+        free(m);
+        return;
+    }
+    m->agent = loom_xstrdup(agent);
+    *s->out_tail = m;
+    s->out_tail = &m->next;
+    sched_request_flush(s);
+}
+
+void sched_mark_changed(loom_sched_t *s, uint64_t run_id)
+{
+    loom_map_put(&s->changed_runs, run_id, (void *)1);
+}
+
+void sched_mark_output(loom_sched_t *s, uint64_t run_id)
+{
+    loom_map_put(&s->output_runs, run_id, (void *)1);
+}
+
+int loom_sched_commit(loom_sched_t *s)
+{
+    if (!loom_store_in_txn(s->store)) return 0;
+    int rc = loom_store_commit(s->store);
+    if (rc) {
+        /* The database refused a commit (disk full, I/O error): acting on
+         * unrecorded state would break every promise, so stop here. */
+        LOG_ERROR("commit failed: %s; exiting", loom_store_errmsg(s->store));
+        abort();
+    }
+    s->stats.commits++;
+    return 0;
+}
+
+static void send_outbox(loom_sched_t *s)
+{
+    outmsg_t *m = s->out_head;
+    s->out_head = NULL;
+    s->out_tail = &s->out_head;
+    while (m) {
+        outmsg_t *next = m->next;
+        const void *parts[2] = {m->agent, m->data};
+        size_t lens[2] = {strlen(m->agent), m->len};
+        if (s->router && loom_zsock_send(s->router, parts, lens, 2) != 0)
+            /* An agent that is gone will be found lost by its heartbeats;
+             * its attempts are retried then. */
+            LOG_DEBUG("send to agent=%s failed: %s", m->agent, zmq_strerror(errno));
+        free(m->agent);
+        free(m->data);
+        free(m);
+        m = next;
+    }
+}
+
+static void notify(loom_sched_t *s, loom_map_t *set, void (*cb)(void *, uint64_t))
+{
+    if (set->count == 0) return;
+    /* Copy first: the callback may start new work that marks runs again. */
+    size_t n = 0, cap = set->count;
+    uint64_t *ids = loom_xmalloc(cap * sizeof *ids);
+    for (size_t i = 0; i < set->cap && n < cap; i++)
+        if (set->slots[i].used == 1) ids[n++] = set->slots[i].key;
+    loom_map_free(set);
+    for (size_t i = 0; cb && i < n; i++) cb(s->obs.ud, ids[i]);
+    free(ids);
+}
+
+static bool flush_pending(loom_sched_t *s)
+{
+    return loom_store_in_txn(s->store) || s->out_head || s->changed_runs.count ||
+           s->output_runs.count;
+}
+
+/* Commit, then act: send queued messages and tell observers. Sending may read
+ * more messages (zsock drains after sends), so repeat until quiet; if a
+ * burst keeps us busy, yield with an idle handle so the loop turns again
+ * without blocking. */
+static void flush(loom_sched_t *s)
+{
+    for (int round = 0; round < 16 && flush_pending(s); round++) {
+        loom_sched_commit(s);
+        send_outbox(s);
+        notify(s, &s->changed_runs, s->obs.on_run_changed);
+        notify(s, &s->output_runs, s->obs.on_task_output);
+    }
+    if (flush_pending(s))
+        sched_request_flush(s);
+    else if (uv_is_active((uv_handle_t *)&s->flush_idle))
+        uv_idle_stop(&s->flush_idle);
+}
+
+static void on_flush_prepare(uv_prepare_t *h)
+{
+    flush(h->data);
+}
+
+static void on_flush_idle(uv_idle_t *h)
+{
+    (void)h; /* the prepare callback of this turn does the work */
+}
+
+void sched_request_flush(loom_sched_t *s)
+{
+    /* The prepare handle runs every turn; the idle handle only makes sure the
+     * turn happens now rather than after the next I/O event. */
+    if (s->flush_idle.loop && !uv_is_active((uv_handle_t *)&s->flush_idle) && !s->closing)
+        uv_idle_start(&s->flush_idle, on_flush_idle);
+}
+
+static void on_liveness_timer(uv_timer_t *h)
+{
+    loom_sched_t *s = h->data;
+    agents_check_liveness(s);
+}
+
+static int load_agent(void *ud, const loom_agent_row_t *row)
+{
+    loom_sched_t *s = ud;
+    agent_t *a = agent_get_or_add(s, row->name);
+    a->hostname = loom_xstrdup(row->hostname ? row->hostname : "");
+    a->version = loom_xstrdup(row->version ? row->version : "");
+    free(a->labels_json);
+    a->labels_json = loom_xstrdup(row->labels_json ? row->labels_json : "{}");
+    a->cpus = row->cpus;
+    a->slots = row->slots;
+    a->memory_bytes = row->memory_bytes;
+    a->connected_ms = row->connected_ms;
+    a->last_seen_unix = row->last_seen_ms;
+    /* Until it says hello again it cannot take work; its running attempts
+     * get until the agent timeout (counted from now) to be reclaimed. */
+    a->state = AGENT_DISCONNECTED;
+    a->last_seen = sched_now(s);
+    return 0;
+}
+
+static int recover_run(void *ud, const loom_run_row_t *row)
+{
+    return run_recover(ud, row);
+}
+
+int loom_sched_open(loom_sched_t *s, char *why, size_t whylen)
+{
+    char *logs = loom_xasprintf("%s/logs", s->state_dir);
+    int rc = loom_mkdirs(s->state_dir, 0700);
+    if (rc == 0) rc = loom_mkdirs(logs, 0700);
+    free(logs);
+    if (rc) {
+        snprintf(why, whylen, "cannot create state folder %s: %s", s->state_dir, strerror(errno));
+        return rc;
+    }
+    char *db = loom_xasprintf("%s/loom.db", s->state_dir);
+    rc = loom_store_open(db, s->cfg.sync, &s->store, why, whylen);
+    free(db);
+    if (rc) return rc;
+    rc = loom_store_each_agent(s->store, load_agent, s);
+    if (rc == 0) rc = loom_store_each_active_run(s->store, recover_run, s);
+    if (rc == 0) rc = loom_sched_commit(s);
+    if (rc) {
+        snprintf(why, whylen, "recovery failed: %s", loom_errname(rc));
+        return rc;
+    }
+    LOG_INFO("state opened dir=%s runs_in_flight=%zu attempts_in_flight=%zu", s->state_dir,
+             s->runs.count, s->attempts.count);
+
+    uv_prepare_init(s->loop, &s->flush_prepare);
+    s->flush_prepare.data = s;
+    uv_prepare_start(&s->flush_prepare, on_flush_prepare);
+    uv_idle_init(s->loop, &s->flush_idle);
+    s->flush_idle.data = s;
+    uv_timer_init(s->loop, &s->liveness_timer);
+    s->liveness_timer.data = s;
+    uint64_t every = s->cfg.heartbeat_ms;
+    uv_timer_start(&s->liveness_timer, on_liveness_timer, every, every);
+    s->open_handles = 3;
+    return 0;
+}
+
+int loom_sched_bind(loom_sched_t *s, char *out, size_t outlen, char *why, size_t whylen)
+{
+    if (!s->zctx) {
+        s->zctx = s->cfg.zmq_ctx;
+        if (!s->zctx) {
+            s->zctx = zmq_ctx_new();
+            s->own_zctx = true;
+        }
+    }
+    void *sock = zmq_socket(s->zctx, ZMQ_ROUTER);
+    int one = 1, zero = 0;
+    int64_t maxsize = LOOM_MSG_MAX;
+    int hwm = 100000;
+    /* MANDATORY: a send to a gone agent fails instead of vanishing.
+     * HANDOVER: an agent that reconnects under its name takes over. */
+    zmq_setsockopt(sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    zmq_setsockopt(sock, ZMQ_ROUTER_HANDOVER, &one, sizeof one);
+    zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &maxsize, sizeof maxsize);
+    zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    if (zmq_bind(sock, s->bind) != 0) {
+        snprintf(why, whylen, "cannot bind %s: %s", s->bind, zmq_strerror(errno));
+        zmq_close(sock);
+        return LOOM_ENET;
+    }
+    size_t len = outlen;
+    if (zmq_getsockopt(sock, ZMQ_LAST_ENDPOINT, out, &len) != 0)
+        snprintf(out, outlen, "%s", s->bind);
+    s->router = loom_zsock_new(s->loop, sock, on_router_message, s);
+    if (!s->router || loom_zsock_start(s->router) != 0) {
+        snprintf(why, whylen, "cannot watch the agents' socket");
+        return LOOM_EIO;
+    }
+    s->open_handles++;
+    LOG_INFO("listening for agents on %s", out);
+    return 0;
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    loom_sched_t *s = h->data;
+    if (--s->open_handles == 0 && s->on_closed) s->on_closed(s->closed_ud);
+}
+
+static void on_router_closed(void *ud)
+{
+    loom_sched_t *s = ud;
+    if (--s->open_handles == 0 && s->on_closed) s->on_closed(s->closed_ud);
+}
+
+void loom_sched_close(loom_sched_t *s, void (*on_closed)(void *ud), void *ud)
+{
+    s->on_closed = on_closed;
+    s->closed_ud = ud;
+    if (s->store) {
+        flush(s);
+        loom_sched_commit(s);
+    }
+    s->closing = true;
+    if (s->open_handles == 0) {
+        if (on_closed) on_closed(ud);
+        return;
+    }
+    if (s->router) {
+        loom_zsock_close(s->router, on_router_closed);
+        s->router = NULL;
+    }
+    if (s->flush_prepare.loop) {
+        uv_close((uv_handle_t *)&s->flush_prepare, on_handle_closed);
+        uv_close((uv_handle_t *)&s->flush_idle, on_handle_closed);
+        uv_close((uv_handle_t *)&s->liveness_timer, on_handle_closed);
+    }
+}
+
+void loom_sched_destroy(loom_sched_t **sp)
+{
+    loom_sched_t *s = sp ? *sp : NULL;
+    if (!s) return;
+    void *v;
+    for (size_t i = 0; loom_map_next(&s->runs, &i, &v);) run_free(v);
+    for (size_t i = 0; loom_map_next(&s->agents, &i, &v);) agent_free(v);
+    loom_map_free(&s->runs);
+    loom_map_free(&s->attempts);
+    loom_map_free(&s->agents);
+    loom_map_free(&s->changed_runs);
+    loom_map_free(&s->output_runs);
+    while (s->out_head) {
+        outmsg_t *m = s->out_head;
+        s->out_head = m->next;
+        free(m->agent);
+        free(m->data);
+        free(m);
+    }
+    loom_store_destroy(&s->store);
+    if (s->own_zctx) zmq_ctx_term(s->zctx);
+    free(s->state_dir);
+    free(s->bind);
+    free(s);
+    *sp = NULL;
+}
+
+char *loom_sched_log_path(loom_sched_t *s, uint64_t run_id, uint64_t attempt_id)
+{
+    return loom_xasprintf("%s/logs/%llu/%llu.log", s->state_dir, (unsigned long long)run_id,
+                          (unsigned long long)attempt_id);
+}
+
+bool loom_sched_run_active(loom_sched_t *s, uint64_t run_id)
+{
+    return loom_map_get(&s->runs, run_id) != NULL;
+}
+
+bool loom_sched_attempt_active(loom_sched_t *s, uint64_t attempt_id)
+{
+    return loom_map_get(&s->attempts, attempt_id) != NULL;
+}

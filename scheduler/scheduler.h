@@ -1,0 +1,75 @@
+/* loomd's top object: owns the state database, the agents' ROUTER socket and
+ * every run in flight, all on one libuv loop. The HTTP API (api.c) and main.c
+ * sit on top; a test can run a scheduler and agents in one process. */
+#ifndef LOOM_SCHEDULER_H
+#define LOOM_SCHEDULER_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "loom/dag.h"
+#include "loom/util.h"
+#include "store.h"
+
+typedef struct loom_sched loom_sched_t;
+
+typedef struct {
+    const char *state_dir;     /* loom.db and logs/ live here */
+    const char *bind;          /* ZeroMQ endpoint for agents, e.g. tcp://127.0.0.1:* */
+    uint32_t heartbeat_ms;     /* default 1000 */
+    uint32_t agent_timeout_ms; /* silence before an agent is lost; default 10000 */
+    uint32_t max_lost_retries; /* extra attempts when agents die; default 3 */
+    loom_sync_mode sync;
+    void *zmq_ctx;      /* optional shared context */
+    loom_clock_t clock; /* zero value: the real monotonic clock */
+} loom_sched_config_t;
+
+/* Told, after each commit, what changed, so that waiting HTTP clients can be
+ * answered. Never called from inside another loom callback's stack frame
+ * that holds state: only from the end-of-turn flush. */
+typedef struct {
+    void (*on_run_changed)(void *ud, uint64_t run_id);
+    void (*on_task_output)(void *ud, uint64_t run_id);
+    void *ud;
+} loom_sched_observer_t;
+
+loom_sched_t *loom_sched_new(uv_loop_t *loop, const loom_sched_config_t *cfg);
+/* Opens the database under state_dir and recovers runs in flight. */
+int loom_sched_open(loom_sched_t *s, char *why, size_t whylen);
+/* Binds the agents' socket; the endpoint actually bound goes to out. */
+int loom_sched_bind(loom_sched_t *s, char *out, size_t outlen, char *why, size_t whylen);
+void loom_sched_set_observer(loom_sched_t *s, const loom_sched_observer_t *obs);
+/* Stops all handles; on_closed runs once the last one is released. */
+void loom_sched_close(loom_sched_t *s, void (*on_closed)(void *ud), void *ud);
+void loom_sched_destroy(loom_sched_t **s);
+
+loom_store_t *loom_sched_store(loom_sched_t *s);
+/* Commits the writes of this turn now (before answering a client). */
+int loom_sched_commit(loom_sched_t *s);
+
+/* Validates and stores a DAG. Returns 0 with *result ({"pipeline", "version",
+ * "created", "tasks"}), LOOM_EPARSE with *diags filled, or another error. */
+int loom_sched_submit(loom_sched_t *s, const char *file, const char *source, size_t len,
+                      json_t **result, loom_diags_t *diags);
+/* Creates a run of a pipeline version (0: latest) and queues its roots. */
+int loom_sched_start_run(loom_sched_t *s, const char *pipeline, uint32_t version,
+                         const char *trigger, uint64_t *run_id);
+/* LOOM_ENOTFOUND, LOOM_ESTATE if the run already ended. */
+int loom_sched_cancel_run(loom_sched_t *s, uint64_t run_id, const char *reason);
+/* True while the run has not ended. */
+bool loom_sched_run_active(loom_sched_t *s, uint64_t run_id);
+/* True while the attempt may still produce output. */
+bool loom_sched_attempt_active(loom_sched_t *s, uint64_t attempt_id);
+/* Path of an attempt's log file; caller frees. */
+char *loom_sched_log_path(loom_sched_t *s, uint64_t run_id, uint64_t attempt_id);
+json_t *loom_sched_agents_json(loom_sched_t *s);
+
+/* Counters for tests and benchmarks. */
+typedef struct {
+    uint64_t dispatched, finished, refused, bad_messages, agents_connected, commits;
+} loom_sched_stats_t;
+void loom_sched_stats(loom_sched_t *s, loom_sched_stats_t *out);
+
+#endif

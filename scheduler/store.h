@@ -1,0 +1,144 @@
+/* The state database: the only module that touches sqlite3. SQLite in WAL
+ * mode is loomd's single source of truth; writes made during one loop turn
+ * join one transaction (loom_store_begin is idempotent) that the scheduler
+ * commits before it acts on them. Read queries for the HTTP API build their
+ * JSON here, straight from the rows. */
+#ifndef LOOM_STORE_H
+#define LOOM_STORE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct loom_store loom_store_t;
+
+typedef enum {
+    LOOM_SYNC_NORMAL, /* survives a process crash; may lose the last commits on power loss */
+    LOOM_SYNC_FULL,   /* fsync every commit */
+} loom_sync_mode;
+
+/* Opens (creating if needed) and migrates the database. On failure the
+ * reason is in why. */
+int loom_store_open(const char *path, loom_sync_mode sync, loom_store_t **out, char *why,
+                    size_t whylen);
+void loom_store_destroy(loom_store_t **s);
+int loom_store_schema_version(loom_store_t *s);
+
+/* Starts a transaction unless one is open. */
+int loom_store_begin(loom_store_t *s);
+/* Commits the open transaction, if any. */
+int loom_store_commit(loom_store_t *s);
+bool loom_store_in_txn(const loom_store_t *s);
+/* Text of the last SQLite error. */
+const char *loom_store_errmsg(loom_store_t *s);
+
+/* --- pipelines ------------------------------------------------------------ */
+
+typedef struct {
+    uint64_t pipeline_id;
+    uint32_t version;
+    bool created; /* false: identical to the latest version */
+} loom_submit_result_t;
+
+int loom_store_pipeline_submit(loom_store_t *s, const char *name, const char *file,
+                               const char *source, size_t len, const char *hash_hex,
+                               uint32_t n_tasks, uint64_t now_ms, loom_submit_result_t *res);
+/* Source of a version (0: the latest). Caller frees *source. */
+int loom_store_pipeline_source(loom_store_t *s, const char *name, uint32_t version,
+                               uint64_t *pipeline_id, uint32_t *version_out, char **source,
+                               size_t *len);
+
+/* --- runs, tasks, attempts ------------------------------------------------- */
+
+typedef struct {
+    uint64_t id;
+    uint64_t pipeline_id;
+    const char *pipeline; /* borrowed */
+    uint32_t version;
+    const char *state;
+    const char *trigger;
+    uint64_t created_ms, started_ms, ended_ms; /* 0: not reached */
+} loom_run_row_t;
+
+typedef struct {
+    uint64_t id;
+    uint64_t run_id;
+    uint32_t idx; /* index in the DAG */
+    const char *name;
+    const char *needs_json; /* JSON array of names, written once */
+    const char *state;
+    uint32_t attempts;
+    uint64_t current_attempt;
+    uint64_t started_ms, ended_ms;
+    bool has_exit;
+    int exit_code;
+    int signal;
+    const char *error; /* NULL: none */
+} loom_task_row_t;
+
+typedef struct {
+    uint64_t id;
+    uint64_t task_id, run_id;
+    uint32_t number;
+    const char *agent;
+    const char *state;
+    uint64_t dispatched_ms, started_ms, ended_ms;
+    bool has_exit;
+    int exit_code;
+    int signal;
+    const char *error;
+    uint64_t user_cpu_us, sys_cpu_us, max_rss;
+    uint64_t log_seq, log_bytes;
+} loom_attempt_row_t;
+
+int loom_store_run_insert(loom_store_t *s, loom_run_row_t *row); /* sets row->id */
+int loom_store_run_update(loom_store_t *s, const loom_run_row_t *row);
+int loom_store_task_insert(loom_store_t *s, loom_task_row_t *row); /* sets row->id */
+int loom_store_task_update(loom_store_t *s, const loom_task_row_t *row);
+int loom_store_attempt_insert(loom_store_t *s, loom_attempt_row_t *row); /* sets row->id */
+int loom_store_attempt_update(loom_store_t *s, const loom_attempt_row_t *row);
+int loom_store_attempt_log(loom_store_t *s, uint64_t attempt_id, uint64_t seq, uint64_t bytes);
+/* Reads one attempt (strings borrowed until the next store call). */
+int loom_store_attempt_get(loom_store_t *s, uint64_t attempt_id, loom_attempt_row_t *row);
+
+/* Calls cb for every run that has not ended, oldest first. */
+int loom_store_each_active_run(loom_store_t *s, int (*cb)(void *ud, const loom_run_row_t *row),
+                               void *ud);
+/* Calls cb for every task of a run, in DAG order. */
+int loom_store_each_task(loom_store_t *s, uint64_t run_id,
+                         int (*cb)(void *ud, const loom_task_row_t *row), void *ud);
+/* Version source of a run's pipeline; caller frees *source. */
+int loom_store_run_source(loom_store_t *s, uint64_t run_id, char **source, size_t *len);
+
+/* Which attempt a log request means: number 0 is the latest. */
+int loom_store_find_attempt(loom_store_t *s, uint64_t run_id, const char *task, uint32_t number,
+                            uint64_t *attempt_id, uint32_t *number_out);
+
+/* --- agents ----------------------------------------------------------------- */
+
+typedef struct {
+    const char *name;
+    const char *hostname;
+    const char *version;
+    uint32_t cpus, slots;
+    uint64_t memory_bytes;
+    const char *labels_json;
+    const char *state;
+    uint64_t connected_ms, last_seen_ms;
+} loom_agent_row_t;
+
+int loom_store_agent_upsert(loom_store_t *s, const loom_agent_row_t *row);
+int loom_store_agent_state(loom_store_t *s, const char *name, const char *state,
+                           uint64_t last_seen_ms);
+int loom_store_each_agent(loom_store_t *s, int (*cb)(void *ud, const loom_agent_row_t *row),
+                          void *ud);
+
+/* --- JSON for the API -------------------------------------------------------- */
+
+int loom_store_json_pipelines(loom_store_t *s, json_t **out);
+int loom_store_json_pipeline(loom_store_t *s, const char *name, json_t **out);
+int loom_store_json_runs(loom_store_t *s, const char *pipeline, int limit, json_t **out);
+int loom_store_json_run(loom_store_t *s, uint64_t run_id, json_t **out);
+
+#endif

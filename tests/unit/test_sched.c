@@ -1,0 +1,361 @@
+/* The scheduler in-process against fake agents: real ZeroMQ DEALER sockets
+ * speaking the wire protocol by hand, so the test can send what a real agent
+ * never would (garbage, unknown kinds, stale attempts). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <ftw.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "loom/codec.h"
+#include "loom/util.h"
+#include "scheduler.h"
+
+typedef struct {
+    uv_loop_t loop;
+    loom_sched_t *s;
+    void *zctx;
+    char endpoint[256];
+    char dir[64];
+} fixture_t;
+
+static int setup(void **state)
+{
+    fixture_t *f = loom_xcalloc(1, sizeof *f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/loom-sched-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    uv_loop_init(&f->loop);
+    f->zctx = zmq_ctx_new();
+    loom_sched_config_t cfg = {.state_dir = f->dir,
+                               .bind = "tcp://127.0.0.1:*",
+                               .heartbeat_ms = 100,
+                               .agent_timeout_ms = 5000,
+                               .zmq_ctx = f->zctx};
+    char why[256];
+    f->s = loom_sched_new(&f->loop, &cfg);
+    assert_int_equal(loom_sched_open(f->s, why, sizeof why), 0);
+    assert_int_equal(loom_sched_bind(f->s, f->endpoint, sizeof f->endpoint, why, sizeof why), 0);
+    *state = f;
+    return 0;
+}
+
+static void on_closed(void *ud)
+{
+    (void)ud;
+}
+
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int teardown(void **state)
+{
+    fixture_t *f = *state;
+    loom_sched_close(f->s, on_closed, NULL);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    loom_sched_destroy(&f->s);
+    uv_loop_close(&f->loop);
+    zmq_ctx_term(f->zctx);
+    nftw(f->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    return 0;
+}
+
+static void *dealer(fixture_t *f, const char *name)
+{
+    void *d = zmq_socket(f->zctx, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt(d, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(d, ZMQ_ROUTING_ID, name, strlen(name));
+    assert_int_equal(zmq_connect(d, f->endpoint), 0);
+    return d;
+}
+
+static void send_raw(void *d, const void *data, size_t len)
+{
+    assert_true(zmq_send(d, data, len, 0) >= 0);
+}
+
+static void send_msg(void *d, loom_msg_t *m)
+{
+    uint8_t *buf;
+    size_t len;
+    assert_int_equal(loom_codec_encode(m, &buf, &len), 0);
+    send_raw(d, buf, len);
+    free(buf);
+}
+
+/* Turns the scheduler's loop until the fake agent receives a message of the
+ * wanted kind (others are skipped), or fails after 5 s. */
+static loom_msg_t *expect(fixture_t *f, void *d, Loom__Envelope__BodyCase kind)
+{
+    uint64_t end = loom_mono_ms() + 5000;
+    while (loom_mono_ms() < end) {
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+        zmq_pollitem_t it = {d, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, 5) <= 0) continue;
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        assert_true(zmq_msg_recv(&m, d, 0) >= 0);
+        loom_msg_t *msg = NULL;
+        char why[128];
+        assert_int_equal(
+            loom_codec_decode(zmq_msg_data(&m), zmq_msg_size(&m), &msg, why, sizeof why), 0);
+        zmq_msg_close(&m);
+        if (msg->body_case == kind) return msg;
+        loom_codec_free(msg);
+    }
+    fail_msg("no %s arrived", loom_codec_kind_name(kind));
+    return NULL;
+}
+
+static void hello(fixture_t *f, void *d, const char *name, uint32_t slots)
+{
+    Loom__Resources res = LOOM__RESOURCES__INIT;
+    res.slots = slots;
+    Loom__Hello h = LOOM__HELLO__INIT;
+    h.name = (char *)name;
+    uint8_t session[16] = {1, 2, 3};
+    session[15] = (uint8_t)name[0];
+    h.session.data = session;
+    h.session.len = sizeof session;
+    h.resources = &res;
+    loom_msg_t m = LOOM__ENVELOPE__INIT;
+    m.body_case = LOOM__ENVELOPE__BODY_HELLO;
+    m.hello = &h;
+    send_msg(d, &m);
+    loom_msg_t *w = expect(f, d, LOOM__ENVELOPE__BODY_WELCOME);
+    assert_int_equal(w->welcome->heartbeat_ms, 100);
+    loom_codec_free(w);
+}
+
+static void test_bad_messages_are_answered_and_dropped(void **state)
+{
+    fixture_t *f = *state;
+    void *bad = dealer(f, "bad");
+    void *good = dealer(f, "good");
+    hello(f, good, "good", 1);
+
+    send_raw(bad, "\xff\xff\xff garbage", 12);
+    loom_msg_t *e = expect(f, bad, LOOM__ENVELOPE__BODY_ERROR);
+    assert_false(e->error->hello_required);
+    assert_non_null(strstr(e->error->message, "not a valid envelope"));
+    loom_codec_free(e);
+
+    /* version 1, then field 99 (a kind from the future): no known body. */
+    static const uint8_t future[] = {0x08, 0x01, 0x9a, 0x06, 0x00};
+    send_raw(bad, future, sizeof future);
+    e = expect(f, bad, LOOM__ENVELOPE__BODY_ERROR);
+    assert_string_equal(e->error->message, "unknown message kind");
+    loom_codec_free(e);
+
+    static const uint8_t v9[] = {0x08, 0x09};
+    send_raw(bad, v9, sizeof v9);
+    e = expect(f, bad, LOOM__ENVELOPE__BODY_ERROR);
+    assert_non_null(strstr(e->error->message, "version 9"));
+    loom_codec_free(e);
+
+    /* Anything but hello from an agent loomd does not know. */
+    Loom__Heartbeat hb = LOOM__HEARTBEAT__INIT;
+    loom_msg_t m = LOOM__ENVELOPE__INIT;
+    m.body_case = LOOM__ENVELOPE__BODY_HEARTBEAT;
+    m.heartbeat = &hb;
+    send_msg(bad, &m);
+    e = expect(f, bad, LOOM__ENVELOPE__BODY_ERROR);
+    assert_true(e->error->hello_required);
+    loom_codec_free(e);
+
+    /* The well-behaved agent is unaffected. */
+    send_msg(good, &m);
+    loom_msg_t *back = expect(f, good, LOOM__ENVELOPE__BODY_HEARTBEAT);
+    loom_codec_free(back);
+    loom_sched_stats_t st;
+    loom_sched_stats(f->s, &st);
+    assert_int_equal(st.bad_messages, 3);
+    zmq_close(bad);
+    zmq_close(good);
+}
+
+static const char dag[] = "pipeline: p\n"
+                          "tasks:\n"
+                          "  a:\n"
+                          "    run: echo a\n"
+                          "  b:\n"
+                          "    needs: [a]\n"
+                          "    run: [echo, b]\n";
+
+static uint64_t start_run(fixture_t *f)
+{
+    json_t *res = NULL;
+    loom_diags_t diags = {0};
+    assert_int_equal(loom_sched_submit(f->s, "p.yaml", dag, strlen(dag), &res, &diags), 0);
+    json_decref(res);
+    uint64_t run_id = 0;
+    assert_int_equal(loom_sched_start_run(f->s, "p", 0, "manual", &run_id), 0);
+    return run_id;
+}
+
+static void send_log(void *d, uint64_t attempt, uint64_t seq, const char *text)
+{
+    Loom__LogChunk c = LOOM__LOG_CHUNK__INIT;
+    c.attempt_id = attempt;
+    c.seq = seq;
+    c.data.data = (uint8_t *)text;
+    c.data.len = strlen(text);
+    loom_msg_t m = LOOM__ENVELOPE__INIT;
+    m.body_case = LOOM__ENVELOPE__BODY_LOG;
+    m.log = &c;
+    send_msg(d, &m);
+}
+
+static void send_finished(void *d, uint64_t attempt, int exit_code)
+{
+    Loom__Finished fin = LOOM__FINISHED__INIT;
+    fin.attempt_id = attempt;
+    fin.exit_code = exit_code;
+    fin.log_seq = 2;
+    loom_msg_t m = LOOM__ENVELOPE__INIT;
+    m.body_case = LOOM__ENVELOPE__BODY_FINISHED;
+    m.finished = &fin;
+    send_msg(d, &m);
+}
+
+static const char *task_state(fixture_t *f, uint64_t run_id, size_t idx, json_t **keep)
+{
+    json_t *run = NULL;
+    assert_int_equal(loom_store_json_run(loom_sched_store(f->s), run_id, &run), 0);
+    *keep = run;
+    return json_string_value(
+        json_object_get(json_array_get(json_object_get(run, "tasks"), idx), "state"));
+}
+
+static void test_results_logs_and_fencing(void **state)
+{
+    fixture_t *f = *state;
+    void *ag = dealer(f, "ag");
+    void *other = dealer(f, "other");
+    hello(f, ag, "ag", 1);
+    uint64_t run_id = start_run(f);
+
+    loom_msg_t *d = expect(f, ag, LOOM__ENVELOPE__BODY_DISPATCH);
+    uint64_t attempt = d->dispatch->attempt_id;
+    assert_string_equal(d->dispatch->task, "a");
+    assert_string_equal(d->dispatch->shell, "echo a");
+    assert_int_equal(d->dispatch->seq, 1);
+    loom_codec_free(d);
+
+    /* Chunks are stored once and in order: a resend is acked, not stored
+     * again; a chunk after a gap is not acked. */
+    send_log(ag, attempt, 1, "one\n");
+    loom_msg_t *ack = expect(f, ag, LOOM__ENVELOPE__BODY_LOG_ACK);
+    assert_int_equal(ack->log_ack->seq, 1);
+    loom_codec_free(ack);
+    send_log(ag, attempt, 1, "one\n");
+    ack = expect(f, ag, LOOM__ENVELOPE__BODY_LOG_ACK);
+    assert_int_equal(ack->log_ack->seq, 1);
+    loom_codec_free(ack);
+    send_log(ag, attempt, 3, "three\n");
+    send_log(ag, attempt, 2, "two\n");
+    ack = expect(f, ag, LOOM__ENVELOPE__BODY_LOG_ACK);
+    assert_int_equal(ack->log_ack->seq, 2);
+    loom_codec_free(ack);
+
+    /* Another agent cannot report this attempt. */
+    hello(f, other, "other", 1);
+    send_finished(other, attempt, 0);
+    loom_codec_free(expect(f, other, LOOM__ENVELOPE__BODY_FINISHED_ACK));
+    loom_sched_stats_t st;
+    loom_sched_stats(f->s, &st);
+    assert_int_equal(st.refused, 1);
+    assert_int_equal(st.finished, 0);
+
+    send_finished(ag, attempt, 0);
+    loom_codec_free(expect(f, ag, LOOM__ENVELOPE__BODY_FINISHED_ACK));
+    /* b is dispatched right away, to whichever agent has the free slot. */
+    json_t *keep;
+    assert_string_equal(task_state(f, run_id, 0, &keep), "succeeded");
+    json_decref(keep);
+    assert_string_equal(task_state(f, run_id, 1, &keep), "running");
+    json_decref(keep);
+
+    /* The same result again is acknowledged and not recorded twice. */
+    send_finished(ag, attempt, 1);
+    loom_codec_free(expect(f, ag, LOOM__ENVELOPE__BODY_FINISHED_ACK));
+    loom_sched_stats(f->s, &st);
+    assert_int_equal(st.finished, 1);
+    assert_int_equal(st.refused, 1);
+    assert_string_equal(task_state(f, run_id, 0, &keep), "succeeded");
+    json_decref(keep);
+
+    char *path = loom_sched_log_path(f->s, run_id, attempt);
+    char *text = NULL;
+    assert_int_equal(loom_read_file(path, 1024, &text, NULL), 0);
+    assert_string_equal(text, "one\ntwo\n");
+    free(text);
+    free(path);
+    zmq_close(ag);
+    zmq_close(other);
+}
+
+static void test_restarted_agent_loses_its_attempts(void **state)
+{
+    fixture_t *f = *state;
+    void *ag = dealer(f, "ag");
+    hello(f, ag, "ag", 1);
+    uint64_t run_id = start_run(f);
+    loom_msg_t *d = expect(f, ag, LOOM__ENVELOPE__BODY_DISPATCH);
+    uint64_t first = d->dispatch->attempt_id;
+    loom_codec_free(d);
+
+    /* Same name, new session, holding nothing: the attempt is lost and the
+     * task is dispatched again under a new attempt id. */
+    Loom__Resources res = LOOM__RESOURCES__INIT;
+    res.slots = 1;
+    Loom__Hello h = LOOM__HELLO__INIT;
+    h.name = "ag";
+    uint8_t session[16] = {9};
+    h.session.data = session;
+    h.session.len = sizeof session;
+    h.resources = &res;
+    loom_msg_t m = LOOM__ENVELOPE__INIT;
+    m.body_case = LOOM__ENVELOPE__BODY_HELLO;
+    m.hello = &h;
+    send_msg(ag, &m);
+    d = expect(f, ag, LOOM__ENVELOPE__BODY_DISPATCH);
+    assert_int_not_equal(d->dispatch->attempt_id, first);
+    assert_int_equal(d->dispatch->attempt_number, 2);
+    loom_codec_free(d);
+
+    /* The old attempt's late result is refused. */
+    send_finished(ag, first, 0);
+    loom_codec_free(expect(f, ag, LOOM__ENVELOPE__BODY_FINISHED_ACK));
+    loom_sched_stats_t st;
+    loom_sched_stats(f->s, &st);
+    assert_int_equal(st.refused, 1);
+    json_t *keep;
+    assert_string_equal(task_state(f, run_id, 0, &keep), "running");
+    json_decref(keep);
+    zmq_close(ag);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_bad_messages_are_answered_and_dropped, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_results_logs_and_fencing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_restarted_agent_loses_its_attempts, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
