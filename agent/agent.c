@@ -1,1 +1,530 @@
-/* placeholder */ typedef int loom_placeholder_agent;
+/* loom-agent's connection to loomd: Hello until welcomed, heartbeats, and
+ * the handlers for what loomd sends. Attempts and their buffered output
+ * live in attempt.c; this file decides when they are sent. */
+#include "agent_int.h"
+
+#include "loom/err.h"
+#include "loom/log.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <sched.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sysinfo.h>
+#include <unistd.h>
+
+#define DEFAULT_HELLO_MS 1000
+#define DEFAULT_HEARTBEAT_MS 1000
+#define DEFAULT_MAX_UNACKED (16u * 1024 * 1024)
+/* A Hello that could not be sent (no connection yet) is retried this soon,
+ * so a reconnect is noticed within ZeroMQ's own reconnect interval. */
+#define HELLO_RETRY_MS 100
+/* After a failed send (high-water mark, a connection going down) */
+#define SEND_RETRY_MS 50
+#define RECONNECT_IVL_MS 100
+#define RECONNECT_IVL_MAX_MS 5000
+
+static uint32_t cpu_count(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) return (uint32_t)CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (uint32_t)n : 1;
+}
+
+static uint64_t memory_bytes(void)
+{
+    struct sysinfo si;
+    if (sysinfo(&si) != 0) return 0;
+    return (uint64_t)si.totalram * si.mem_unit;
+}
+
+static char *host_name(void)
+{
+    char buf[HOST_NAME_MAX + 1];
+    if (gethostname(buf, sizeof buf) != 0) return loom_xstrdup("localhost");
+    buf[HOST_NAME_MAX] = '\0';
+    return loom_xstrdup(buf);
+}
+
+loom_agent_t *loom_agent_new(uv_loop_t *loop, const loom_agent_config_t *cfg)
+{
+    loom_agent_t *a = loom_xcalloc(1, sizeof *a);
+    a->loop = loop;
+    a->hostname = host_name();
+    a->name = loom_xstrdup(cfg->name ? cfg->name : a->hostname);
+    a->server = loom_xstrdup(cfg->server ? cfg->server : "tcp://127.0.0.1:8421");
+    a->work_dir = loom_xstrdup(cfg->work_dir ? cfg->work_dir : ".");
+    a->slots = cfg->slots ? cfg->slots : cpu_count();
+    a->n_labels = cfg->n_labels;
+    a->labels = loom_xcalloc(cfg->n_labels + 1, sizeof *a->labels);
+    for (size_t i = 0; i < cfg->n_labels; i++) a->labels[i] = loom_xstrdup(cfg->labels[i]);
+    a->hello_interval_ms = cfg->hello_interval_ms ? cfg->hello_interval_ms : DEFAULT_HELLO_MS;
+    a->kill_grace_ms = cfg->kill_grace_ms ? cfg->kill_grace_ms : LOOM_RUNNER_KILL_GRACE_MS;
+    a->max_unacked = cfg->max_unacked_bytes ? cfg->max_unacked_bytes : DEFAULT_MAX_UNACKED;
+    a->zctx = cfg->zmq_ctx;
+    a->clock = cfg->clock.now_ms ? cfg->clock : loom_clock_real();
+    if (sodium_init() < 0) abort(); /* no randomness: nothing safe to do */
+    randombytes_buf(a->session, sizeof a->session);
+    return a;
+}
+
+const char *loom_agent_name(const loom_agent_t *a)
+{
+    return a->name;
+}
+
+bool loom_agent_welcomed(const loom_agent_t *a)
+{
+    return a->welcomed;
+}
+
+uint32_t loom_agent_running(const loom_agent_t *a)
+{
+    return a->running;
+}
+
+size_t loom_agent_unacked_bytes(const loom_agent_t *a)
+{
+    return a->unacked_bytes;
+}
+
+bool loom_agent_output_paused(const loom_agent_t *a)
+{
+    return a->paused;
+}
+
+const uint8_t *loom_agent_session(const loom_agent_t *a)
+{
+    return a->session;
+}
+
+int agent_send(loom_agent_t *a, loom_msg_t *m)
+{
+    uint8_t *data;
+    size_t len;
+    int rc = loom_codec_encode(m, &data, &len);
+    if (rc != 0) {
+        LOG_ERROR("cannot encode %s: %s", loom_codec_kind_name(m->body_case), loom_strerror(rc));
+        return rc;
+    }
+    rc = agent_send_raw(a, data, len);
+    free(data);
+    return rc;
+}
+
+int agent_send_raw(loom_agent_t *a, const uint8_t *data, size_t len)
+{
+    if (!a->zs) return LOOM_ESTATE;
+    const void *parts[1] = {data};
+    size_t lens[1] = {len};
+    return loom_zsock_send(a->zs, parts, lens, 1);
+}
+
+static int send_hello(loom_agent_t *a)
+{
+    Loom__Hello hello = LOOM__HELLO__INIT;
+    Loom__Resources res = LOOM__RESOURCES__INIT;
+    Loom__Resources__LabelsEntry *entries = loom_xcalloc(a->n_labels + 1, sizeof *entries);
+    Loom__Resources__LabelsEntry **ptrs = loom_xcalloc(a->n_labels + 1, sizeof *ptrs);
+    char **keys = loom_xcalloc(a->n_labels + 1, sizeof *keys);
+    for (size_t i = 0; i < a->n_labels; i++) {
+        const char *eq = strchr(a->labels[i], '=');
+        loom__resources__labels_entry__init(&entries[i]);
+        keys[i] = loom_xstrndup(a->labels[i], (size_t)(eq - a->labels[i]));
+        entries[i].key = keys[i];
+        entries[i].value = (char *)eq + 1;
+        ptrs[i] = &entries[i];
+    }
+    res.cpus = cpu_count();
+    res.memory_bytes = memory_bytes();
+    res.n_labels = a->n_labels;
+    res.labels = ptrs;
+    res.slots = a->slots;
+    hello.name = a->name;
+    hello.agent_version = (char *)LOOM_VERSION;
+    hello.session.data = a->session;
+    hello.session.len = sizeof a->session;
+    hello.resources = &res;
+    hello.attempts = agent_held_ids(a, &hello.n_attempts);
+    hello.hostname = a->hostname;
+    loom_msg_t m = LOOM__ENVELOPE__INIT;
+    m.body_case = LOOM__ENVELOPE__BODY_HELLO;
+    m.hello = &hello;
+    int rc = agent_send(a, &m);
+    LOG_DEBUG("hello %s agent=%s held=%zu", rc == 0 ? "sent" : "not sent (no connection)", a->name,
+              hello.n_attempts);
+    for (size_t i = 0; i < a->n_labels; i++) free(keys[i]);
+    free(keys);
+    free(ptrs);
+    free(entries);
+    free(hello.attempts);
+    return rc;
+}
+
+static void on_hello_timer(uv_timer_t *handle)
+{
+    loom_agent_t *a = handle->data;
+    if (a->welcomed || a->stopping) return;
+    int rc = send_hello(a);
+    uint64_t next = a->hello_interval_ms;
+    if (rc != 0 && next > HELLO_RETRY_MS) next = HELLO_RETRY_MS;
+    uv_timer_start(&a->hello_timer, on_hello_timer, next, 0);
+}
+
+/* Back to square one with loomd: Hello now and every interval until a
+ * Welcome. Tasks keep running; their output waits in our buffers. */
+static void lose_welcome(loom_agent_t *a)
+{
+    a->welcomed = false;
+    uv_timer_stop(&a->heartbeat_timer);
+    on_hello_timer(&a->hello_timer);
+}
+
+static void send_heartbeat(loom_agent_t *a)
+{
+    Loom__Heartbeat hb = LOOM__HEARTBEAT__INIT;
+    hb.sent_unix_ms = loom_unix_ms();
+    hb.attempts = agent_held_ids(a, &hb.n_attempts);
+    hb.dispatch_seq = a->dispatch_seq;
+    hb.running = a->running;
+    loom_msg_t m = LOOM__ENVELOPE__INIT;
+    m.body_case = LOOM__ENVELOPE__BODY_HEARTBEAT;
+    m.heartbeat = &hb;
+    agent_send(a, &m);
+    free(hb.attempts);
+}
+
+static void on_heartbeat_timer(uv_timer_t *handle)
+{
+    loom_agent_t *a = handle->data;
+    uint64_t silent = loom_clock_now(&a->clock) - a->last_heard_ms;
+    if (a->timeout_ms && silent > a->timeout_ms) {
+        LOG_WARN("loomd silent for %llu ms; saying hello again agent=%s",
+                 (unsigned long long)silent, a->name);
+        lose_welcome(a);
+        return;
+    }
+    send_heartbeat(a);
+}
+
+static void on_retry_timer(uv_timer_t *handle)
+{
+    loom_agent_t *a = handle->data;
+    a->send_blocked = false;
+    agent_flush_all(a);
+}
+
+void agent_send_failed(loom_agent_t *a)
+{
+    /* Later messages wait, so that loomd still gets each attempt's chunks
+     * in order and its Finished after them. If the connection is gone the
+     * next Welcome resends everything anyway. */
+    a->send_blocked = true;
+    if (!a->closing) uv_timer_start(&a->retry_timer, on_retry_timer, SEND_RETRY_MS, 0);
+}
+
+static void handle_welcome(loom_agent_t *a, const loom_msg_t *m)
+{
+    const Loom__Welcome *w = m->welcome;
+    for (size_t i = 0; i < w->n_cancel; i++) agent_forget_attempt(a, w->cancel[i]);
+    a->welcomed = true;
+    a->dispatch_seq = 0;
+    a->heartbeat_ms = w->heartbeat_ms ? w->heartbeat_ms : DEFAULT_HEARTBEAT_MS;
+    a->timeout_ms = w->timeout_ms;
+    uv_timer_stop(&a->hello_timer);
+    uv_timer_start(&a->heartbeat_timer, on_heartbeat_timer, a->heartbeat_ms, a->heartbeat_ms);
+    LOG_INFO("welcomed by loomd agent=%s heartbeat_ms=%u timeout_ms=%u cancelled=%zu", a->name,
+             a->heartbeat_ms, a->timeout_ms, w->n_cancel);
+    /* loomd may have lost anything sent before (it restarted, or the
+     * connection dropped): resend every unacknowledged chunk and result. */
+    agent_rewind_all(a);
+    a->send_blocked = false;
+    uv_timer_stop(&a->retry_timer);
+    agent_flush_all(a);
+}
+
+static void handle_heartbeat(loom_agent_t *a, const loom_msg_t *m)
+{
+    (void)a;
+    (void)m; /* its arrival already refreshed liveness */
+}
+
+static void handle_error(loom_agent_t *a, const loom_msg_t *m)
+{
+    const Loom__Error *e = m->error;
+    if (e->hello_required) {
+        LOG_INFO("loomd asks for hello agent=%s: %s", a->name, e->message);
+        lose_welcome(a);
+        return;
+    }
+    LOG_WARN("loomd error code=%d agent=%s: %s", (int)e->code, a->name, e->message);
+}
+
+static void handle_dispatch(loom_agent_t *a, const loom_msg_t *m)
+{
+    const Loom__Dispatch *d = m->dispatch;
+    if (d->seq > a->dispatch_seq) a->dispatch_seq = d->seq;
+    if (a->stopping) {
+        LOG_WARN("stopping: ignoring dispatch attempt=%llu", (unsigned long long)d->attempt_id);
+        return;
+    }
+    agent_dispatch(a, d);
+}
+
+static void handle_log_ack(loom_agent_t *a, const loom_msg_t *m)
+{
+    agent_ack_log(a, m->log_ack->attempt_id, m->log_ack->seq);
+}
+
+static void handle_finished_ack(loom_agent_t *a, const loom_msg_t *m)
+{
+    agent_ack_finished(a, m->finished_ack->attempt_id);
+}
+
+static void handle_cancel(loom_agent_t *a, const loom_msg_t *m)
+{
+    agent_cancel(a, m->cancel->attempt_id, m->cancel->reason);
+}
+
+typedef void (*handler_fn)(loom_agent_t *a, const loom_msg_t *m);
+
+static const struct {
+    Loom__Envelope__BodyCase kind;
+    handler_fn fn;
+} handlers[] = {
+    {LOOM__ENVELOPE__BODY_WELCOME, handle_welcome},
+    {LOOM__ENVELOPE__BODY_HEARTBEAT, handle_heartbeat},
+    {LOOM__ENVELOPE__BODY_DISPATCH, handle_dispatch},
+    {LOOM__ENVELOPE__BODY_LOG_ACK, handle_log_ack},
+    {LOOM__ENVELOPE__BODY_FINISHED_ACK, handle_finished_ack},
+    {LOOM__ENVELOPE__BODY_CANCEL, handle_cancel},
+    {LOOM__ENVELOPE__BODY_ERROR, handle_error},
+};
+
+static void handle_msg(loom_agent_t *a, const loom_msg_t *m)
+{
+    for (size_t i = 0; i < sizeof handlers / sizeof handlers[0]; i++) {
+        if (handlers[i].kind == m->body_case) {
+            handlers[i].fn(a, m);
+            return;
+        }
+    }
+    LOG_WARN("dropping unexpected %s message from loomd agent=%s",
+             loom_codec_kind_name(m->body_case), a->name);
+}
+
+static void on_inbox_idle(uv_idle_t *handle)
+{
+    loom_agent_t *a = handle->data;
+    uv_idle_stop(&a->inbox_idle);
+    while (a->inbox && !a->stopping) {
+        inbox_msg_t *in = a->inbox;
+        a->inbox = in->next;
+        if (!a->inbox) a->inbox_tail = NULL;
+        handle_msg(a, in->msg);
+        loom_codec_free(in->msg);
+        free(in);
+    }
+}
+
+static void free_inbox(loom_agent_t *a)
+{
+    while (a->inbox) {
+        inbox_msg_t *in = a->inbox;
+        a->inbox = in->next;
+        loom_codec_free(in->msg);
+        free(in);
+    }
+    a->inbox_tail = NULL;
+}
+
+/* Messages are handled from an idle callback, never right here: zsock
+ * delivers them from inside loom_zsock_send too, and a handler run in the
+ * middle of a send (say, while resending a list of chunks) could free what
+ * the sender is walking. */
+static void on_socket_message(void *ud, zmq_msg_t *parts, size_t nparts)
+{
+    loom_agent_t *a = ud;
+    char why[256];
+    loom_msg_t *m;
+    a->last_heard_ms = loom_clock_now(&a->clock);
+    if (nparts != 1) {
+        LOG_WARN("dropping a %zu-part message from loomd (expected 1) agent=%s", nparts, a->name);
+        return;
+    }
+    if (loom_codec_decode(zmq_msg_data(&parts[0]), zmq_msg_size(&parts[0]), &m, why, sizeof why)) {
+        LOG_WARN("dropping message from loomd agent=%s: %s", a->name, why);
+        return;
+    }
+    if (a->stopping) {
+        loom_codec_free(m);
+        return;
+    }
+    inbox_msg_t *in = loom_xcalloc(1, sizeof *in);
+    in->msg = m;
+    if (a->inbox_tail)
+        a->inbox_tail->next = in;
+    else
+        a->inbox = in;
+    a->inbox_tail = in;
+    uv_idle_start(&a->inbox_idle, on_inbox_idle);
+}
+
+static int check_config(loom_agent_t *a)
+{
+    if (!loom_name_valid(a->name)) {
+        LOG_ERROR("agent name \"%s\" is invalid: use 1-63 of [A-Za-z0-9_.-]", a->name);
+        return LOOM_EINVAL;
+    }
+    for (size_t i = 0; i < a->n_labels; i++) {
+        const char *eq = strchr(a->labels[i], '=');
+        if (!eq || eq == a->labels[i]) {
+            LOG_ERROR("label \"%s\" is not key=value", a->labels[i]);
+            return LOOM_EINVAL;
+        }
+    }
+    return 0;
+}
+
+/* Attempts see LOOM_WORK_DIR after a chdir, so the folder must be absolute. */
+static int prepare_work_dir(loom_agent_t *a)
+{
+    char *attempts = loom_xasprintf("%s/attempts", a->work_dir);
+    int rc = loom_mkdirs(attempts, 0700);
+    free(attempts);
+    char *abs = rc == 0 ? realpath(a->work_dir, NULL) : NULL;
+    if (!abs) {
+        LOG_ERROR("cannot create work folder %s: %s", a->work_dir, strerror(errno));
+        return LOOM_EIO;
+    }
+    free(a->work_dir);
+    a->work_dir = abs;
+    return 0;
+}
+
+static void *open_socket(loom_agent_t *a)
+{
+    int one = 1, zero = 0, ivl = RECONNECT_IVL_MS, ivl_max = RECONNECT_IVL_MAX_MS;
+    int64_t max_msg = LOOM_MSG_MAX;
+    void *s = zmq_socket(a->zctx, ZMQ_DEALER);
+    if (!s) return NULL;
+    if (zmq_setsockopt(s, ZMQ_ROUTING_ID, a->name, strlen(a->name)) != 0 ||
+        zmq_setsockopt(s, ZMQ_IMMEDIATE, &one, sizeof one) != 0 ||
+        zmq_setsockopt(s, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl) != 0 ||
+        zmq_setsockopt(s, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max) != 0 ||
+        zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &max_msg, sizeof max_msg) != 0 ||
+        zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero) != 0 || zmq_connect(s, a->server) != 0) {
+        LOG_ERROR("cannot connect to %s: %s", a->server, zmq_strerror(zmq_errno()));
+        zmq_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+static void init_handles(loom_agent_t *a)
+{
+    uv_timer_init(a->loop, &a->hello_timer);
+    uv_timer_init(a->loop, &a->heartbeat_timer);
+    uv_timer_init(a->loop, &a->retry_timer);
+    uv_idle_init(a->loop, &a->inbox_idle);
+    a->hello_timer.data = a;
+    a->heartbeat_timer.data = a;
+    a->retry_timer.data = a;
+    a->inbox_idle.data = a;
+    a->pending_closes += 4;
+}
+
+int loom_agent_start(loom_agent_t *a)
+{
+    int rc = check_config(a);
+    if (rc == 0) rc = prepare_work_dir(a);
+    if (rc != 0) return rc;
+    if (!a->zctx) {
+        a->zctx = zmq_ctx_new();
+        a->own_zctx = true;
+    }
+    void *s = open_socket(a);
+    if (!s) return LOOM_ENET;
+    a->zs = loom_zsock_new(a->loop, s, on_socket_message, a);
+    if (!a->zs) {
+        zmq_close(s);
+        return LOOM_ENET;
+    }
+    init_handles(a);
+    a->pending_closes++;
+    a->started = true;
+    a->last_heard_ms = loom_clock_now(&a->clock);
+    LOG_INFO("agent starting agent=%s server=%s slots=%u work_dir=%s", a->name, a->server, a->slots,
+             a->work_dir);
+    if (loom_zsock_start(a->zs) != 0) return LOOM_ENET;
+    on_hello_timer(&a->hello_timer);
+    return 0;
+}
+
+void agent_handle_closed(loom_agent_t *a)
+{
+    if (--a->pending_closes > 0 || !a->closing) return;
+    LOG_INFO("agent stopped agent=%s", a->name);
+    if (a->on_stopped) a->on_stopped(a->stopped_ud);
+}
+
+static void on_handle_closed(uv_handle_t *handle)
+{
+    loom_agent_t *a = handle->data;
+    agent_handle_closed(a);
+}
+
+static void on_socket_closed(void *ud)
+{
+    loom_agent_t *a = ud;
+    agent_handle_closed(a);
+}
+
+void agent_maybe_close(loom_agent_t *a)
+{
+    if (!a->stopping || a->closing || a->running > 0) return;
+    a->closing = true;
+    free_inbox(a);
+    uv_close((uv_handle_t *)&a->hello_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&a->heartbeat_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&a->retry_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&a->inbox_idle, on_handle_closed);
+    loom_zsock_t *zs = a->zs;
+    a->zs = NULL;
+    loom_zsock_close(zs, on_socket_closed);
+}
+
+void loom_agent_stop(loom_agent_t *a, void (*on_stopped)(void *ud), void *ud)
+{
+    a->stopping = true;
+    a->on_stopped = on_stopped;
+    a->stopped_ud = ud;
+    if (!a->started) {
+        if (on_stopped) on_stopped(ud);
+        return;
+    }
+    LOG_INFO("agent stopping agent=%s running=%u", a->name, a->running);
+    uv_timer_stop(&a->hello_timer);
+    agent_stop_attempts(a);
+    agent_maybe_close(a);
+}
+
+void loom_agent_destroy(loom_agent_t **ap)
+{
+    loom_agent_t *a = ap ? *ap : NULL;
+    if (!a) return;
+    agent_free_attempts(a);
+    free_inbox(a);
+    if (a->own_zctx) zmq_ctx_term(a->zctx);
+    for (size_t i = 0; i < a->n_labels; i++) free(a->labels[i]);
+    free(a->labels);
+    free(a->name);
+    free(a->server);
+    free(a->work_dir);
+    free(a->hostname);
+    free(a);
+    *ap = NULL;
+}

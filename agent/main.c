@@ -1,5 +1,208 @@
-/* placeholder until the module lands */
-int main(void)
+/* loom-agent: parses flags, builds the agent, runs the loop until SIGINT or
+ * SIGTERM has stopped it, and tears down. */
+#include "agent.h"
+
+#include "loom/err.h"
+#include "loom/log.h"
+#include "loom/util.h"
+
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_LABELS 256
+
+typedef struct {
+    loom_agent_config_t cfg;
+    const char *labels[MAX_LABELS];
+    char *work_dir; /* owned when defaulted */
+    loom_log_level level;
+} options_t;
+
+typedef struct {
+    loom_agent_t *agent;
+    uv_signal_t sigint, sigterm;
+    bool stopping;
+} app_t;
+
+static void usage(FILE *out)
 {
+    fprintf(out,
+            "usage: loom-agent [options]\n"
+            "  --server ENDPOINT   loomd ZeroMQ endpoint (default tcp://127.0.0.1:8421)\n"
+            "  --name NAME         agent name (default: hostname)\n"
+            "  --slots N           tasks run at once (default: CPUs)\n"
+            "  --work-dir DIR      attempt folders (default $LOOM_HOME/agent or ~/.loom/agent)\n"
+            "  --label K=V         a label for placement; repeatable\n"
+            "  --kill-grace DUR    SIGTERM to SIGKILL delay, e.g. 5s (default 5s)\n"
+            "  --log-level LEVEL   debug, info, warn or error (default info)\n"
+            "  --help              show this help\n"
+            "  --version           print the version\n");
+}
+
+static int bad_flag(const char *flag, const char *value, const char *why)
+{
+    if (value)
+        fprintf(stderr, "loom-agent: %s %s: %s\n", flag, value, why);
+    else
+        fprintf(stderr, "loom-agent: %s: %s\n", flag, why);
+    return 2;
+}
+
+static char *default_work_dir(void)
+{
+    const char *home = getenv("LOOM_HOME");
+    if (home && *home) return loom_xasprintf("%s/agent", home);
+    home = getenv("HOME");
+    return loom_xasprintf("%s/.loom/agent", home && *home ? home : ".");
+}
+
+/* Returns -1 to go on, else an exit status. */
+static int parse_flag(options_t *o, int c, const char *arg)
+{
+    int64_t n;
+    uint64_t ms;
+    switch (c) {
+    case 's':
+        o->cfg.server = arg;
+        return -1;
+    case 'n':
+        if (!loom_name_valid(arg)) return bad_flag("--name", arg, "use 1-63 of [A-Za-z0-9_.-]");
+        o->cfg.name = arg;
+        return -1;
+    case 'S':
+        if (loom_parse_i64(arg, 1, 1000000, &n) != 0)
+            return bad_flag("--slots", arg, "expected a number from 1 to 1000000");
+        o->cfg.slots = (uint32_t)n;
+        return -1;
+    case 'w':
+        o->cfg.work_dir = arg;
+        return -1;
+    case 'l':
+        if (!strchr(arg, '=') || arg[0] == '=') return bad_flag("--label", arg, "expected K=V");
+        if (o->cfg.n_labels == MAX_LABELS) return bad_flag("--label", arg, "too many labels");
+        o->labels[o->cfg.n_labels++] = arg;
+        return -1;
+    case 'k':
+        if (loom_parse_duration_ms(arg, &ms) != 0 || ms == 0)
+            return bad_flag("--kill-grace", arg, "expected a duration such as 5s or 500ms");
+        o->cfg.kill_grace_ms = ms;
+        return -1;
+    case 'L':
+        if (loom_log_parse_level(arg, &o->level) != 0)
+            return bad_flag("--log-level", arg, "expected debug, info, warn or error");
+        return -1;
+    case 'h':
+        usage(stdout);
+        return 0;
+    case 'v':
+        printf("loom-agent %s\n", LOOM_VERSION);
+        return 0;
+    default:
+        return 2;
+    }
+}
+
+static int parse_args(options_t *o, int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"server", required_argument, NULL, 's'},    {"name", required_argument, NULL, 'n'},
+        {"slots", required_argument, NULL, 'S'},     {"work-dir", required_argument, NULL, 'w'},
+        {"label", required_argument, NULL, 'l'},     {"kill-grace", required_argument, NULL, 'k'},
+        {"log-level", required_argument, NULL, 'L'}, {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'v'},         {NULL, 0, NULL, 0},
+    };
+    opterr = 0;
+    o->level = LOOM_LOG_INFO;
+    o->cfg.labels = o->labels;
+    for (;;) {
+        int c = getopt_long(argc, argv, "", longopts, NULL);
+        if (c == -1) break;
+        if (c == '?' || c == ':') {
+            const char *flag = argv[optind - 1];
+            fprintf(stderr, "loom-agent: %s: %s\n", flag,
+                    optopt ? "needs a value" : "unknown flag (see --help)");
+            return 2;
+        }
+        int rc = parse_flag(o, c, optarg);
+        if (rc >= 0) return rc;
+    }
+    if (optind < argc) return bad_flag(argv[optind], NULL, "unexpected argument (see --help)");
+    if (!o->cfg.work_dir) o->cfg.work_dir = o->work_dir = default_work_dir();
+    return -1;
+}
+
+/* Tasks inherit fds 0-2 through pipes we open; if one were closed, a pipe
+ * could land on it and be clobbered by the child's own redirections. */
+static void ensure_std_fds(void)
+{
+    for (int fd = 0; fd < 3; fd++) {
+        if (fcntl(fd, F_GETFD) != -1) continue;
+        int nul = open("/dev/null", O_RDWR);
+        if (nul >= 0 && nul != fd) close(nul);
+    }
+}
+
+static void on_agent_stopped(void *ud)
+{
+    app_t *app = ud;
+    uv_close((uv_handle_t *)&app->sigint, NULL);
+    uv_close((uv_handle_t *)&app->sigterm, NULL);
+}
+
+static void on_signal_received(uv_signal_t *handle, int signum)
+{
+    app_t *app = handle->data;
+    if (app->stopping) {
+        LOG_WARN("signal %d: already stopping, tasks get their grace period", signum);
+        return;
+    }
+    LOG_INFO("signal %d: stopping", signum);
+    app->stopping = true;
+    loom_agent_stop(app->agent, on_agent_stopped, app);
+}
+
+static int run(const options_t *o)
+{
+    uv_loop_t loop;
+    app_t app = {0};
+    uv_loop_init(&loop);
+    app.agent = loom_agent_new(&loop, &o->cfg);
+    int rc = loom_agent_start(app.agent);
+    if (rc != 0) {
+        LOG_ERROR("cannot start: %s", loom_strerror(rc));
+        loom_agent_stop(app.agent, NULL, NULL);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        loom_agent_destroy(&app.agent);
+        uv_loop_close(&loop);
+        return 1;
+    }
+    uv_signal_init(&loop, &app.sigint);
+    uv_signal_init(&loop, &app.sigterm);
+    app.sigint.data = app.sigterm.data = &app;
+    uv_signal_start(&app.sigint, on_signal_received, SIGINT);
+    uv_signal_start(&app.sigterm, on_signal_received, SIGTERM);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    loom_agent_destroy(&app.agent);
+    uv_loop_close(&loop);
     return 0;
+}
+
+int main(int argc, char **argv)
+{
+    options_t o;
+    memset(&o, 0, sizeof o);
+    loom_log_set_component("agent");
+    int rc = parse_args(&o, argc, argv);
+    if (rc < 0) {
+        loom_log_set_level(o.level);
+        ensure_std_fds();
+        rc = run(&o);
+    }
+    free(o.work_dir);
+    return rc;
 }

@@ -1,0 +1,59 @@
+/* loom-agent as a library object: one DEALER connection to loomd, the task
+ * processes it is given, and the buffers (unacked log chunks, unacked
+ * results) that make their output survive a loomd restart. Everything runs
+ * on the caller's libuv loop; see proto/loom.proto for the protocol. */
+#ifndef LOOM_AGENT_H
+#define LOOM_AGENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "loom/util.h"
+
+#define LOOM_AGENT_SESSION_LEN 16
+
+typedef struct loom_agent loom_agent_t;
+
+typedef struct {
+    const char *name;          /* routing id and identity; default: hostname */
+    const char *server;        /* loomd ZeroMQ endpoint, e.g. tcp://127.0.0.1:8421 */
+    const char *work_dir;      /* attempts run in <work_dir>/attempts/<attempt_id>/ */
+    uint32_t slots;            /* tasks at once; default: CPUs */
+    const char *const *labels; /* "key=value" */
+    size_t n_labels;
+    uint32_t hello_interval_ms; /* resend Hello until welcomed; default 1000 */
+    uint64_t kill_grace_ms;     /* SIGTERM -> SIGKILL; default 5000 */
+    size_t max_unacked_bytes;   /* log bytes held unacked before pausing reads; 16 MiB */
+    void *zmq_ctx;              /* optional shared zmq context; else own one */
+    loom_clock_t clock;         /* monotonic ms; zero value = real clock */
+} loom_agent_config_t;
+
+/* Copies what it needs from cfg. */
+loom_agent_t *loom_agent_new(uv_loop_t *loop, const loom_agent_config_t *cfg);
+/* Validates the configuration, prepares the work folder, connects and sends
+ * Hello. Returns 0, LOOM_EINVAL (bad name or label, logged), LOOM_EIO (work
+ * folder) or LOOM_ENET. */
+int loom_agent_start(loom_agent_t *a);
+/* Asynchronous: terminates running tasks (SIGTERM, SIGKILL after the grace
+ * period), sends their Finished best-effort, closes every handle, then calls
+ * on_stopped (may be NULL) from the last close callback. Call once. */
+void loom_agent_stop(loom_agent_t *a, void (*on_stopped)(void *ud), void *ud);
+/* After on_stopped, or if never started. NULL-safe; sets *a to NULL. */
+void loom_agent_destroy(loom_agent_t **a);
+
+/* Read-only views for tests and logs. */
+const char *loom_agent_name(const loom_agent_t *a);
+bool loom_agent_welcomed(const loom_agent_t *a);
+/* Processes running now (including ones being killed). */
+uint32_t loom_agent_running(const loom_agent_t *a);
+/* Attempts reported to loomd: running, or finished and not yet acked. */
+size_t loom_agent_held(const loom_agent_t *a);
+/* Log bytes sent or waiting, not yet acknowledged. */
+size_t loom_agent_unacked_bytes(const loom_agent_t *a);
+/* True while output reading is paused for lack of acknowledgements. */
+bool loom_agent_output_paused(const loom_agent_t *a);
+const uint8_t *loom_agent_session(const loom_agent_t *a);
+
+#endif

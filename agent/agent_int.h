@@ -1,0 +1,104 @@
+/* Inside the agent: the state shared by agent.c (the connection to loomd)
+ * and attempt.c (task attempts and their unacknowledged output). */
+#ifndef LOOM_AGENT_INT_H
+#define LOOM_AGENT_INT_H
+
+#include "agent.h"
+#include "runner.h"
+
+#include "loom/codec.h"
+#include "loom/zsock.h"
+
+/* One LogChunk kept until loomd acknowledges it, encoded once so that a
+ * resend sends exactly the bytes sent before. */
+typedef struct chunk {
+    struct chunk *next;
+    uint64_t seq;
+    size_t data_len; /* output bytes, counted against max_unacked */
+    uint8_t *msg;
+    size_t len;
+} chunk_t;
+
+/* An attempt lives while its process runs, while its Finished is unacked,
+ * or while any of its chunks is unacked. */
+typedef struct attempt {
+    struct attempt *prev, *next;
+    loom_agent_t *agent;
+    uint64_t id;
+    char *task; /* for logs */
+    loom_runner_t *runner;
+    bool running;   /* the process has not been reported exited */
+    bool forgotten; /* loomd cancelled it in a Welcome: no result, no logs */
+    bool cancelled;
+    bool stopped;
+    char *cancel_reason;
+    uint64_t timeout_ms;
+    uint64_t log_seq; /* last chunk seq given out */
+    chunk_t *chunks, *chunks_tail;
+    chunk_t *unsent;   /* first chunk not yet sent on this connection */
+    uint8_t *finished; /* encoded Finished, kept until FinishedAck */
+    size_t finished_len;
+    bool finished_sent;
+} attempt_t;
+
+typedef struct inbox_msg {
+    struct inbox_msg *next;
+    loom_msg_t *msg;
+} inbox_msg_t;
+
+struct loom_agent {
+    uv_loop_t *loop;
+    char *name, *server, *work_dir, *hostname;
+    char **labels;
+    size_t n_labels;
+    uint32_t slots;
+    uint32_t hello_interval_ms;
+    uint64_t kill_grace_ms;
+    size_t max_unacked;
+    loom_clock_t clock;
+    void *zctx;
+    bool own_zctx;
+    loom_zsock_t *zs;
+    uv_timer_t hello_timer;
+    uv_timer_t heartbeat_timer;
+    uv_timer_t retry_timer; /* resends after a send failed on a live connection */
+    uv_idle_t inbox_idle;   /* runs the handlers for received messages */
+    inbox_msg_t *inbox, *inbox_tail;
+    uint8_t session[LOOM_AGENT_SESSION_LEN];
+    bool started, welcomed, stopping, closing;
+    bool send_blocked; /* a send failed: stop sending until the next retry */
+    bool paused;       /* output reading stopped for lack of acks */
+    uint32_t heartbeat_ms, timeout_ms;
+    uint64_t last_heard_ms;
+    uint64_t dispatch_seq;               /* highest Dispatch.seq since the last Welcome */
+    attempt_t *attempts, *attempts_tail; /* oldest first */
+    uint32_t running;
+    size_t unacked_bytes;
+    int pending_closes; /* handles and runners whose close has not completed */
+    void (*on_stopped)(void *ud);
+    void *stopped_ud;
+};
+
+/* agent.c */
+int agent_send(loom_agent_t *a, loom_msg_t *m);
+int agent_send_raw(loom_agent_t *a, const uint8_t *data, size_t len);
+void agent_handle_closed(loom_agent_t *a);
+void agent_maybe_close(loom_agent_t *a);
+/* A reliable send failed: hold further sends and retry shortly. */
+void agent_send_failed(loom_agent_t *a);
+
+/* attempt.c */
+uint64_t *agent_held_ids(const loom_agent_t *a, size_t *n);
+void agent_dispatch(loom_agent_t *a, const Loom__Dispatch *d);
+void agent_ack_log(loom_agent_t *a, uint64_t attempt_id, uint64_t seq);
+void agent_ack_finished(loom_agent_t *a, uint64_t attempt_id);
+void agent_cancel(loom_agent_t *a, uint64_t attempt_id, const char *reason);
+void agent_forget_attempt(loom_agent_t *a, uint64_t attempt_id);
+/* Marks every unacked chunk and Finished as not yet sent on this connection. */
+void agent_rewind_all(loom_agent_t *a);
+/* Sends, in order, what is unsent; stops at the first failure. */
+void agent_flush_all(loom_agent_t *a);
+void agent_stop_attempts(loom_agent_t *a);
+void agent_free_attempts(loom_agent_t *a);
+
+#endif

@@ -1,0 +1,421 @@
+/* Task attempts on the agent: starting them, turning their output into
+ * LogChunks and their exit into a Finished, and keeping both until loomd
+ * acknowledges them, so that nothing is lost across a loomd restart. */
+#include "agent_int.h"
+
+#include "loom/err.h"
+#include "loom/log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static attempt_t *find(const loom_agent_t *a, uint64_t id)
+{
+    for (attempt_t *t = a->attempts; t; t = t->next)
+        if (t->id == id) return t;
+    return NULL;
+}
+
+static bool held(const attempt_t *t)
+{
+    return !t->forgotten && (t->running || t->finished);
+}
+
+size_t loom_agent_held(const loom_agent_t *a)
+{
+    size_t n = 0;
+    for (attempt_t *t = a->attempts; t; t = t->next) n += held(t);
+    return n;
+}
+
+uint64_t *agent_held_ids(const loom_agent_t *a, size_t *n)
+{
+    uint64_t *ids = loom_xcalloc(loom_agent_held(a) + 1, sizeof *ids);
+    size_t k = 0;
+    for (attempt_t *t = a->attempts; t; t = t->next)
+        if (held(t)) ids[k++] = t->id;
+    *n = k;
+    return ids;
+}
+
+static attempt_t *attempt_add(loom_agent_t *a, const Loom__Dispatch *d)
+{
+    attempt_t *t = loom_xcalloc(1, sizeof *t);
+    t->agent = a;
+    t->id = d->attempt_id;
+    t->task = loom_xstrdup(d->task);
+    t->timeout_ms = d->timeout_ms;
+    t->prev = a->attempts_tail;
+    if (a->attempts_tail)
+        a->attempts_tail->next = t;
+    else
+        a->attempts = t;
+    a->attempts_tail = t;
+    return t;
+}
+
+static void drop_chunk_head(loom_agent_t *a, attempt_t *t)
+{
+    chunk_t *c = t->chunks;
+    t->chunks = c->next;
+    if (!t->chunks) t->chunks_tail = NULL;
+    if (t->unsent == c) t->unsent = c->next;
+    a->unacked_bytes -= c->data_len;
+    free(c->msg);
+    free(c);
+}
+
+static void drop_finished(attempt_t *t)
+{
+    free(t->finished);
+    t->finished = NULL;
+    t->finished_len = 0;
+    t->finished_sent = false;
+}
+
+static void attempt_free(attempt_t *t)
+{
+    while (t->chunks) drop_chunk_head(t->agent, t);
+    drop_finished(t);
+    free(t->task);
+    free(t->cancel_reason);
+    free(t);
+}
+
+/* Frees the attempt once nothing about it is owed to loomd. */
+static void maybe_free(loom_agent_t *a, attempt_t *t)
+{
+    if (t->running || t->finished || t->chunks) return;
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        a->attempts = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    else
+        a->attempts_tail = t->prev;
+    attempt_free(t);
+}
+
+static void pause_output(loom_agent_t *a, bool paused)
+{
+    if (a->paused == paused) return;
+    a->paused = paused;
+    LOG_INFO("%s task output: %zu bytes unacked agent=%s", paused ? "pausing" : "resuming",
+             a->unacked_bytes, a->name);
+    for (attempt_t *t = a->attempts; t; t = t->next)
+        if (t->runner) loom_runner_pause(t->runner, paused);
+}
+
+/* Sends what is unsent of one attempt: its chunks in order, then its
+ * Finished. Returns false when a send failed (retried later). */
+static bool flush_attempt(loom_agent_t *a, attempt_t *t)
+{
+    if (!a->welcomed || a->send_blocked || !a->zs) return false;
+    while (t->unsent) {
+        if (agent_send_raw(a, t->unsent->msg, t->unsent->len) != 0) goto blocked;
+        t->unsent = t->unsent->next;
+    }
+    if (t->finished && !t->finished_sent) {
+        if (agent_send_raw(a, t->finished, t->finished_len) != 0) goto blocked;
+        t->finished_sent = true;
+    }
+    return true;
+blocked:
+    agent_send_failed(a);
+    return false;
+}
+
+void agent_flush_all(loom_agent_t *a)
+{
+    for (attempt_t *t = a->attempts; t; t = t->next)
+        if (!flush_attempt(a, t)) return;
+}
+
+void agent_rewind_all(loom_agent_t *a)
+{
+    for (attempt_t *t = a->attempts; t; t = t->next) {
+        t->unsent = t->chunks;
+        t->finished_sent = false;
+    }
+}
+
+static void add_chunk(loom_agent_t *a, attempt_t *t, loom_runner_stream stream, const char *data,
+                      size_t len)
+{
+    Loom__LogChunk lc = LOOM__LOG_CHUNK__INIT;
+    lc.attempt_id = t->id;
+    lc.seq = ++t->log_seq;
+    lc.stream =
+        stream == LOOM_RUNNER_STDERR ? LOOM__STREAM__STREAM_STDERR : LOOM__STREAM__STREAM_STDOUT;
+    lc.data.data = (uint8_t *)data;
+    lc.data.len = len;
+    loom_msg_t m = LOOM__ENVELOPE__INIT;
+    m.body_case = LOOM__ENVELOPE__BODY_LOG;
+    m.log = &lc;
+    chunk_t *c = loom_xcalloc(1, sizeof *c);
+    if (loom_codec_encode(&m, &c->msg, &c->len) != 0) abort(); /* a chunk always fits */
+    c->seq = lc.seq;
+    c->data_len = len;
+    if (t->chunks_tail)
+        t->chunks_tail->next = c;
+    else
+        t->chunks = c;
+    t->chunks_tail = c;
+    if (!t->unsent) t->unsent = c;
+    a->unacked_bytes += len;
+}
+
+static void on_runner_output(void *ud, loom_runner_stream stream, const char *data, size_t len)
+{
+    attempt_t *t = ud;
+    loom_agent_t *a = t->agent;
+    if (t->forgotten) return;
+    while (len > 0) {
+        size_t n = len < LOOM_LOG_CHUNK_MAX ? len : LOOM_LOG_CHUNK_MAX;
+        add_chunk(a, t, stream, data, n);
+        data += n;
+        len -= n;
+    }
+    flush_attempt(a, t);
+    /* Backpressure: a child whose pipe we stop reading blocks on write, so
+     * a slow or absent loomd delays output but never loses it. */
+    if (!a->stopping && a->unacked_bytes > a->max_unacked) pause_output(a, true);
+}
+
+static void set_finished(loom_agent_t *a, attempt_t *t, Loom__Finished *f)
+{
+    loom_msg_t m = LOOM__ENVELOPE__INIT;
+    m.body_case = LOOM__ENVELOPE__BODY_FINISHED;
+    m.finished = f;
+    f->attempt_id = t->id;
+    f->log_seq = t->log_seq;
+    drop_finished(t);
+    if (loom_codec_encode(&m, &t->finished, &t->finished_len) != 0) abort();
+    flush_attempt(a, t);
+}
+
+static char *exit_error(const attempt_t *t, const loom_runner_result_t *res)
+{
+    char dur[32];
+    if (res->error) return loom_xstrdup(res->error);
+    if (t->cancelled) return loom_xasprintf("cancelled: %s", t->cancel_reason);
+    if (res->timed_out) {
+        loom_format_duration(t->timeout_ms, dur, sizeof dur);
+        return loom_xasprintf("timed out after %s", dur);
+    }
+    if (t->stopped) return loom_xstrdup("agent stopped");
+    return loom_xstrdup("");
+}
+
+static void on_runner_closed(void *ud)
+{
+    loom_agent_t *a = ud;
+    agent_handle_closed(a);
+}
+
+static void on_runner_exit(void *ud, const loom_runner_result_t *res)
+{
+    attempt_t *t = ud;
+    loom_agent_t *a = t->agent;
+    t->running = false;
+    a->running--;
+    loom_runner_close(t->runner, on_runner_closed, a);
+    t->runner = NULL;
+    LOG_INFO("attempt ended attempt=%llu task=%s exit=%d signal=%d chunks=%llu%s%s",
+             (unsigned long long)t->id, t->task, res->exit_code, res->signal,
+             (unsigned long long)t->log_seq, res->error ? " error=" : "",
+             res->error ? res->error : "");
+    if (!t->forgotten) {
+        Loom__Finished f = LOOM__FINISHED__INIT;
+        f.exit_code = res->exit_code;
+        f.signal = res->signal;
+        f.started_unix_ms = res->started_unix_ms;
+        f.ended_unix_ms = res->ended_unix_ms;
+        f.user_cpu_us = res->user_cpu_us;
+        f.sys_cpu_us = res->sys_cpu_us;
+        f.max_rss_bytes = res->max_rss_bytes;
+        f.timed_out = res->timed_out;
+        f.cancelled = t->cancelled;
+        f.error = exit_error(t, res);
+        set_finished(a, t, &f);
+        free(f.error);
+    }
+    maybe_free(a, t);
+    agent_maybe_close(a);
+}
+
+/* "NAME=value" strings for the task: the dispatch's, then ours (which win). */
+static char **task_env(const Loom__Dispatch *d, const char *dir, char *bad, size_t badlen)
+{
+    char **env = loom_xcalloc(d->n_env + 7, sizeof *env);
+    size_t k = 0;
+    for (size_t i = 0; i < d->n_env; i++) {
+        const char *name = d->env[i]->name;
+        if (!*name || strchr(name, '=')) {
+            snprintf(bad, badlen, "environment variable name \"%s\" is invalid", name);
+            for (size_t j = 0; j < k; j++) free(env[j]);
+            free(env);
+            return NULL;
+        }
+        env[k++] = loom_xasprintf("%s=%s", name, d->env[i]->value);
+    }
+    env[k++] = loom_xasprintf("LOOM_ATTEMPT_ID=%llu", (unsigned long long)d->attempt_id);
+    env[k++] = loom_xasprintf("LOOM_RUN_ID=%llu", (unsigned long long)d->run_id);
+    env[k++] = loom_xasprintf("LOOM_TASK=%s", d->task);
+    env[k++] = loom_xasprintf("LOOM_PIPELINE=%s", d->pipeline);
+    env[k++] = loom_xasprintf("LOOM_ATTEMPT=%u", d->attempt_number);
+    env[k++] = loom_xasprintf("LOOM_WORK_DIR=%s", dir);
+    return env;
+}
+
+static void finish_unstarted(loom_agent_t *a, attempt_t *t, int exit_code, const char *error)
+{
+    Loom__Finished f = LOOM__FINISHED__INIT;
+    f.exit_code = exit_code;
+    f.started_unix_ms = f.ended_unix_ms = loom_unix_ms();
+    f.error = (char *)error;
+    LOG_WARN("attempt not run attempt=%llu task=%s: %s", (unsigned long long)t->id, t->task, error);
+    set_finished(a, t, &f);
+}
+
+static void send_started(loom_agent_t *a, attempt_t *t)
+{
+    if (!a->welcomed) return; /* loomd learns of it from the next Hello */
+    Loom__Started st = LOOM__STARTED__INIT;
+    st.attempt_id = t->id;
+    st.started_unix_ms = loom_runner_started_unix_ms(t->runner);
+    st.pid = (uint32_t)loom_runner_pid(t->runner);
+    loom_msg_t m = LOOM__ENVELOPE__INIT;
+    m.body_case = LOOM__ENVELOPE__BODY_STARTED;
+    m.started = &st;
+    agent_send(a, &m);
+}
+
+static void run_attempt(loom_agent_t *a, attempt_t *t, const Loom__Dispatch *d)
+{
+    char bad[256];
+    char *dir = loom_xasprintf("%s/attempts/%llu", a->work_dir, (unsigned long long)t->id);
+    char **env = task_env(d, dir, bad, sizeof bad);
+    if (!env) {
+        char *error = loom_xasprintf("could not start: %s", bad);
+        finish_unstarted(a, t, LOOM_RUNNER_EXIT_NOT_STARTED, error);
+        free(error);
+        free(dir);
+        return;
+    }
+    const char **argv = loom_xcalloc(d->n_argv + 1, sizeof *argv);
+    for (size_t i = 0; i < d->n_argv; i++) argv[i] = d->argv[i];
+    loom_runner_spec_t spec = {
+        .argv = d->n_argv ? argv : NULL,
+        .shell = d->shell,
+        .dir = dir,
+        .env = (const char *const *)env,
+        .timeout_ms = d->timeout_ms,
+        .kill_grace_ms = a->kill_grace_ms,
+    };
+    loom_runner_cb_t cb = {on_runner_output, on_runner_exit, t};
+    t->runner = loom_runner_new(a->loop, &cb);
+    a->pending_closes++;
+    t->running = true;
+    a->running++;
+    if (a->paused) loom_runner_pause(t->runner, true);
+    if (loom_runner_start(t->runner, &spec) == 0) {
+        LOG_INFO("attempt started attempt=%llu task=%s pid=%d", (unsigned long long)t->id, t->task,
+                 loom_runner_pid(t->runner));
+        send_started(a, t);
+    }
+    for (char **e = env; *e; e++) free(*e);
+    free(env);
+    free(argv);
+    free(dir);
+}
+
+void agent_dispatch(loom_agent_t *a, const Loom__Dispatch *d)
+{
+    if (find(a, d->attempt_id)) {
+        LOG_DEBUG("duplicate dispatch ignored attempt=%llu", (unsigned long long)d->attempt_id);
+        return;
+    }
+    attempt_t *t = attempt_add(a, d);
+    if (a->running >= a->slots) {
+        char *error = loom_xasprintf("agent %s has no free slot", a->name);
+        finish_unstarted(a, t, -1, error);
+        free(error);
+        return;
+    }
+    run_attempt(a, t, d);
+}
+
+void agent_ack_log(loom_agent_t *a, uint64_t attempt_id, uint64_t seq)
+{
+    attempt_t *t = find(a, attempt_id);
+    if (!t) return;
+    while (t->chunks && t->chunks->seq <= seq) drop_chunk_head(a, t);
+    if (a->paused && a->unacked_bytes < a->max_unacked / 2) pause_output(a, false);
+    maybe_free(a, t);
+}
+
+void agent_ack_finished(loom_agent_t *a, uint64_t attempt_id)
+{
+    attempt_t *t = find(a, attempt_id);
+    if (!t || !t->finished) return;
+    drop_finished(t);
+    maybe_free(a, t);
+}
+
+void agent_cancel(loom_agent_t *a, uint64_t attempt_id, const char *reason)
+{
+    attempt_t *t = find(a, attempt_id);
+    if (!t || t->forgotten) {
+        LOG_DEBUG("cancel for an attempt not held attempt=%llu", (unsigned long long)attempt_id);
+        return;
+    }
+    if (!t->running) {
+        /* Already over: loomd has settled the attempt without our result. */
+        drop_finished(t);
+        maybe_free(a, t);
+        return;
+    }
+    if (t->cancelled) return;
+    LOG_INFO("cancelling attempt=%llu task=%s reason=%s", (unsigned long long)t->id, t->task,
+             reason);
+    t->cancelled = true;
+    t->cancel_reason = loom_xstrdup(reason);
+    loom_runner_terminate(t->runner);
+}
+
+void agent_forget_attempt(loom_agent_t *a, uint64_t attempt_id)
+{
+    attempt_t *t = find(a, attempt_id);
+    if (!t || t->forgotten) return;
+    LOG_INFO("forgetting attempt=%llu task=%s (no longer current)", (unsigned long long)t->id,
+             t->task);
+    t->forgotten = true;
+    while (t->chunks) drop_chunk_head(a, t);
+    drop_finished(t);
+    if (t->running) loom_runner_terminate(t->runner);
+    if (a->paused && a->unacked_bytes < a->max_unacked / 2) pause_output(a, false);
+    maybe_free(a, t);
+}
+
+void agent_stop_attempts(loom_agent_t *a)
+{
+    /* Stopping must not wait for acks that may never come. */
+    pause_output(a, false);
+    for (attempt_t *t = a->attempts; t; t = t->next) {
+        if (!t->running) continue;
+        t->stopped = true;
+        loom_runner_terminate(t->runner);
+    }
+}
+
+void agent_free_attempts(loom_agent_t *a)
+{
+    while (a->attempts) {
+        attempt_t *t = a->attempts;
+        a->attempts = t->next;
+        attempt_free(t);
+    }
+    a->attempts_tail = NULL;
+}

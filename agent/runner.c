@@ -1,0 +1,433 @@
+/* Task processes for the agent: posix_spawn (Debian's libuv spawns with
+ * fork(), too slow for thousands of tasks a second), output through pipes on
+ * the loop, exit through a pidfd so that wait4 gives us the rusage. */
+#include "runner.h"
+
+#include "loom/err.h"
+#include "loom/log.h"
+#include "loom/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define READ_BUF_SIZE 65536
+
+struct loom_runner {
+    uv_loop_t *loop;
+    loom_runner_cb_t cb;
+    uv_timer_t deadline; /* timeout, then the kill grace; also reports a failed start */
+    uv_timer_t drain;    /* bounds the wait for EOF once the process is gone */
+    uv_poll_t exit_poll; /* the pidfd: readable when the process has exited */
+    uv_pipe_t pipes[2];  /* read ends of stdout and stderr */
+    bool pipe_open[2];
+    bool poll_open;
+    int handles; /* initialised handles whose close callback has not run */
+    pid_t pid;
+    int pidfd;
+    bool spawned, reaped, reported, paused, closing;
+    int kill_stage; /* 0: none, 1: SIGTERM sent, 2: SIGKILL sent */
+    uint64_t grace_ms;
+    uint64_t drain_ms;
+    loom_runner_result_t result;
+    char *error;
+    char *buf;
+    void (*on_closed)(void *ud);
+    void *closed_ud;
+};
+
+loom_runner_t *loom_runner_new(uv_loop_t *loop, const loom_runner_cb_t *cb)
+{
+    loom_runner_t *r = loom_xcalloc(1, sizeof *r);
+    r->loop = loop;
+    r->cb = *cb;
+    r->pidfd = -1;
+    r->grace_ms = LOOM_RUNNER_KILL_GRACE_MS;
+    r->drain_ms = LOOM_RUNNER_DRAIN_MS;
+    uv_timer_init(loop, &r->deadline);
+    uv_timer_init(loop, &r->drain);
+    r->deadline.data = r;
+    r->drain.data = r;
+    r->handles = 2;
+    return r;
+}
+
+int loom_runner_pid(const loom_runner_t *r)
+{
+    return r->spawned && !r->reaped ? (int)r->pid : 0;
+}
+
+uint64_t loom_runner_started_unix_ms(const loom_runner_t *r)
+{
+    return r->result.started_unix_ms;
+}
+
+/* "A=1" names the same variable as "A=2". */
+static bool same_name(const char *a, const char *b)
+{
+    size_t n = strcspn(a, "=");
+    return strncmp(a, b, n) == 0 && b[n] == '=';
+}
+
+static bool overridden(const char *entry, const char *const *extra)
+{
+    for (size_t i = 0; extra && extra[i]; i++)
+        if (same_name(extra[i], entry)) return true;
+    return false;
+}
+
+/* The agent's environment plus the task's entries, which win. The strings
+ * are borrowed; the array is the caller's to free. */
+static char **build_env(const char *const *extra, char *why, size_t whylen)
+{
+    size_t n_env = 0, n_extra = 0;
+    while (environ && environ[n_env]) n_env++;
+    while (extra && extra[n_extra]) n_extra++;
+    for (size_t i = 0; i < n_extra; i++) {
+        const char *eq = strchr(extra[i], '=');
+        if (!eq || eq == extra[i]) {
+            snprintf(why, whylen, "environment entry \"%s\" is not NAME=value", extra[i]);
+            return NULL;
+        }
+    }
+    char **envp = loom_xcalloc(n_env + n_extra + 1, sizeof *envp);
+    size_t k = 0;
+    for (size_t i = 0; i < n_env; i++)
+        if (!overridden(environ[i], extra)) envp[k++] = environ[i];
+    for (size_t i = 0; i < n_extra; i++)
+        if (!overridden(extra[i], extra + i + 1)) envp[k++] = (char *)extra[i];
+    envp[k] = NULL;
+    return envp;
+}
+
+/* Returns 0 or an errno value from posix_spawn (which reports a failed exec
+ * too: glibc spawns with CLONE_VFORK and passes the child's error back). */
+static int spawn(const loom_runner_spec_t *spec, char **envp, int out_w, int err_w, pid_t *pid)
+{
+    static const int defaulted[] = {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGQUIT};
+    posix_spawnattr_t attr;
+    posix_spawn_file_actions_t fa;
+    sigset_t mask, def;
+    int rc;
+
+    sigemptyset(&mask);
+    sigemptyset(&def);
+    for (size_t i = 0; i < sizeof defaulted / sizeof defaulted[0]; i++)
+        sigaddset(&def, defaulted[i]);
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+                                        POSIX_SPAWN_SETSIGDEF);
+    posix_spawnattr_setpgroup(&attr, 0);
+    posix_spawnattr_setsigmask(&attr, &mask);
+    posix_spawnattr_setsigdefault(&attr, &def);
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, out_w, 1);
+    posix_spawn_file_actions_adddup2(&fa, err_w, 2);
+    posix_spawn_file_actions_addchdir_np(&fa, spec->dir);
+    if (spec->argv && spec->argv[0]) {
+        rc = posix_spawnp(pid, spec->argv[0], &fa, &attr, (char *const *)spec->argv, envp);
+    } else {
+        const char *sh[] = {"/bin/sh", "-c", spec->shell ? spec->shell : "", NULL};
+        rc = posix_spawn(pid, "/bin/sh", &fa, &attr, (char *const *)sh, envp);
+    }
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    return rc;
+}
+
+static void close_fds(int *fds, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (fds[i] >= 0) close(fds[i]);
+        fds[i] = -1;
+    }
+}
+
+/* Creates the folder and pipes and spawns; on failure fills why. */
+static int launch(loom_runner_t *r, const loom_runner_spec_t *spec, int fds[4], char *why,
+                  size_t whylen)
+{
+    const char *what = spec->argv && spec->argv[0] ? spec->argv[0] : "/bin/sh";
+    if (loom_mkdirs(spec->dir, 0700) != 0) {
+        snprintf(why, whylen, "cannot create %s: %s", spec->dir, strerror(errno));
+        return LOOM_ESPAWN;
+    }
+    if (pipe2(fds, O_CLOEXEC) != 0 || pipe2(fds + 2, O_CLOEXEC) != 0) {
+        snprintf(why, whylen, "pipe: %s", strerror(errno));
+        return LOOM_ESPAWN;
+    }
+    char **envp = build_env(spec->env, why, whylen);
+    if (!envp) return LOOM_ESPAWN;
+    r->result.started_unix_ms = loom_unix_ms();
+    int rc = spawn(spec, envp, fds[1], fds[3], &r->pid);
+    free(envp);
+    if (rc != 0) {
+        snprintf(why, whylen, "%s: %s", what, strerror(rc));
+        return LOOM_ESPAWN;
+    }
+    r->spawned = true;
+    r->pidfd = (int)syscall(SYS_pidfd_open, r->pid, 0);
+    if (r->pidfd < 0) {
+        snprintf(why, whylen, "pidfd_open: %s", strerror(errno));
+        kill(-r->pid, SIGKILL);
+        while (waitpid(r->pid, NULL, 0) < 0 && errno == EINTR) {
+        }
+        r->spawned = false;
+        return LOOM_ESPAWN;
+    }
+    return 0;
+}
+
+static void on_handle_closed(uv_handle_t *handle)
+{
+    loom_runner_t *r = handle->data;
+    if (--r->handles > 0) return;
+    if (r->on_closed) r->on_closed(r->closed_ud);
+    free(r->error);
+    free(r->buf);
+    free(r);
+}
+
+static void maybe_report(loom_runner_t *r)
+{
+    if (r->reported || r->closing || !r->reaped || r->pipe_open[0] || r->pipe_open[1]) return;
+    r->reported = true;
+    uv_timer_stop(&r->drain);
+    r->cb.on_exit(r->cb.ud, &r->result);
+}
+
+static void close_pipe(loom_runner_t *r, int i)
+{
+    if (!r->pipe_open[i]) return;
+    r->pipe_open[i] = false;
+    uv_close((uv_handle_t *)&r->pipes[i], on_handle_closed);
+}
+
+static void on_pipe_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+{
+    loom_runner_t *r = handle->data;
+    (void)suggested;
+    /* libuv calls alloc, read(2) and the read callback back to back, so
+     * both pipes can share one buffer. */
+    if (!r->buf) r->buf = loom_xmalloc(READ_BUF_SIZE);
+    *buf = uv_buf_init(r->buf, READ_BUF_SIZE);
+}
+
+static void on_pipe_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    loom_runner_t *r = stream->data;
+    int i = stream == (uv_stream_t *)&r->pipes[LOOM_RUNNER_STDOUT] ? LOOM_RUNNER_STDOUT
+                                                                   : LOOM_RUNNER_STDERR;
+    if (nread > 0) {
+        r->cb.on_output(r->cb.ud, (loom_runner_stream)i, buf->base, (size_t)nread);
+        return;
+    }
+    if (nread == 0) return;
+    if (nread != UV_EOF)
+        LOG_WARN("reading task output: %s pid=%d", uv_strerror((int)nread), r->pid);
+    close_pipe(r, i);
+    maybe_report(r);
+}
+
+static void signal_group(loom_runner_t *r, int sig)
+{
+    /* Only while the leader is unreaped: its zombie keeps the process group
+     * id from being reused, so the signal cannot reach a stranger. */
+    if (r->spawned && !r->reaped && kill(-r->pid, sig) != 0 && errno != ESRCH)
+        LOG_WARN("kill process group: %s pid=%d", strerror(errno), r->pid);
+}
+
+static void fill_result(loom_runner_t *r, int status, const struct rusage *ru)
+{
+    loom_runner_result_t *res = &r->result;
+    res->ended_unix_ms = loom_unix_ms();
+    if (WIFEXITED(status)) {
+        res->exit_code = WEXITSTATUS(status);
+    } else if (WIFSIGNALED(status)) {
+        res->signal = WTERMSIG(status);
+        res->exit_code = 128 + res->signal;
+    }
+    res->user_cpu_us = (uint64_t)ru->ru_utime.tv_sec * 1000000u + (uint64_t)ru->ru_utime.tv_usec;
+    res->sys_cpu_us = (uint64_t)ru->ru_stime.tv_sec * 1000000u + (uint64_t)ru->ru_stime.tv_usec;
+    res->max_rss_bytes = (uint64_t)ru->ru_maxrss * 1024u; /* Linux reports KiB */
+}
+
+static void on_drain_timer(uv_timer_t *handle);
+
+static void arm_drain(loom_runner_t *r)
+{
+    uv_timer_start(&r->drain, on_drain_timer, r->drain_ms, 0);
+}
+
+static void on_drain_timer(uv_timer_t *handle)
+{
+    loom_runner_t *r = handle->data;
+    /* Paused readers leave bytes in the pipe that we owe the agent: the
+     * bound counts only while we are reading. */
+    if (r->paused) {
+        arm_drain(r);
+        return;
+    }
+    LOG_WARN("task exited but its output pipes stay open; closing them pid=%d", r->pid);
+    close_pipe(r, LOOM_RUNNER_STDOUT);
+    close_pipe(r, LOOM_RUNNER_STDERR);
+    maybe_report(r);
+}
+
+static void on_exit_poll_closed(uv_handle_t *handle)
+{
+    loom_runner_t *r = handle->data;
+    close(r->pidfd);
+    r->pidfd = -1;
+    on_handle_closed(handle);
+}
+
+static void on_exit_readable(uv_poll_t *handle, int status, int events)
+{
+    loom_runner_t *r = handle->data;
+    siginfo_t info;
+    struct rusage ru;
+    int wstatus = 0;
+    (void)events;
+    if (status < 0) LOG_WARN("pidfd poll: %s pid=%d", uv_strerror(status), r->pid);
+    memset(&info, 0, sizeof info);
+    if (waitid(P_PID, (id_t)r->pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == 0)
+        return; /* still running */
+    /* Kill the group before reaping: strays must not outlive the task or
+     * hold its pipes open, and the zombie still pins the group id. */
+    if (kill(-r->pid, SIGKILL) != 0 && errno != ESRCH) LOG_WARN("kill: %s", strerror(errno));
+    memset(&ru, 0, sizeof ru);
+    pid_t got;
+    do {
+        got = wait4(r->pid, &wstatus, WNOHANG, &ru);
+    } while (got < 0 && errno == EINTR);
+    if (got == 0) return;
+    if (got < 0) {
+        LOG_ERROR("wait4: %s pid=%d", strerror(errno), r->pid);
+        r->error = loom_xasprintf("exit status lost: %s", strerror(errno));
+        r->result.error = r->error;
+        wstatus = 0xff00; /* reads as exit code 255 */
+    }
+    fill_result(r, wstatus, &ru);
+    r->reaped = true;
+    r->poll_open = false;
+    uv_close((uv_handle_t *)handle, on_exit_poll_closed);
+    if (r->closing) return;
+    uv_timer_stop(&r->deadline);
+    if (r->pipe_open[0] || r->pipe_open[1]) arm_drain(r);
+    maybe_report(r);
+}
+
+static void on_deadline_timer(uv_timer_t *handle)
+{
+    loom_runner_t *r = handle->data;
+    if (!r->spawned) {
+        maybe_report(r);
+        return;
+    }
+    if (r->kill_stage == 0) {
+        r->result.timed_out = true;
+        loom_runner_terminate(r);
+    } else if (r->kill_stage == 1) {
+        r->kill_stage = 2;
+        signal_group(r, SIGKILL);
+    }
+}
+
+static int fail_start(loom_runner_t *r, const char *why)
+{
+    r->error = loom_xasprintf("could not start: %s", why);
+    r->result.started = false;
+    r->result.exit_code = LOOM_RUNNER_EXIT_NOT_STARTED;
+    r->result.error = r->error;
+    r->result.ended_unix_ms = loom_unix_ms();
+    if (!r->result.started_unix_ms) r->result.started_unix_ms = r->result.ended_unix_ms;
+    /* Reported from the loop, like every other exit. */
+    r->reaped = true;
+    uv_timer_start(&r->deadline, on_deadline_timer, 0, 0);
+    return LOOM_ESPAWN;
+}
+
+int loom_runner_start(loom_runner_t *r, const loom_runner_spec_t *spec)
+{
+    char why[512];
+    int fds[4] = {-1, -1, -1, -1};
+    if (spec->kill_grace_ms) r->grace_ms = spec->kill_grace_ms;
+    if (spec->drain_ms) r->drain_ms = spec->drain_ms;
+    if (launch(r, spec, fds, why, sizeof why) != 0) {
+        close_fds(fds, 4);
+        return fail_start(r, why);
+    }
+    /* Our copies of the write ends must go, or we would never see EOF. */
+    close_fds(&fds[1], 1);
+    close_fds(&fds[3], 1);
+    r->result.started = true;
+    for (int i = 0; i < 2; i++) {
+        uv_pipe_init(r->loop, &r->pipes[i], 0);
+        r->pipes[i].data = r;
+        r->handles++;
+        r->pipe_open[i] = true;
+        if (uv_pipe_open(&r->pipes[i], fds[2 * i]) != 0) {
+            close(fds[2 * i]);
+            close_pipe(r, i);
+            continue;
+        }
+        if (!r->paused) uv_read_start((uv_stream_t *)&r->pipes[i], on_pipe_alloc, on_pipe_read);
+    }
+    uv_poll_init(r->loop, &r->exit_poll, r->pidfd);
+    r->exit_poll.data = r;
+    r->handles++;
+    r->poll_open = true;
+    uv_poll_start(&r->exit_poll, UV_READABLE, on_exit_readable);
+    if (spec->timeout_ms) uv_timer_start(&r->deadline, on_deadline_timer, spec->timeout_ms, 0);
+    return 0;
+}
+
+void loom_runner_terminate(loom_runner_t *r)
+{
+    if (!r->spawned || r->reaped || r->kill_stage != 0) return;
+    r->kill_stage = 1;
+    signal_group(r, SIGTERM);
+    uv_timer_start(&r->deadline, on_deadline_timer, r->grace_ms, 0);
+}
+
+void loom_runner_pause(loom_runner_t *r, bool paused)
+{
+    if (r->paused == paused) return;
+    r->paused = paused;
+    for (int i = 0; i < 2; i++) {
+        if (!r->pipe_open[i]) continue;
+        if (paused)
+            uv_read_stop((uv_stream_t *)&r->pipes[i]);
+        else
+            uv_read_start((uv_stream_t *)&r->pipes[i], on_pipe_alloc, on_pipe_read);
+    }
+    /* A resumed reader gets the whole drain period again. */
+    if (!paused && uv_is_active((uv_handle_t *)&r->drain)) arm_drain(r);
+}
+
+void loom_runner_close(loom_runner_t *r, void (*on_closed)(void *ud), void *ud)
+{
+    if (!r) return;
+    r->closing = true;
+    r->on_closed = on_closed;
+    r->closed_ud = ud;
+    close_pipe(r, LOOM_RUNNER_STDOUT);
+    close_pipe(r, LOOM_RUNNER_STDERR);
+    uv_close((uv_handle_t *)&r->deadline, on_handle_closed);
+    uv_close((uv_handle_t *)&r->drain, on_handle_closed);
+    /* A live process is killed, and its poll handle stays to reap it so
+     * that no zombie is left behind. */
+    if (r->poll_open && !r->reaped) signal_group(r, SIGKILL);
+}

@@ -1,0 +1,258 @@
+"""The spine end to end: real loomd, two real agents, real processes."""
+import os
+import signal
+import sys
+import textwrap
+import threading
+import unittest
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(__file__))
+from loomtest import ApiError, Cluster, ClusterTest, DEADLINE, wait_for  # noqa: E402
+
+
+def stamp_task(name, needs=(), extra=""):
+    """A task that records its start and end in $TRACE, with the time in ns,
+    so the test can check the real execution order."""
+    needs_line = "    needs: [%s]\n" % ", ".join(needs) if needs else ""
+    return ("  %s:\n"
+            "    run: echo \"start %s $(date +%%s%%N)\" >> \"$TRACE\"; echo hello from %s; %s"
+            " echo \"end %s $(date +%%s%%N)\" >> \"$TRACE\"\n%s") % (
+                name, name, name, extra, name, needs_line)
+
+
+def read_text(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+def read_trace(path):
+    events = {}
+    with open(path) as f:
+        for line in f:
+            kind, name, ns = line.split()
+            events[(kind, name)] = int(ns)
+    return events
+
+
+class DagRuns(ClusterTest):
+    def pipeline(self, name, tasks):
+        self.trace = os.path.join(self.c.tmp, name + ".trace")
+        return "pipeline: %s\nenv:\n  TRACE: %s\ntasks:\n%s" % (name, self.trace, "".join(tasks))
+
+    def test_diamond_runs_in_dependency_order_with_output_and_states(self):
+        src = self.pipeline("diamond", [
+            stamp_task("a"), stamp_task("b", ["a"]), stamp_task("c", ["a"]),
+            stamp_task("d", ["b", "c"])])
+        sub = self.c.submit(src, "diamond.yaml")
+        self.assertEqual((sub["pipeline"], sub["version"], sub["created"], sub["tasks"]),
+                         ("diamond", 1, True, 4))
+        run = self.c.wait_run(self.c.start_run("diamond"))
+        self.assertEqual(run["state"], "succeeded")
+        tasks = self.tasks(run)
+        for name in "abcd":
+            t = tasks[name]
+            self.assertEqual((t["state"], t["exit_code"], t["attempts"]), ("succeeded", 0, 1),
+                             name)
+            self.assertIn(t["agent"], ("a1", "a2"))
+            self.assertEqual(self.c.log(run["id"], name), b"hello from %s\n" % name.encode())
+        ev = read_trace(self.trace)
+        self.assertLess(ev[("end", "a")], ev[("start", "b")])
+        self.assertLess(ev[("end", "a")], ev[("start", "c")])
+        self.assertLess(ev[("end", "b")], ev[("start", "d")])
+        self.assertLess(ev[("end", "c")], ev[("start", "d")])
+        self.assertEqual(tasks["d"]["needs"], ["b", "c"])
+
+    def test_fan_out_fan_in_of_20_uses_both_agents(self):
+        workers = [stamp_task("w%02d" % i, ["start"]) for i in range(20)]
+        src = self.pipeline("fan", [stamp_task("start")] + workers +
+                            [stamp_task("join", ["w%02d" % i for i in range(20)])])
+        self.c.submit(src)
+        run = self.c.wait_run(self.c.start_run("fan"))
+        self.assertEqual(run["state"], "succeeded")
+        tasks = self.tasks(run)
+        self.assertEqual(len(tasks), 22)
+        self.assertTrue(all(t["state"] == "succeeded" for t in tasks.values()))
+        self.assertEqual({t["agent"] for t in tasks.values()}, {"a1", "a2"})
+        ev = read_trace(self.trace)
+        for i in range(20):
+            w = "w%02d" % i
+            self.assertLess(ev[("end", "start")], ev[("start", w)])
+            self.assertLess(ev[("end", w)], ev[("start", "join")])
+        # Two agents with two slots each: never more than four at once.
+        points = sorted([(ns, +1) for (k, _), ns in ev.items() if k == "start"] +
+                        [(ns, -1) for (k, _), ns in ev.items() if k == "end"])
+        running = peak = 0
+        for _, d in points:
+            running += d
+            peak = max(peak, running)
+        self.assertLessEqual(peak, 4)
+        self.assertGreaterEqual(peak, 2)
+
+    def test_failing_task_fails_run_and_dependents_never_start(self):
+        src = self.pipeline("broken", [
+            stamp_task("a"),
+            "  boom:\n    needs: [a]\n    run: echo about to fail; echo oops >&2; exit 3\n",
+            stamp_task("after", ["boom"]),
+            stamp_task("later", ["after"]),
+            stamp_task("side", ["a"])])
+        self.c.submit(src)
+        run = self.c.wait_run(self.c.start_run("broken"))
+        self.assertEqual(run["state"], "failed")
+        t = self.tasks(run)
+        self.assertEqual((t["boom"]["state"], t["boom"]["exit_code"]), ("failed", 3))
+        self.assertIn("status 3", t["boom"]["error"])
+        self.assertEqual(self.c.log(run["id"], "boom"), b"about to fail\noops\n")
+        for name in ("after", "later"):
+            self.assertEqual((t[name]["state"], t[name]["attempts"]), ("upstream_failed", 0))
+            self.assertIsNone(t[name]["agent"])
+        self.assertEqual(t["side"]["state"], "succeeded")
+        ev = read_trace(self.trace)
+        self.assertNotIn(("start", "after"), ev)
+        self.assertNotIn(("start", "later"), ev)
+
+    def test_retries_then_succeeds(self):
+        marker = os.path.join(self.c.tmp, "tried")
+        src = ("pipeline: flaky\ntasks:\n  t:\n    retries: 2\n"
+               "    run: if [ -e %s ]; then echo second; else touch %s; echo first; exit 1; fi\n"
+               % (marker, marker))
+        self.c.submit(src)
+        run = self.c.wait_run(self.c.start_run("flaky"))
+        t = self.tasks(run)["t"]
+        self.assertEqual((run["state"], t["attempts"], t["exit_code"]), ("succeeded", 2, 0))
+        self.assertEqual(self.c.log(run["id"], "t", attempt=1), b"first\n")
+        self.assertEqual(self.c.log(run["id"], "t"), b"second\n")
+
+    def test_argv_form_passes_hostile_text_literally(self):
+        target = os.path.join(self.c.tmp, "pwned")
+        src = textwrap.dedent("""\
+            pipeline: literal
+            tasks:
+              t:
+                run: [printf, "%%s|", "$(touch %s)", "; rm -rf /", "a b"]
+            """ % target)
+        self.c.submit(src)
+        run = self.c.wait_run(self.c.start_run("literal"))
+        self.assertEqual(run["state"], "succeeded")
+        self.assertEqual(self.c.log(run["id"], "t"),
+                         ("$(touch %s)|; rm -rf /|a b|" % target).encode())
+        self.assertFalse(os.path.exists(target))
+
+    def test_log_is_streamed_while_the_task_runs(self):
+        go = os.path.join(self.c.tmp, "go")
+        src = ("pipeline: stream\ntasks:\n  t:\n"
+               "    run: echo first; while [ ! -e %s ]; do sleep 0.02; done; echo second\n" % go)
+        self.c.submit(src)
+        run_id = self.c.start_run("stream")
+        url = self.c.url + "/api/v1/runs/%d/tasks/t/log?follow=1" % run_id
+        with urllib.request.urlopen(url, timeout=DEADLINE) as resp:
+            self.assertEqual(resp.readline(), b"first\n")  # arrives before the task ends
+            run = self.c.get("/api/v1/runs/%d" % run_id)
+            self.assertEqual(self.tasks(run)["t"]["state"], "running")
+            open(go, "w").close()
+            self.assertEqual(resp.read(), b"second\n")  # then the stream ends with the task
+        self.assertEqual(self.c.wait_run(run_id)["state"], "succeeded")
+
+    def test_cancel_kills_running_task_and_skips_the_rest(self):
+        pidfile = os.path.join(self.c.tmp, "pid")
+        src = ("pipeline: slow\ntasks:\n  long:\n    run: echo $$ > %s; exec sleep 60\n"
+               "  next:\n    needs: [long]\n    run: echo never\n" % pidfile)
+        self.c.submit(src)
+        run_id = self.c.start_run("slow")
+        pid = int(wait_for(lambda: read_text(pidfile).strip(), "the task to start"))
+        self.c.post("/api/v1/runs/%d/cancel" % run_id)
+        run = self.c.wait_run(run_id)
+        self.assertEqual(run["state"], "cancelled")
+        t = self.tasks(run)
+        self.assertEqual(t["long"]["state"], "cancelled")
+        self.assertEqual((t["next"]["state"], t["next"]["attempts"]), ("cancelled", 0))
+
+        def gone():
+            try:
+                os.kill(pid, 0)
+                return False
+            except ProcessLookupError:
+                return True
+        wait_for(gone, "the cancelled process to die")
+        with self.assertRaises(ApiError) as cm:
+            self.c.post("/api/v1/runs/%d/cancel" % run_id)
+        self.assertEqual(cm.exception.status, 409)
+
+    def test_timeout_kills_the_task(self):
+        src = "pipeline: t\ntasks:\n  t:\n    timeout: 300ms\n    run: sleep 30\n"
+        self.c.submit(src)
+        run = self.c.wait_run(self.c.start_run("t"))
+        t = self.tasks(run)["t"]
+        self.assertEqual((run["state"], t["state"]), ("failed", "failed"))
+        self.assertIn("timed out", t["error"])
+
+
+class Restarts(unittest.TestCase):
+    def test_restart_keeps_history_and_logs(self):
+        c = Cluster()
+        try:
+            c.start_loomd()
+            c.start_agent("a1")
+            c.wait_agents(["a1"])
+            c.submit("pipeline: p\ntasks:\n  x:\n    run: echo one; echo two >&2\n"
+                     "  y:\n    needs: [x]\n    run: [echo, three]\n")
+            first = c.wait_run(c.start_run("p"))
+            self.assertEqual(first["state"], "succeeded")
+            log_x = c.log(first["id"], "x")
+            self.assertEqual(log_x, b"one\ntwo\n")
+            self.assertEqual(c.stop_loomd(), 0)
+
+            c.start_loomd()  # same state folder, new ports
+            c.stop_agent("a1")
+            c.start_agent("a1")
+            c.wait_agents(["a1"])
+            again = c.get("/api/v1/runs/%d" % first["id"])
+            self.assertEqual(again, first)
+            self.assertEqual(c.log(first["id"], "x"), log_x)
+            self.assertEqual(c.log(first["id"], "y"), b"three\n")
+            second = c.wait_run(c.start_run("p"))
+            self.assertEqual(second["state"], "succeeded")
+            self.assertGreater(second["id"], first["id"])
+            runs = c.get("/api/v1/runs?pipeline=p")["runs"]
+            self.assertEqual([r["id"] for r in runs], [second["id"], first["id"]])
+        except Exception:
+            print(c.logs())
+            raise
+        finally:
+            c.close()
+
+    def test_agent_reconnects_after_loomd_restart_and_task_finishes(self):
+        """loomd goes away while a task runs; the agent keeps running it and
+        reports it, with every log byte, once loomd is back."""
+        c = Cluster()
+        try:
+            c.start_loomd()
+            c.start_agent("a1")
+            c.wait_agents(["a1"])
+            go = os.path.join(c.tmp, "go")
+            c.submit("pipeline: p\ntasks:\n  t:\n    run: echo before; "
+                     "while [ ! -e %s ]; do sleep 0.02; done; echo after\n"
+                     "  u:\n    needs: [t]\n    run: echo downstream\n" % go)
+            run_id = c.start_run("p")
+            wait_for(lambda: c.log(run_id, "t") == b"before\n", "first output")
+            self.assertEqual(c.stop_loomd(signal.SIGKILL), -signal.SIGKILL)
+            open(go, "w").close()  # the task finishes while loomd is down
+            c.start_loomd()
+            run = c.wait_run(run_id)
+            self.assertEqual(run["state"], "succeeded", run)
+            t = {x["name"]: x for x in run["tasks"]}
+            self.assertEqual(t["t"]["attempts"], 1)  # not rerun: reconciled
+            self.assertEqual(c.log(run_id, "t"), b"before\nafter\n")
+            self.assertEqual(c.log(run_id, "u"), b"downstream\n")
+        except Exception:
+            print(c.logs())
+            raise
+        finally:
+            c.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
