@@ -1,5 +1,157 @@
-/* placeholder until the module lands */
-int main(void)
+/* loom, the command line for loomd: global options, then one command from
+ * the dispatch table below (one file per command, as in tmux). */
+#include "cli.h"
+
+#include <curl/curl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+static int cmd_help(loom_cli_t *cli, int argc, char **argv);
+
+static const cli_cmd_t commands[] = {
+    {"submit", cmd_submit, "submit FILE",
+     "Send a DAG file to loomd; it becomes the pipeline's next version.",
+     "Prints \"submitted NAME version N (K tasks)\", or \"NAME is unchanged (version N)\"\n"
+     "when the file is byte for byte the latest version. An invalid DAG is reported\n"
+     "as file:line:col: error: message lines on stderr, with exit status 1.\n"},
+    {"validate", cmd_validate, "validate FILE...", "Check DAG files offline, without loomd.",
+     "Prints \"FILE: ok (N tasks)\" for each valid file and every problem found as\n"
+     "file:line:col: error: message on stderr; exit status 1 if any file is invalid.\n"},
+    {"run", cmd_run, "run PIPELINE [--version N] [--wait] [--logs]", "Start a run of a pipeline.",
+     "  --version N  run version N (default: the latest)\n"
+     "  --wait       wait for the run to end, print its tasks, and exit 0 only if it\n"
+     "               succeeded (1 if it failed or was cancelled)\n"
+     "  --logs       like --wait, and print each task's log once the run has ended\n"},
+    {"status", cmd_status, "status [RUN] [--pipeline NAME] [--limit N]",
+     "List recent runs, or show one run and its tasks.",
+     "  --pipeline NAME  only runs of this pipeline\n"
+     "  --limit N        at most N runs (default 20)\n"
+     "The exit status is 0 whatever state the run is in, 1 if there is no such run.\n"},
+    {"logs", cmd_logs, "logs RUN TASK [-f|--follow] [--attempt N]",
+     "Print a task's output (stdout and stderr combined).",
+     "  -f, --follow   keep printing new output until the attempt ends (waits for the\n"
+     "                 task to start if it has not)\n"
+     "  --attempt N    attempt N, counting from 1 (default: the latest)\n"},
+    {"cancel", cmd_cancel, "cancel RUN", "Cancel a run that has not ended.",
+     "Pending and queued tasks are cancelled; running ones are stopped on their\n"
+     "agents. Exit status 1 if the run has already ended.\n"},
+    {"pipelines", cmd_pipelines, "pipelines [show NAME]",
+     "List pipelines, or show one pipeline's versions and latest source.", NULL},
+    {"agents", cmd_agents, "agents", "List the agents loomd knows and their state.", NULL},
+    {"up", cmd_up, "up [--home DIR] [--http HOST:PORT] [--bind ENDPOINT] [--slots N] [--name NAME]",
+     "Run loomd and one loom-agent on this machine, until Ctrl-C.",
+     "  --home DIR        state folder (default: $LOOM_HOME, else ~/.loom)\n"
+     "  --http HOST:PORT  loomd's HTTP API address (default 127.0.0.1:8420; port 0:\n"
+     "                    any free port)\n"
+     "  --bind ENDPOINT   where agents connect (default tcp://127.0.0.1:8421)\n"
+     "  --slots N         tasks the local agent runs at once (default: the agent's)\n"
+     "  --name NAME       the local agent's name (default \"local\")\n"
+     "loomd and loom-agent are looked for beside this loom, then on $PATH.\n"
+     "Exit status 1 if either stops unexpectedly.\n"},
+    {"help", cmd_help, "help [COMMAND]", "Show help for loom or one command.", NULL},
+};
+
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+static const cli_cmd_t *find_command(const char *name)
 {
-    return 0;
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0) return &commands[i];
+    return NULL;
+}
+
+static void print_usage(FILE *out)
+{
+    fprintf(out, "usage: loom [--server URL] [--json] COMMAND [ARGS]\n\nCommands:\n");
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\nOptions (also accepted after the command):\n"
+                 "  --server URL  loomd's HTTP address. Default: $LOOM_SERVER, else \"http\" in\n"
+                 "                $LOOM_HOME/loomd.json (LOOM_HOME defaults to ~/.loom), else\n"
+                 "                http://127.0.0.1:8420\n"
+                 "  --json        print loomd's JSON answer instead of a table\n"
+                 "  -h, --help    this help; `loom COMMAND --help` for one command\n"
+                 "  --version     print loom's version\n"
+                 "\nExit status:\n"
+                 "  0  success\n"
+                 "  1  it failed: the run failed or was cancelled, a DAG is invalid, or loomd\n"
+                 "     refused the request (its message is printed)\n"
+                 "  2  usage error: unknown command or option, missing or bad argument\n"
+                 "  3  cannot reach loomd (start one with `loom up`)\n");
+}
+
+static int cmd_help(loom_cli_t *cli, int argc, char **argv)
+{
+    static const struct option longopts[] = {CLI_COMMON_LONGOPTS, {0}};
+    cli_opts_begin(cli, argv);
+    int c;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        int rc = cli_opt_common(cli, c);
+        if (rc >= 0) return rc;
+    }
+    if (optind >= argc) {
+        print_usage(stdout);
+        return CLI_EXIT_OK;
+    }
+    const cli_cmd_t *cmd = find_command(argv[optind]);
+    if (!cmd) return cli_usage_error(cli, "unknown command '%s'", argv[optind]);
+    cli_print_help(cmd, stdout);
+    return CLI_EXIT_OK;
+}
+
+/* Options before the command. Returns -1 to go on, else an exit status. */
+static int parse_global(loom_cli_t *cli, int argc, char **argv)
+{
+    enum { OPT_VERSION = 0x2000 };
+    static const struct option longopts[] = {
+        CLI_COMMON_LONGOPTS, {"version", no_argument, NULL, OPT_VERSION}, {0}};
+    static const cli_cmd_t top = {"", NULL, "[--server URL] [--json] COMMAND [ARGS]", "", NULL};
+    cli->cmd = &top;
+    snprintf(cli->prog, sizeof cli->prog, "loom");
+    int c;
+    /* "+": stop at the command; its own options are its business. */
+    while ((c = getopt_long(argc, argv, "+h", longopts, NULL)) != -1) {
+        if (c == OPT_VERSION) {
+            printf("loom %s\n", LOOM_VERSION);
+            return CLI_EXIT_OK;
+        }
+        if (c == 'h') {
+            print_usage(stdout);
+            return CLI_EXIT_OK;
+        }
+        int rc = cli_opt_common(cli, c);
+        if (rc >= 0) return rc;
+    }
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    loom_cli_t cli = {0};
+    int rc = parse_global(&cli, argc, argv);
+    if (rc >= 0) goto out;
+    if (optind >= argc) {
+        fprintf(stderr, "loom: missing command\n\n");
+        print_usage(stderr);
+        rc = CLI_EXIT_USAGE;
+        goto out;
+    }
+    cli.cmd = find_command(argv[optind]);
+    if (!cli.cmd) {
+        fprintf(stderr, "loom: unknown command '%s' (see `loom --help`)\n", argv[optind]);
+        rc = CLI_EXIT_USAGE;
+        goto out;
+    }
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "loom: cannot initialise libcurl\n");
+        rc = CLI_EXIT_FAIL;
+        goto out;
+    }
+    rc = cli.cmd->run(&cli, argc - optind, argv + optind);
+    curl_global_cleanup();
+out:
+    cli_free(&cli);
+    if (fflush(stdout) != 0 && rc == CLI_EXIT_OK) rc = CLI_EXIT_FAIL;
+    return rc;
 }

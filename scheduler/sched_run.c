@@ -677,7 +677,7 @@ int loom_sched_cancel_run(loom_sched_t *s, uint64_t run_id, const char *reason)
             attempt_t *a = t->current;
             Loom__Cancel c = LOOM__CANCEL__INIT;
             c.attempt_id = a->id;
-            c.reason = why;
+            c.reason = (char *)(reason ? reason : "by request"); /* the agent adds "cancelled: " */
             loom_msg_t msg = LOOM__ENVELOPE__INIT;
             msg.body_case = LOOM__ENVELOPE__BODY_CANCEL;
             msg.cancel = &c;

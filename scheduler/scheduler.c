@@ -102,10 +102,15 @@ static void send_outbox(loom_sched_t *s)
         outmsg_t *next = m->next;
         const void *parts[2] = {m->agent, m->data};
         size_t lens[2] = {strlen(m->agent), m->len};
-        if (s->router && loom_zsock_send(s->router, parts, lens, 2) != 0)
-            /* An agent that is gone will be found lost by its heartbeats;
-             * its attempts are retried then. */
-            LOG_DEBUG("send to agent=%s failed: %s", m->agent, zmq_strerror(errno));
+        if (s->router && loom_zsock_send(s->router, parts, lens, 2) != 0) {
+            /* The agent's connection is gone or full, so this message (a
+             * Dispatch, say) is lost. Make the agent say hello again: the
+             * Hello lists what it holds, and whatever it does not is lost
+             * and retried. If it never comes back, the timeout does that. */
+            agent_t *a = loom_smap_get(&s->agents, m->agent);
+            LOG_WARN("send to agent=%s failed: %s", m->agent, zmq_strerror(errno));
+            if (a && a->state == AGENT_CONNECTED) a->state = AGENT_DISCONNECTED;
+        }
         free(m->agent);
         free(m->data);
         free(m);

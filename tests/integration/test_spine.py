@@ -1,4 +1,5 @@
 """The spine end to end: real loomd, two real agents, real processes."""
+import json
 import os
 import signal
 import sys
@@ -188,6 +189,62 @@ class DagRuns(ClusterTest):
         t = self.tasks(run)["t"]
         self.assertEqual((run["state"], t["state"]), ("failed", "failed"))
         self.assertIn("timed out", t["error"])
+
+
+class BadInput(ClusterTest):
+    AGENTS = {}
+
+    def status_of(self, method, path, body=None):
+        with self.assertRaises(ApiError) as cm:
+            self.c.request(method, path, body)
+        return cm.exception.status, cm.exception.body
+
+    def test_invalid_dag_gets_positioned_errors_and_stores_nothing(self):
+        src = "pipeline: p\ntasks:\n  a:\n    run: echo\n    nedds: [b]\n  b:\n    needs: [zz]\n"
+        status, body = self.status_of("POST", "/api/v1/pipelines",
+                                      {"file": "p.yaml", "source": src})
+        self.assertEqual(status, 422)
+        diags = json.loads(body)["diagnostics"]
+        self.assertEqual([(d["file"], d["line"], d["col"]) for d in diags],
+                         [("p.yaml", 5, 5), ("p.yaml", 6, 3), ("p.yaml", 7, 13)])
+        self.assertIn('did you mean "needs"', diags[0]["message"])
+        self.assertIn('"run"', diags[1]["message"])
+        self.assertIn('unknown task "zz"', diags[2]["message"])
+        self.assertEqual(self.c.get("/api/v1/pipelines")["pipelines"], [])
+
+    def test_bad_requests_get_4xx_with_a_message(self):
+        cases = [
+            ("POST", "/api/v1/pipelines", b"{not json", 400, "line 1"),
+            ("POST", "/api/v1/pipelines", b"[1, 2]", 400, "JSON object"),
+            ("POST", "/api/v1/pipelines", {"source": 7}, 400, '"source"'),
+            ("POST", "/api/v1/pipelines", {"source": "x" * (9 << 20)}, 413, "over"),
+            ("GET", "/api/v1/nothing", None, 404, "no such path"),
+            ("GET", "/elsewhere", None, 404, "/api/v1"),
+            ("DELETE", "/api/v1/runs", None, 405, "not allowed"),
+            ("GET", "/api/v1/runs/abc", None, 400, "not a number"),
+            ("GET", "/api/v1/runs/99", None, 404, "no run 99"),
+            ("GET", "/api/v1/runs?limit=0", None, 400, "limit"),
+            ("GET", "/api/v1/runs/1?wait=-3", None, 400, "wait"),
+            ("POST", "/api/v1/pipelines/nope/runs", {}, 404, "no pipeline"),
+            ("GET", "/api/v1/runs/1/tasks/x/log", None, 404, "no task"),
+        ]
+        for method, path, body, want, text in cases:
+            status, msg = self.status_of(method, path, body)
+            self.assertEqual(status, want, (method, path, msg))
+            self.assertIn(text, json.loads(msg)["error"], (method, path))
+        # and loomd is still serving
+        self.assertEqual(self.c.get("/api/v1/health")["status"], "ok")
+
+    def test_resubmitting_the_same_file_is_not_a_new_version(self):
+        src = "pipeline: p\ntasks:\n  a:\n    run: echo 1\n"
+        self.assertEqual(self.c.submit(src)["version"], 1)
+        again = self.c.submit(src)
+        self.assertEqual((again["version"], again["created"]), (1, False))
+        changed = self.c.submit(src.replace("echo 1", "echo 2"))
+        self.assertEqual((changed["version"], changed["created"]), (2, True))
+        p = self.c.get("/api/v1/pipelines/p")
+        self.assertEqual([v["version"] for v in p["versions"]], [1, 2])
+        self.assertIn("echo 2", p["source"])
 
 
 class Restarts(unittest.TestCase):

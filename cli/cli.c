@@ -1,0 +1,235 @@
+/* Helpers every `loom` command uses: option parsing, messages, finding the
+ * server and calling its API; see cli.h. */
+#include "cli.h"
+
+#include "fmt.h"
+#include "table.h"
+
+#include "loom/err.h"
+#include "loom/util.h"
+
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define DEFAULT_SERVER "http://127.0.0.1:8420"
+
+void cli_opts_begin(loom_cli_t *cli, char **argv)
+{
+    snprintf(cli->prog, sizeof cli->prog, "loom %s", argv[0]);
+    /* getopt names argv[0] in its complaints: "loom run: unrecognized option". */
+    argv[0] = cli->prog;
+    optind = 0; /* 0, not 1: glibc re-initialises its permutation state */
+    opterr = 1;
+}
+
+void cli_print_help(const cli_cmd_t *cmd, FILE *out)
+{
+    fprintf(out, "usage: loom %s\n\n%s\n", cmd->usage, cmd->summary);
+    if (cmd->help) fprintf(out, "\n%s", cmd->help);
+    fprintf(out, "\nAlso: --server URL, --json, -h/--help (see `loom --help`).\n");
+}
+
+static void usage_hint(const loom_cli_t *cli)
+{
+    fprintf(stderr, "usage: loom %s\n(see `%s --help`)\n", cli->cmd->usage, cli->prog);
+}
+
+int cli_opt_common(loom_cli_t *cli, int c)
+{
+    switch (c) {
+    case CLI_OPT_JSON:
+        cli->json = true;
+        return -1;
+    case CLI_OPT_SERVER:
+        free(cli->server);
+        cli->server = cli_url_normalize(optarg);
+        cli->server_from = "--server";
+        return -1;
+    case 'h':
+        cli_print_help(cli->cmd, stdout);
+        return CLI_EXIT_OK;
+    default: /* '?': getopt has already named the bad option */
+        usage_hint(cli);
+        return CLI_EXIT_USAGE;
+    }
+}
+
+int cli_usage_error(loom_cli_t *cli, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: ", cli->prog);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    usage_hint(cli);
+    return CLI_EXIT_USAGE;
+}
+
+void cli_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *msg = NULL;
+    if (vasprintf(&msg, fmt, ap) < 0) msg = NULL;
+    va_end(ap);
+    if (!msg) return;
+    /* Messages often quote loomd or a file: keep terminal escapes out. */
+    char *safe = cli_sanitize(msg);
+    fprintf(stderr, "loom: %s\n", safe);
+    free(safe);
+    free(msg);
+}
+
+bool cli_parse_run_id(loom_cli_t *cli, const char *s, long long *out)
+{
+    int64_t v;
+    if (loom_parse_i64(s, 1, INT64_MAX, &v) != 0) {
+        cli_usage_error(cli, "'%s' is not a run id (a positive number)", s);
+        return false;
+    }
+    *out = (long long)v;
+    return true;
+}
+
+char *cli_loom_home(void)
+{
+    const char *home = getenv("LOOM_HOME");
+    if (home && *home) return loom_xstrdup(home);
+    const char *user_home = getenv("HOME");
+    if (!user_home || !*user_home) {
+        struct passwd *pw = getpwuid(getuid());
+        user_home = pw && pw->pw_dir ? pw->pw_dir : ".";
+    }
+    return loom_xasprintf("%s/.loom", user_home);
+}
+
+/* The "http" field of $LOOM_HOME/loomd.json, which loomd writes once it
+ * listens; NULL when there is no such file or field. */
+static char *server_from_home(char **path_out)
+{
+    char *home = cli_loom_home();
+    char *path = loom_xasprintf("%s/loomd.json", home);
+    free(home);
+    char *text = NULL;
+    size_t len = 0;
+    char *url = NULL;
+    if (loom_read_file(path, 64 * 1024, &text, &len) == 0) {
+        json_error_t jerr;
+        json_t *j = json_loadb(text, len, 0, &jerr);
+        const char *http = cli_jstr(j, "http");
+        if (http && *http) url = cli_url_normalize(http);
+        json_decref(j);
+        free(text);
+    }
+    if (url)
+        *path_out = path;
+    else
+        free(path);
+    return url;
+}
+
+const char *cli_server(loom_cli_t *cli)
+{
+    if (cli->server) return cli->server;
+    const char *env = getenv("LOOM_SERVER");
+    if (env && *env) {
+        cli->server = cli_url_normalize(env);
+        cli->server_from = "$LOOM_SERVER";
+    } else if ((cli->server = server_from_home(&cli->server_from_buf)) != NULL) {
+        cli->server_from = cli->server_from_buf;
+    } else {
+        cli->server = loom_xstrdup(DEFAULT_SERVER);
+        cli->server_from = "the default";
+    }
+    return cli->server;
+}
+
+void cli_free(loom_cli_t *cli)
+{
+    free(cli->server);
+    free(cli->server_from_buf);
+    cli->server = cli->server_from_buf = NULL;
+}
+
+char *cli_url(loom_cli_t *cli, const char *path)
+{
+    return loom_xasprintf("%s%s", cli_server(cli), path);
+}
+
+/* Says why a request got no answer and returns the exit status for it. */
+static int report_transport(loom_cli_t *cli, int err, const cli_http_resp_t *r)
+{
+    if (err == LOOM_EIO || err == LOOM_ETOOBIG) {
+        cli_error("%s", r->error);
+        return CLI_EXIT_FAIL;
+    }
+    if (r->unreachable) {
+        cli_error("cannot reach loomd at %s (from %s): %s", cli->server, cli->server_from,
+                  r->error);
+        fprintf(stderr, "loom: start one with `loom up`, or point --server or $LOOM_SERVER "
+                        "at a running loomd\n");
+    } else {
+        cli_error("lost the connection to loomd at %s: %s", cli->server, r->error);
+    }
+    return CLI_EXIT_UNREACHABLE;
+}
+
+int cli_call(loom_cli_t *cli, const char *method, const char *path, const json_t *body,
+             long timeout_s, cli_http_resp_t *r)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    char *url = cli_url(cli, path);
+    int err = cli_http_request(method, url, text, timeout_s, r);
+    free(url);
+    free(text);
+    return err == 0 ? CLI_EXIT_OK : report_transport(cli, err, r);
+}
+
+int cli_check(loom_cli_t *cli, const cli_http_resp_t *r)
+{
+    (void)cli;
+    if (r->status >= 200 && r->status < 300 && json_is_object(r->json)) return CLI_EXIT_OK;
+    const char *msg = cli_jstr(r->json, "error");
+    if (msg)
+        cli_error("%s", msg);
+    else if (r->status >= 200 && r->status < 300)
+        cli_error("unexpected answer from loomd (HTTP %ld, not a JSON object)", r->status);
+    else
+        cli_error("loomd answered HTTP %ld", r->status);
+    return CLI_EXIT_FAIL;
+}
+
+int cli_fetch(loom_cli_t *cli, const char *method, const char *path, const json_t *body,
+              cli_http_resp_t *r)
+{
+    int rc = cli_call(cli, method, path, body, CLI_API_TIMEOUT_S, r);
+    return rc != CLI_EXIT_OK ? rc : cli_check(cli, r);
+}
+
+int cli_stream_failed(loom_cli_t *cli, int err, const cli_http_resp_t *r)
+{
+    if (err != 0) return report_transport(cli, err, r);
+    const char *msg = cli_jstr(r->json, "error");
+    if (msg)
+        cli_error("%s", msg);
+    else
+        cli_error("loomd answered HTTP %ld", r->status);
+    return CLI_EXIT_FAIL;
+}
+
+void cli_print_json(const json_t *j)
+{
+    json_dumpf(j, stdout, JSON_INDENT(2));
+    fputc('\n', stdout);
+}
+
+bool cli_run_state_final(const char *state)
+{
+    return state && (strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0 ||
+                     strcmp(state, "cancelled") == 0);
+}

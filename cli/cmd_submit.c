@@ -1,0 +1,210 @@
+/* `loom submit FILE` sends a DAG file to loomd; `loom validate FILE...`
+ * checks files offline with the same parser loomd uses. */
+#include "cli.h"
+#include "fmt.h"
+#include "table.h"
+
+#include "loom/dag.h"
+#include "loom/err.h"
+#include "loom/util.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Reads a DAG file within the parser's size limit. On failure returns NULL
+ * and a sentence for the user in *why (caller frees). */
+static char *read_dag(const char *path, size_t *len, char **why)
+{
+    char *src = NULL;
+    errno = 0;
+    int err = loom_read_file(path, LOOM_DAG_MAX_BYTES, &src, len);
+    if (err == 0) return src;
+    if (err == LOOM_ENOTFOUND)
+        *why = loom_xstrdup("no such file");
+    else if (err == LOOM_ETOOBIG)
+        *why = loom_xasprintf("larger than %d MiB, the limit for a DAG file",
+                              LOOM_DAG_MAX_BYTES >> 20);
+    else
+        *why = loom_xasprintf("cannot read it: %s", errno ? strerror(errno) : loom_strerror(err));
+    return NULL;
+}
+
+static const char *base_name(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash && slash[1] ? slash + 1 : path;
+}
+
+/* Prints a 422's diagnostics as file:line:col: error: message. loomd names
+ * the file by the base name we sent; show the path the user typed instead,
+ * so editors can jump to it. */
+static void print_diagnostics(const json_t *resp, const char *path)
+{
+    json_t *diags = cli_jarr(resp, "diagnostics");
+    size_t i;
+    json_t *d;
+    if (!diags || json_array_size(diags) == 0) {
+        const char *msg = cli_jstr(resp, "error");
+        fprintf(stderr, "%s: error: %s\n", path, msg ? msg : "invalid DAG");
+        return;
+    }
+    json_array_foreach(diags, i, d)
+    {
+        const char *file = cli_jstr(d, "file");
+        const char *msg = cli_jstr(d, "message");
+        if (!file || strcmp(file, base_name(path)) == 0) file = path;
+        char *safe_file = cli_sanitize(file);
+        char *safe_msg = cli_sanitize(msg ? msg : "invalid DAG");
+        int64_t line = 0, col = 0;
+        cli_jint(d, "line", &line);
+        cli_jint(d, "col", &col);
+        if (line > 0 && col > 0)
+            fprintf(stderr, "%s:%lld:%lld: error: %s\n", safe_file, (long long)line, (long long)col,
+                    safe_msg);
+        else if (line > 0)
+            fprintf(stderr, "%s:%lld: error: %s\n", safe_file, (long long)line, safe_msg);
+        else
+            fprintf(stderr, "%s: error: %s\n", safe_file, safe_msg);
+        free(safe_file);
+        free(safe_msg);
+    }
+}
+
+static void print_submitted(const json_t *resp)
+{
+    const char *name = cli_jstr(resp, "pipeline");
+    int64_t version = 0, tasks = 0;
+    cli_jint(resp, "version", &version);
+    cli_jint(resp, "tasks", &tasks);
+    char *safe = cli_sanitize(name ? name : "?");
+    if (json_is_false(json_object_get(resp, "created")))
+        printf("%s is unchanged (version %lld)\n", safe, (long long)version);
+    else
+        printf("submitted %s version %lld (%lld task%s)\n", safe, (long long)version,
+               (long long)tasks, tasks == 1 ? "" : "s");
+    free(safe);
+}
+
+static int submit_file(loom_cli_t *cli, const char *path)
+{
+    char *why = NULL;
+    size_t len = 0;
+    char *src = read_dag(path, &len, &why);
+    if (!src) {
+        cli_error("%s: %s", path, why);
+        free(why);
+        return CLI_EXIT_FAIL;
+    }
+    json_t *source = json_stringn(src, len);
+    free(src);
+    if (!source) {
+        cli_error("%s: not UTF-8 text", path);
+        return CLI_EXIT_FAIL;
+    }
+    json_t *body = json_object();
+    json_object_set_new(body, "file", json_string(base_name(path)));
+    json_object_set_new(body, "source", source);
+    cli_http_resp_t r;
+    int rc = cli_call(cli, "POST", "/api/v1/pipelines", body, CLI_API_TIMEOUT_S, &r);
+    json_decref(body);
+    if (rc != CLI_EXIT_OK) goto out;
+    if (r.status == 422) {
+        if (cli->json && r.json) cli_print_json(r.json);
+        print_diagnostics(r.json, path);
+        rc = CLI_EXIT_FAIL;
+        goto out;
+    }
+    rc = cli_check(cli, &r);
+    if (rc != CLI_EXIT_OK) goto out;
+    if (cli->json)
+        cli_print_json(r.json);
+    else
+        print_submitted(r.json);
+out:
+    cli_http_resp_free(&r);
+    return rc;
+}
+
+int cmd_submit(loom_cli_t *cli, int argc, char **argv)
+{
+    static const struct option longopts[] = {CLI_COMMON_LONGOPTS, {0}};
+    cli_opts_begin(cli, argv);
+    int c;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        int rc = cli_opt_common(cli, c);
+        if (rc >= 0) return rc;
+    }
+    if (optind >= argc) return cli_usage_error(cli, "missing FILE");
+    if (argc - optind > 1) return cli_usage_error(cli, "one FILE at a time");
+    return submit_file(cli, argv[optind]);
+}
+
+static json_t *diags_json(const loom_diags_t *diags)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < diags->n; i++) {
+        const loom_diag_t *d = &diags->items[i];
+        json_array_append_new(a, json_pack("{s:s?, s:i, s:i, s:s?}", "file", d->file, "line",
+                                           d->line, "col", d->col, "message", d->message));
+    }
+    return a;
+}
+
+/* Validates one file; appends its outcome to report (--json) or prints it.
+ * Returns true when the file is a valid DAG. */
+static bool validate_file(const char *path, json_t *report)
+{
+    char *why = NULL;
+    size_t len = 0;
+    char *src = read_dag(path, &len, &why);
+    loom_diags_t diags = {0};
+    loom_dag_t *dag = NULL;
+    if (src) {
+        int err = loom_dag_parse(src, len, path, &dag, &diags);
+        if (err != 0 && diags.n == 0) loom_diags_add(&diags, path, 0, 0, "%s", loom_strerror(err));
+        free(src);
+    } else {
+        loom_diags_add(&diags, path, 0, 0, "%s", why);
+        free(why);
+    }
+    bool ok = dag != NULL;
+    if (report) {
+        json_t *entry =
+            json_pack("{s:s, s:b, s:o}", "file", path, "ok", ok, "diagnostics", diags_json(&diags));
+        if (ok) json_object_set_new(entry, "tasks", json_integer((json_int_t)dag->n_tasks));
+        json_array_append_new(report, entry);
+    } else {
+        if (diags.n > 0) {
+            char *text = loom_diags_format(&diags);
+            fputs(text, stderr);
+            free(text);
+        }
+        if (ok) printf("%s: ok (%zu task%s)\n", path, dag->n_tasks, dag->n_tasks == 1 ? "" : "s");
+    }
+    loom_dag_destroy(&dag);
+    loom_diags_free(&diags);
+    return ok;
+}
+
+int cmd_validate(loom_cli_t *cli, int argc, char **argv)
+{
+    static const struct option longopts[] = {CLI_COMMON_LONGOPTS, {0}};
+    cli_opts_begin(cli, argv);
+    int c;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        int rc = cli_opt_common(cli, c);
+        if (rc >= 0) return rc;
+    }
+    if (optind >= argc) return cli_usage_error(cli, "missing FILE");
+    json_t *report = cli->json ? json_array() : NULL;
+    bool all_ok = true;
+    for (int i = optind; i < argc; i++)
+        if (!validate_file(argv[i], report)) all_ok = false;
+    if (report) {
+        json_t *doc = json_pack("{s:o}", "files", report);
+        cli_print_json(doc);
+        json_decref(doc);
+    }
+    return all_ok ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+}
