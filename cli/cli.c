@@ -233,3 +233,33 @@ bool cli_run_state_final(const char *state)
     return state && (strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0 ||
                      strcmp(state, "cancelled") == 0);
 }
+
+int cli_opts_common_only(loom_cli_t *cli, int argc, char **argv)
+{
+    static const struct option longopts[] = {CLI_COMMON_LONGOPTS, {0}};
+    cli_opts_begin(cli, argv);
+    int c;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        int rc = cli_opt_common(cli, c);
+        if (rc >= 0) return rc;
+    }
+    return -1;
+}
+
+int cli_show_list(loom_cli_t *cli, const char *path, const char *key, const char *empty_msg,
+                  void (*print)(const json_t *list))
+{
+    cli_http_resp_t r;
+    int rc = cli_fetch(cli, "GET", path, NULL, &r);
+    if (rc == CLI_EXIT_OK) {
+        json_t *list = cli_jarr(r.json, key);
+        if (cli->json)
+            cli_print_json(r.json);
+        else if (!list || json_array_size(list) == 0)
+            printf("%s\n", empty_msg);
+        else
+            print(list);
+    }
+    cli_http_resp_free(&r);
+    return rc;
+}

@@ -55,6 +55,9 @@ void cli_opts_begin(loom_cli_t *cli, char **argv);
  * when parsing goes on, else the status the command should exit with now
  * (0 after --help, 2 after a bad option). */
 int cli_opt_common(loom_cli_t *cli, int c);
+/* Parses a command that takes only the common options. Returns -1 when the
+ * command goes on with its operands from optind, else the exit status. */
+int cli_opts_common_only(loom_cli_t *cli, int argc, char **argv);
 /* Prints "loom CMD: message" and the usage line; returns CLI_EXIT_USAGE. */
 int cli_usage_error(loom_cli_t *cli, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void cli_print_help(const cli_cmd_t *cmd, FILE *out);
@@ -87,6 +90,11 @@ char *cli_url(loom_cli_t *cli, const char *path);
 int cli_stream_failed(loom_cli_t *cli, int err, const cli_http_resp_t *r);
 /* Pretty-prints j (for --json) on stdout. */
 void cli_print_json(const json_t *j);
+
+/* GETs path and shows it: --json as loomd said it, else print() for the
+ * array under key, or empty_msg when that array is missing or empty. */
+int cli_show_list(loom_cli_t *cli, const char *path, const char *key, const char *empty_msg,
+                  void (*print)(const json_t *list));
 
 /* Run states that will not change any more. */
 bool cli_run_state_final(const char *state);

@@ -74,25 +74,11 @@ static void print_agents(const json_t *agents)
 
 int cmd_agents(loom_cli_t *cli, int argc, char **argv)
 {
-    static const struct option longopts[] = {CLI_COMMON_LONGOPTS, {0}};
-    cli_opts_begin(cli, argv);
-    int c;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        int rc = cli_opt_common(cli, c);
-        if (rc >= 0) return rc;
-    }
+    int stop = cli_opts_common_only(cli, argc, argv);
+    if (stop >= 0) return stop;
     if (optind < argc) return cli_usage_error(cli, "unexpected argument '%s'", argv[optind]);
-    cli_http_resp_t r;
-    int rc = cli_fetch(cli, "GET", "/api/v1/agents", NULL, &r);
-    if (rc == CLI_EXIT_OK) {
-        json_t *agents = cli_jarr(r.json, "agents");
-        if (cli->json)
-            cli_print_json(r.json);
-        else if (!agents || json_array_size(agents) == 0)
-            printf("no agents (start one with `loom-agent --server ENDPOINT`, or use `loom up`)\n");
-        else
-            print_agents(agents);
-    }
-    cli_http_resp_free(&r);
-    return rc;
+    return cli_show_list(
+        cli, "/api/v1/agents", "agents",
+        "no agents (start one with `loom-agent --server ENDPOINT`, or use `loom up`)",
+        print_agents);
 }

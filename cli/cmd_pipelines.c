@@ -123,30 +123,14 @@ static int show(loom_cli_t *cli, const char *name)
 
 static int list(loom_cli_t *cli)
 {
-    cli_http_resp_t r;
-    int rc = cli_fetch(cli, "GET", "/api/v1/pipelines", NULL, &r);
-    if (rc == CLI_EXIT_OK) {
-        json_t *pipelines = cli_jarr(r.json, "pipelines");
-        if (cli->json)
-            cli_print_json(r.json);
-        else if (!pipelines || json_array_size(pipelines) == 0)
-            printf("no pipelines yet (submit one with `loom submit FILE`)\n");
-        else
-            print_pipelines(pipelines);
-    }
-    cli_http_resp_free(&r);
-    return rc;
+    return cli_show_list(cli, "/api/v1/pipelines", "pipelines",
+                         "no pipelines yet (submit one with `loom submit FILE`)", print_pipelines);
 }
 
 int cmd_pipelines(loom_cli_t *cli, int argc, char **argv)
 {
-    static const struct option longopts[] = {CLI_COMMON_LONGOPTS, {0}};
-    cli_opts_begin(cli, argv);
-    int c;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        int rc = cli_opt_common(cli, c);
-        if (rc >= 0) return rc;
-    }
+    int stop = cli_opts_common_only(cli, argc, argv);
+    if (stop >= 0) return stop;
     if (optind >= argc) return list(cli);
     if (strcmp(argv[optind], "show") != 0)
         return cli_usage_error(cli, "unknown subcommand '%s'", argv[optind]);

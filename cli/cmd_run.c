@@ -153,13 +153,8 @@ static void print_cancelling(long long id, const char *state)
 
 int cmd_cancel(loom_cli_t *cli, int argc, char **argv)
 {
-    static const struct option longopts[] = {CLI_COMMON_LONGOPTS, {0}};
-    cli_opts_begin(cli, argv);
-    int c;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        int rc = cli_opt_common(cli, c);
-        if (rc >= 0) return rc;
-    }
+    int stop = cli_opts_common_only(cli, argc, argv);
+    if (stop >= 0) return stop;
     if (optind >= argc) return cli_usage_error(cli, "missing RUN");
     if (argc - optind > 1) return cli_usage_error(cli, "one RUN at a time");
     long long id;

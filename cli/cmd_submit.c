@@ -128,13 +128,8 @@ out:
 
 int cmd_submit(loom_cli_t *cli, int argc, char **argv)
 {
-    static const struct option longopts[] = {CLI_COMMON_LONGOPTS, {0}};
-    cli_opts_begin(cli, argv);
-    int c;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        int rc = cli_opt_common(cli, c);
-        if (rc >= 0) return rc;
-    }
+    int stop = cli_opts_common_only(cli, argc, argv);
+    if (stop >= 0) return stop;
     if (optind >= argc) return cli_usage_error(cli, "missing FILE");
     if (argc - optind > 1) return cli_usage_error(cli, "one FILE at a time");
     return submit_file(cli, argv[optind]);
@@ -189,13 +184,8 @@ static bool validate_file(const char *path, json_t *report)
 
 int cmd_validate(loom_cli_t *cli, int argc, char **argv)
 {
-    static const struct option longopts[] = {CLI_COMMON_LONGOPTS, {0}};
-    cli_opts_begin(cli, argv);
-    int c;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        int rc = cli_opt_common(cli, c);
-        if (rc >= 0) return rc;
-    }
+    int stop = cli_opts_common_only(cli, argc, argv);
+    if (stop >= 0) return stop;
     if (optind >= argc) return cli_usage_error(cli, "missing FILE");
     json_t *report = cli->json ? json_array() : NULL;
     bool all_ok = true;
