@@ -246,6 +246,20 @@ int cli_opts_common_only(loom_cli_t *cli, int argc, char **argv)
     return -1;
 }
 
+int cli_show(loom_cli_t *cli, const char *path, void (*print)(const json_t *obj))
+{
+    cli_http_resp_t r;
+    int rc = cli_fetch(cli, "GET", path, NULL, &r);
+    if (rc == CLI_EXIT_OK) {
+        if (cli->json)
+            cli_print_json(r.json);
+        else
+            print(r.json);
+    }
+    cli_http_resp_free(&r);
+    return rc;
+}
+
 int cli_show_list(loom_cli_t *cli, const char *path, const char *key, const char *empty_msg,
                   void (*print)(const json_t *list))
 {

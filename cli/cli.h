@@ -91,6 +91,8 @@ int cli_stream_failed(loom_cli_t *cli, int err, const cli_http_resp_t *r);
 /* Pretty-prints j (for --json) on stdout. */
 void cli_print_json(const json_t *j);
 
+/* GETs path and shows it: --json as loomd said it, else print(). */
+int cli_show(loom_cli_t *cli, const char *path, void (*print)(const json_t *obj));
 /* GETs path and shows it: --json as loomd said it, else print() for the
  * array under key, or empty_msg when that array is missing or empty. */
 int cli_show_list(loom_cli_t *cli, const char *path, const char *key, const char *empty_msg,

@@ -30,15 +30,6 @@ static char *format_labels(const json_t *labels)
     return loom_buf_steal(&b);
 }
 
-static void add_int(cli_table_t *t, const json_t *o, const char *key)
-{
-    int64_t v;
-    if (cli_jint(o, key, &v))
-        cli_table_addf(t, "%lld", (long long)v);
-    else
-        cli_table_add(t, NULL);
-}
-
 static void print_agents(const json_t *agents)
 {
     static const char *const headers[] = {"NAME", "STATE",  "SLOTS",     "RUNNING",
@@ -60,9 +51,9 @@ static void print_agents(const json_t *agents)
         char *labels = format_labels(cli_jobj(a, "labels"));
         cli_table_add(t, cli_jstr(a, "name"));
         cli_table_add(t, cli_jstr(a, "state"));
-        add_int(t, a, "slots");
-        add_int(t, a, "running");
-        add_int(t, a, "cpus");
+        cli_table_add_int(t, a, "slots");
+        cli_table_add_int(t, a, "running");
+        cli_table_add_int(t, a, "cpus");
         cli_table_add(t, mem_text);
         cli_table_add(t, seen_text);
         cli_table_add(t, labels);

@@ -12,15 +12,6 @@
 
 #define HASH_SHOWN 12
 
-static void add_int(cli_table_t *t, const json_t *o, const char *key)
-{
-    int64_t v;
-    if (cli_jint(o, key, &v))
-        cli_table_addf(t, "%lld", (long long)v);
-    else
-        cli_table_add(t, NULL);
-}
-
 static void print_pipelines(const json_t *pipelines)
 {
     static const char *const headers[] = {"NAME", "VERSION", "TASKS", "LAST-RUN", "UPDATED"};
@@ -40,8 +31,8 @@ static void print_pipelines(const json_t *pipelines)
         json_t *last = cli_jobj(p, "last_run");
         const char *run_state = cli_jstr(last, "state");
         cli_table_add(t, cli_jstr(p, "name"));
-        add_int(t, p, "latest_version");
-        add_int(t, p, "tasks");
+        cli_table_add_int(t, p, "latest_version");
+        cli_table_add_int(t, p, "tasks");
         if (cli_jint(last, "id", &run_id))
             cli_table_addf(t, "%lld %s", (long long)run_id, run_state ? run_state : "");
         else
@@ -69,8 +60,8 @@ static void print_versions(const json_t *versions)
         cli_jint(v, "created_unix_ms", &created);
         cli_fmt_ago(now, created, ago, sizeof ago);
         const char *hash = cli_jstr(v, "hash");
-        add_int(t, v, "version");
-        add_int(t, v, "tasks");
+        cli_table_add_int(t, v, "version");
+        cli_table_add_int(t, v, "tasks");
         if (hash)
             cli_table_addf(t, "%.*s", HASH_SHOWN, hash);
         else
@@ -108,16 +99,8 @@ static int show(loom_cli_t *cli, const char *name)
     char *esc = cli_url_escape(name);
     char *path = loom_xasprintf("/api/v1/pipelines/%s", esc);
     free(esc);
-    cli_http_resp_t r;
-    int rc = cli_fetch(cli, "GET", path, NULL, &r);
+    int rc = cli_show(cli, path, print_pipeline);
     free(path);
-    if (rc == CLI_EXIT_OK) {
-        if (cli->json)
-            cli_print_json(r.json);
-        else
-            print_pipeline(r.json);
-    }
-    cli_http_resp_free(&r);
     return rc;
 }
 

@@ -130,16 +130,8 @@ static int show_run(loom_cli_t *cli, const char *arg)
     long long id;
     if (!cli_parse_run_id(cli, arg, &id)) return CLI_EXIT_USAGE;
     char *path = loom_xasprintf("/api/v1/runs/%lld", id);
-    cli_http_resp_t r;
-    int rc = cli_fetch(cli, "GET", path, NULL, &r);
+    int rc = cli_show(cli, path, cli_print_run);
     free(path);
-    if (rc == CLI_EXIT_OK) {
-        if (cli->json)
-            cli_print_json(r.json);
-        else
-            cli_print_run(r.json);
-    }
-    cli_http_resp_free(&r);
     return rc;
 }
 

@@ -1,6 +1,8 @@
 /* Aligned text tables; see table.h. */
 #include "table.h"
 
+#include "fmt.h"
+
 #include "loom/util.h"
 
 #include <stdarg.h>
@@ -143,4 +145,13 @@ void cli_table_print(const cli_table_t *t, FILE *out)
     char *s = cli_table_render(t);
     fputs(s, out);
     free(s);
+}
+
+void cli_table_add_int(cli_table_t *t, const json_t *o, const char *key)
+{
+    int64_t v;
+    if (cli_jint(o, key, &v))
+        cli_table_addf(t, "%lld", (long long)v);
+    else
+        cli_table_add(t, NULL);
 }

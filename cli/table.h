@@ -5,6 +5,7 @@
 #define LOOM_CLI_TABLE_H
 
 #include <stddef.h>
+#include <jansson.h>
 #include <stdio.h>
 
 typedef struct cli_table cli_table_t;
@@ -18,6 +19,8 @@ void cli_table_align_right(cli_table_t *t, size_t col);
  * column. NULL or "" prints as "-". Control characters are made harmless. */
 void cli_table_add(cli_table_t *t, const char *cell);
 void cli_table_addf(cli_table_t *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Adds the integer o[key], or an empty cell when it is missing or not one. */
+void cli_table_add_int(cli_table_t *t, const json_t *o, const char *key);
 size_t cli_table_rows(const cli_table_t *t);
 /* The whole table as text; the caller frees it. */
 char *cli_table_render(const cli_table_t *t);
