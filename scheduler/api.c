@@ -406,6 +406,19 @@ static enum MHD_Result get_log(req_t *r, const path_t *p)
     return rc;
 }
 
+static enum MHD_Result get_attempts(req_t *r, const path_t *p)
+{
+    uint64_t run_id;
+    if (!parse_id(p->segs[3], &run_id))
+        return respond_error(r, MHD_HTTP_BAD_REQUEST, "run id \"%s\" is not a number", p->segs[3]);
+    json_t *out = NULL;
+    int err = loom_store_json_attempts(loom_sched_store(r->api->sched), run_id, p->segs[5], &out);
+    if (err == LOOM_ENOTFOUND)
+        return respond_error(r, MHD_HTTP_NOT_FOUND, "run %llu has no task \"%s\"",
+                             (unsigned long long)run_id, p->segs[5]);
+    return err ? respond_loom_error(r, err, "attempts") : respond_json(r, MHD_HTTP_OK, out);
+}
+
 /* --- long polls ---------------------------------------------------------------- */
 
 static void waiter_remove(loom_api_t *api, req_t *r)
@@ -512,6 +525,7 @@ static const struct {
     {"GET", "runs/*", get_run},
     {"POST", "runs/*/cancel", post_cancel},
     {"GET", "runs/*/tasks/*/log", get_log},
+    {"GET", "runs/*/tasks/*/attempts", get_attempts},
     {"GET", "agents", get_agents},
 };
 

@@ -126,6 +126,15 @@ class DagRuns(ClusterTest):
         self.assertEqual((run["state"], t["attempts"], t["exit_code"]), ("succeeded", 2, 0))
         self.assertEqual(self.c.log(run["id"], "t", attempt=1), b"first\n")
         self.assertEqual(self.c.log(run["id"], "t"), b"second\n")
+        self.assertEqual(self.c.log(run["id"], "t", attempt=1, offset=2), b"rst\n")
+        attempts = self.c.get("/api/v1/runs/%d/tasks/t/attempts" % run["id"])["attempts"]
+        self.assertEqual([(a["number"], a["state"], a["exit_code"]) for a in attempts],
+                         [(1, "failed", 1), (2, "succeeded", 0)])
+        self.assertEqual(attempts[1]["id"], t["attempt_id"])
+        for a, out in zip(attempts, (b"first\n", b"second\n")):
+            self.assertGreater(a["max_rss_bytes"], 0)
+            self.assertLessEqual(a["started_unix_ms"], a["ended_unix_ms"])
+            self.assertEqual(a["log_bytes"], len(out))
 
     def test_argv_form_passes_hostile_text_literally(self):
         target = os.path.join(self.c.tmp, "pwned")

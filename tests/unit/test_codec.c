@@ -1,0 +1,149 @@
+/* The codec: what it accepts, what it refuses and why. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "loom/codec.h"
+#include "loom/err.h"
+
+static int roundtrip(loom_msg_t *m, char *why, size_t whylen, loom_msg_t **out)
+{
+    uint8_t *buf;
+    size_t len;
+    assert_int_equal(loom_codec_encode(m, &buf, &len), 0);
+    int rc = loom_codec_decode(buf, len, out, why, whylen);
+    free(buf);
+    return rc;
+}
+
+static void test_dispatch_roundtrip(void **state)
+{
+    (void)state;
+    char *argv[] = {"python3", "train.py", "--lr", "0.1"};
+    Loom__EnvVar ev = LOOM__ENV_VAR__INIT;
+    ev.name = "EPOCHS";
+    ev.value = "3";
+    Loom__EnvVar *env[] = {&ev};
+    Loom__Dispatch d = LOOM__DISPATCH__INIT;
+    d.attempt_id = 42;
+    d.run_id = 7;
+    d.task = "train";
+    d.argv = argv;
+    d.n_argv = 4;
+    d.env = env;
+    d.n_env = 1;
+    d.timeout_ms = 60000;
+    loom_msg_t m = LOOM__ENVELOPE__INIT;
+    m.body_case = LOOM__ENVELOPE__BODY_DISPATCH;
+    m.dispatch = &d;
+    loom_msg_t *out = NULL;
+    char why[128];
+    assert_int_equal(roundtrip(&m, why, sizeof why, &out), 0);
+    assert_int_equal(out->version, LOOM_PROTO_VERSION);
+    assert_int_equal(out->dispatch->attempt_id, 42);
+    assert_int_equal(out->dispatch->n_argv, 4);
+    assert_string_equal(out->dispatch->argv[3], "0.1");
+    assert_string_equal(out->dispatch->env[0]->name, "EPOCHS");
+    assert_string_equal(loom_codec_kind_name(out->body_case), "dispatch");
+    loom_codec_free(out);
+}
+
+static void expect_refused(loom_msg_t *m, const char *reason)
+{
+    loom_msg_t *out = (loom_msg_t *)1;
+    char why[160] = "";
+    assert_int_equal(roundtrip(m, why, sizeof why, &out), LOOM_EPROTO);
+    assert_null(out);
+    assert_non_null(strstr(why, reason));
+}
+
+static void test_field_rules(void **state)
+{
+    (void)state;
+    loom_msg_t m = LOOM__ENVELOPE__INIT;
+
+    Loom__Hello h = LOOM__HELLO__INIT;
+    uint8_t session[16] = {1};
+    h.name = "bad name";
+    h.session.data = session;
+    h.session.len = sizeof session;
+    m.body_case = LOOM__ENVELOPE__BODY_HELLO;
+    m.hello = &h;
+    expect_refused(&m, "agent name");
+    h.name = "ok";
+    h.session.len = 0;
+    expect_refused(&m, "session");
+
+    Loom__LogChunk c = LOOM__LOG_CHUNK__INIT;
+    c.attempt_id = 1;
+    m.body_case = LOOM__ENVELOPE__BODY_LOG;
+    m.log = &c;
+    expect_refused(&m, "seq is 0");
+    c.seq = 1;
+    c.data.len = LOOM_LOG_CHUNK_MAX + 1;
+    c.data.data = calloc(1, c.data.len);
+    expect_refused(&m, "chunk over");
+    free(c.data.data);
+
+    Loom__Dispatch d = LOOM__DISPATCH__INIT;
+    d.attempt_id = 3;
+    m.body_case = LOOM__ENVELOPE__BODY_DISPATCH;
+    m.dispatch = &d;
+    expect_refused(&m, "neither argv nor shell");
+
+    Loom__Finished f = LOOM__FINISHED__INIT;
+    m.body_case = LOOM__ENVELOPE__BODY_FINISHED;
+    m.finished = &f;
+    expect_refused(&m, "attempt_id is 0");
+    f.attempt_id = 1;
+    f.signal = 500;
+    expect_refused(&m, "signal 500");
+}
+
+static void test_garbage_and_future(void **state)
+{
+    (void)state;
+    loom_msg_t *out = NULL;
+    char why[160];
+    assert_int_equal(loom_codec_decode("\xff\xff\xff\xff", 4, &out, why, sizeof why), LOOM_EPROTO);
+    assert_non_null(strstr(why, "not a valid envelope"));
+    /* A future kind (field 99) with a future field in it decodes to no body. */
+    static const uint8_t future[] = {0x08, 0x01, 0x9a, 0x06, 0x02, 0x08, 0x05};
+    assert_int_equal(loom_codec_decode(future, sizeof future, &out, why, sizeof why), LOOM_EPROTO);
+    assert_string_equal(why, "unknown message kind");
+    static const uint8_t v2[] = {0x08, 0x02};
+    assert_int_equal(loom_codec_decode(v2, sizeof v2, &out, why, sizeof why), LOOM_EPROTO);
+    assert_non_null(strstr(why, "version 2"));
+    assert_int_equal(loom_codec_decode("x", LOOM_MSG_MAX + 1, &out, why, sizeof why), LOOM_EPROTO);
+    assert_non_null(strstr(why, "exceeds"));
+}
+
+static void test_unknown_fields_are_ignored(void **state)
+{
+    (void)state;
+    /* A heartbeat (field 12) with sent_unix_ms 9 and a field 50 from a newer
+     * peer: the newer field is skipped, the rest is read. */
+    static const uint8_t hb[] = {0x08, 0x01, 0x62, 0x05, 0x08, 0x09, 0x90, 0x03, 0x07};
+    loom_msg_t *out = NULL;
+    char why[160];
+    assert_int_equal(loom_codec_decode(hb, sizeof hb, &out, why, sizeof why), 0);
+    assert_int_equal(out->body_case, LOOM__ENVELOPE__BODY_HEARTBEAT);
+    assert_int_equal(out->heartbeat->sent_unix_ms, 9);
+    loom_codec_free(out);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_dispatch_roundtrip),
+        cmocka_unit_test(test_field_rules),
+        cmocka_unit_test(test_garbage_and_future),
+        cmocka_unit_test(test_unknown_fields_are_ignored),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
