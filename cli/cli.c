@@ -5,9 +5,11 @@
 #include "fmt.h"
 #include "table.h"
 
+#include "loom/dag.h"
 #include "loom/err.h"
 #include "loom/util.h"
 
+#include <errno.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -276,4 +278,22 @@ int cli_show_list(loom_cli_t *cli, const char *path, const char *key, const char
     }
     cli_http_resp_free(&r);
     return rc;
+}
+
+/* Reads a DAG file within the parser's size limit. On failure returns NULL
+ * and a sentence for the user in *why (caller frees). */
+char *cli_read_dag(const char *path, size_t *len, char **why)
+{
+    char *src = NULL;
+    errno = 0;
+    int err = loom_read_file(path, LOOM_DAG_MAX_BYTES, &src, len);
+    if (err == 0) return src;
+    if (err == LOOM_ENOTFOUND)
+        *why = loom_xstrdup("no such file");
+    else if (err == LOOM_ETOOBIG)
+        *why = loom_xasprintf("larger than %d MiB, the limit for a DAG file",
+                              LOOM_DAG_MAX_BYTES >> 20);
+    else
+        *why = loom_xasprintf("cannot read it: %s", errno ? strerror(errno) : loom_strerror(err));
+    return NULL;
 }

@@ -88,6 +88,9 @@ int cli_fetch(loom_cli_t *cli, const char *method, const char *path, const json_
 char *cli_url(loom_cli_t *cli, const char *path);
 /* Reports a failed stream (cli_http_stream's result); returns an exit status. */
 int cli_stream_failed(loom_cli_t *cli, int err, const cli_http_resp_t *r);
+/* Reads a DAG file within the parser's size limit. On failure returns NULL
+ * and a sentence for the user in *why (caller frees). */
+char *cli_read_dag(const char *path, size_t *len, char **why);
 /* Pretty-prints j (for --json) on stdout. */
 void cli_print_json(const json_t *j);
 
@@ -113,6 +116,7 @@ int cmd_logs(loom_cli_t *cli, int argc, char **argv);
 int cmd_agents(loom_cli_t *cli, int argc, char **argv);
 int cmd_pipelines(loom_cli_t *cli, int argc, char **argv);
 int cmd_up(loom_cli_t *cli, int argc, char **argv);
+int cmd_graph(loom_cli_t *cli, int argc, char **argv);
 
 /* Prints one task's log under a "==> TASK (state, exit N) <==" header; used
  * by `loom run --logs`. Returns an exit status. */

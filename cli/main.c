@@ -18,6 +18,9 @@ static const cli_cmd_t commands[] = {
     {"validate", cmd_validate, "validate FILE...", "Check DAG files offline, without loomd.",
      "Prints \"FILE: ok (N tasks)\" for each valid file and every problem found as\n"
      "file:line:col: error: message on stderr; exit status 1 if any file is invalid.\n"},
+    {"graph", cmd_graph, "graph FILE [--dot]", "Draw a DAG file's graph, offline.",
+     "Prints the DAG as text in a terminal, or as Graphviz DOT with --dot (or when\n"
+     "the output is not a terminal).\n"},
     {"run", cmd_run, "run PIPELINE [--version N] [--wait] [--logs]", "Start a run of a pipeline.",
      "  --version N  run version N (default: the latest)\n"
      "  --wait       wait for the run to end, print its tasks, and exit 0 only if it\n"

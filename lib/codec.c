@@ -31,6 +31,10 @@ const char *loom_codec_kind_name(Loom__Envelope__BodyCase kind)
         return "cancel";
     case LOOM__ENVELOPE__BODY_ERROR:
         return "error";
+    case LOOM__ENVELOPE__BODY_FETCH:
+        return "fetch";
+    case LOOM__ENVELOPE__BODY_OBJECT:
+        return "object";
     default:
         return "unknown";
     }
@@ -72,16 +76,26 @@ static int check_body(const loom_msg_t *m, char *why, size_t whylen)
     case LOOM__ENVELOPE__BODY_LOG_ACK:
         if (m->log_ack->attempt_id == 0) FAIL("log_ack: attempt_id is 0");
         break;
-    case LOOM__ENVELOPE__BODY_FINISHED:
-        if (m->finished->attempt_id == 0) FAIL("finished: attempt_id is 0");
-        if (m->finished->signal < 0 || m->finished->signal > 128)
-            FAIL("finished: signal %d out of range", (int)m->finished->signal);
-        break;
     case LOOM__ENVELOPE__BODY_FINISHED_ACK:
         if (m->finished_ack->attempt_id == 0) FAIL("finished_ack: attempt_id is 0");
         break;
     case LOOM__ENVELOPE__BODY_CANCEL:
         if (m->cancel->attempt_id == 0) FAIL("cancel: attempt_id is 0");
+        break;
+    case LOOM__ENVELOPE__BODY_FETCH:
+        if (!m->fetch->hash || strlen(m->fetch->hash) != 64) FAIL("fetch: hash must be 64 hex");
+        break;
+    case LOOM__ENVELOPE__BODY_OBJECT:
+        if (!m->object->hash || strlen(m->object->hash) != 64) FAIL("object: hash must be 64 hex");
+        if (m->object->data.len > LOOM_OBJECT_CHUNK_MAX)
+            FAIL("object: chunk over %d bytes", LOOM_OBJECT_CHUNK_MAX);
+        break;
+    case LOOM__ENVELOPE__BODY_FINISHED:
+        if (m->finished->attempt_id == 0) FAIL("finished: attempt_id is 0");
+        if (m->finished->signal < 0 || m->finished->signal > 128)
+            FAIL("finished: signal %d out of range", (int)m->finished->signal);
+        if (m->finished->metrics_json && strlen(m->finished->metrics_json) > LOOM_METRICS_MAX)
+            FAIL("finished: metrics over %d bytes", LOOM_METRICS_MAX);
         break;
     case LOOM__ENVELOPE__BODY_WELCOME:
     case LOOM__ENVELOPE__BODY_ERROR:

@@ -16,6 +16,8 @@
 #include <unistd.h>
 
 #define MAX_BODY (8 * 1024 * 1024)
+/* Largest object (a file of a code bundle) one PUT may store. */
+#define LOOM_OBJECT_MAX (4ull << 30)
 #define MAX_WAIT_S 3600
 #define MAX_SEGMENTS 8
 
@@ -43,6 +45,9 @@ struct req {
     struct MHD_Connection *conn;
     loom_buf_t body;
     bool too_big;
+    loom_obj_writer_t *upload; /* PUT /objects/HASH streams here, not into body */
+    const char *upload_error;
+    uint64_t uploaded;
     bool suspended;
     uint64_t wait_run;  /* run a long poll waits on */
     uint64_t deadline;  /* monotonic ms; 0: no long poll asked for */
@@ -168,6 +173,31 @@ static json_t *diags_json(const loom_diags_t *d)
     return arr;
 }
 
+/* Reads the optional "bundle" and "git" members of a submit request. */
+static const char *parse_origin(json_t *body, loom_submit_origin_t *o)
+{
+    json_t *jb = json_object_get(body, "bundle");
+    json_t *jg = json_object_get(body, "git");
+    o->bundle = NULL;
+    o->git_commit = NULL;
+    o->git_dirty = -1;
+    if (jb && !json_is_null(jb)) {
+        if (!json_is_string(jb) || !loom_objects_hash_valid(json_string_value(jb)))
+            return "\"bundle\" must be a manifest hash (64 lowercase hex digits)";
+        o->bundle = json_string_value(jb);
+    }
+    if (jg && !json_is_null(jg)) {
+        json_t *jc = json_object_get(jg, "commit");
+        json_t *jd = json_object_get(jg, "dirty");
+        if (!json_is_object(jg) || !json_is_string(jc) || json_string_length(jc) > 64 ||
+            (jd && !json_is_boolean(jd)))
+            return "\"git\" must be {\"commit\": string, \"dirty\": bool}";
+        o->git_commit = json_string_value(jc);
+        o->git_dirty = jd ? json_is_true(jd) : -1;
+    }
+    return NULL;
+}
+
 static enum MHD_Result post_pipeline(req_t *r, const path_t *p)
 {
     (void)p;
@@ -176,24 +206,25 @@ static enum MHD_Result post_pipeline(req_t *r, const path_t *p)
     if (!body) return rc;
     json_t *jfile = json_object_get(body, "file");
     json_t *jsource = json_object_get(body, "source");
-    if (!json_is_string(jsource)) {
+    loom_submit_origin_t origin;
+    const char *bad = parse_origin(body, &origin);
+    if (!json_is_string(jsource)) bad = "\"source\" must be a string (the DAG file)";
+    if (jfile && !json_is_string(jfile)) bad = "\"file\" must be a string";
+    if (bad) {
         json_decref(body);
-        return respond_error(r, MHD_HTTP_BAD_REQUEST, "\"source\" must be a string (the DAG file)");
-    }
-    if (jfile && !json_is_string(jfile)) {
-        json_decref(body);
-        return respond_error(r, MHD_HTTP_BAD_REQUEST, "\"file\" must be a string");
+        return respond_error(r, MHD_HTTP_BAD_REQUEST, "%s", bad);
     }
     const char *file = jfile ? json_string_value(jfile) : "dag.yaml";
     json_t *result = NULL;
     loom_diags_t diags = {0};
     int err = loom_sched_submit(r->api->sched, file, json_string_value(jsource),
-                                json_string_length(jsource), &result, &diags);
+                                json_string_length(jsource), &origin, &result, &diags);
     json_decref(body);
-    if (err == LOOM_EPARSE) {
-        rc = respond_json(
-            r, MHD_HTTP_UNPROCESSABLE_CONTENT,
-            json_pack("{s:s,s:o}", "error", "invalid DAG", "diagnostics", diags_json(&diags)));
+    if (err == LOOM_EPARSE || err == LOOM_ENOTFOUND) {
+        rc = respond_json(r, MHD_HTTP_UNPROCESSABLE_CONTENT,
+                          json_pack("{s:s,s:o}", "error",
+                                    err == LOOM_EPARSE ? "invalid DAG" : "incomplete code bundle",
+                                    "diagnostics", diags_json(&diags)));
         loom_diags_free(&diags);
         return rc;
     }
@@ -201,6 +232,53 @@ static enum MHD_Result post_pipeline(req_t *r, const path_t *p)
     if (err) return respond_loom_error(r, err, "cannot store pipeline");
     bool created = json_is_true(json_object_get(result, "created"));
     return respond_json(r, created ? MHD_HTTP_CREATED : MHD_HTTP_OK, result);
+}
+
+/* POST /objects/missing {"hashes": [...]}: which of these loomd lacks. */
+static enum MHD_Result post_objects_missing(req_t *r, const path_t *p)
+{
+    (void)p;
+    enum MHD_Result rc;
+    json_t *body = parse_body(r, &rc);
+    if (!body) return rc;
+    json_t *hashes = json_object_get(body, "hashes");
+    if (!json_is_array(hashes) || json_array_size(hashes) > 100000) {
+        json_decref(body);
+        return respond_error(r, MHD_HTTP_BAD_REQUEST,
+                             "\"hashes\" must be a list of at most 100000 hashes");
+    }
+    json_t *missing = json_array();
+    size_t i;
+    json_t *h;
+    json_array_foreach(hashes, i, h)
+    {
+        const char *hex = json_string_value(h);
+        if (!loom_objects_hash_valid(hex)) {
+            json_decref(missing);
+            json_decref(body);
+            return respond_error(r, MHD_HTTP_BAD_REQUEST,
+                                 "hashes[%zu] is not 64 lowercase hex digits", i);
+        }
+        if (!loom_objects_has(loom_sched_objects(r->api->sched), hex))
+            json_array_append(missing, h);
+    }
+    json_decref(body);
+    return respond_json(r, MHD_HTTP_OK, json_pack("{s:o}", "missing", missing));
+}
+
+/* PUT /objects/HASH: the body was streamed into r->upload as it arrived. */
+static enum MHD_Result put_object(req_t *r, const path_t *p)
+{
+    char why[256] = "";
+    if (!r->upload)
+        return respond_error(r, MHD_HTTP_BAD_REQUEST, "object \"%s\": %s", p->segs[3],
+                             r->upload_error ? r->upload_error : "not stored");
+    int err = loom_objects_writer_commit(&r->upload, p->segs[3], why, sizeof why);
+    if (err)
+        return respond_error(r, MHD_HTTP_UNPROCESSABLE_CONTENT, "object %s: %s", p->segs[3], why);
+    return respond_json(
+        r, MHD_HTTP_CREATED,
+        json_pack("{s:s,s:I}", "hash", p->segs[3], "size", (json_int_t)r->uploaded));
 }
 
 static enum MHD_Result get_pipelines(req_t *r, const path_t *p)
@@ -214,7 +292,14 @@ static enum MHD_Result get_pipelines(req_t *r, const path_t *p)
 static enum MHD_Result get_pipeline(req_t *r, const path_t *p)
 {
     json_t *out = NULL;
-    int err = loom_store_json_pipeline(loom_sched_store(r->api->sched), p->segs[3], &out);
+    uint64_t version;
+    if (query_u64(r, "version", UINT32_MAX, 0, &version) != 0)
+        return respond_error(r, MHD_HTTP_BAD_REQUEST, "\"version\" must be a positive integer");
+    int err = loom_store_json_pipeline(loom_sched_store(r->api->sched), p->segs[3],
+                                       (uint32_t)version, &out);
+    if (err == LOOM_ENOTFOUND && version)
+        return respond_error(r, MHD_HTTP_NOT_FOUND, "pipeline \"%s\" has no version %llu",
+                             p->segs[3], (unsigned long long)version);
     if (err == LOOM_ENOTFOUND)
         return respond_error(r, MHD_HTTP_NOT_FOUND, "no pipeline named \"%s\"", p->segs[3]);
     return err ? respond_loom_error(r, err, "pipeline") : respond_json(r, MHD_HTTP_OK, out);
@@ -518,6 +603,8 @@ static const struct {
 } routes[] = {
     {"GET", "health", get_health},
     {"POST", "pipelines", post_pipeline},
+    {"POST", "objects/missing", post_objects_missing},
+    {"PUT", "objects/*", put_object},
     {"GET", "pipelines", get_pipelines},
     {"GET", "pipelines/*", get_pipeline},
     {"POST", "pipelines/*/runs", post_run},
@@ -575,6 +662,18 @@ static enum MHD_Result route(req_t *r, const char *url, const char *method)
     return respond_error(r, MHD_HTTP_NOT_FOUND, "no such path: %.200s", url);
 }
 
+/* Objects are streamed to a temporary file as they arrive instead of being
+ * held in memory like other bodies. */
+static void start_upload(req_t *r, const char *url, const char *method)
+{
+    static const char prefix[] = "/api/v1/objects/";
+    if (strcmp(method, "PUT") != 0 || strncmp(url, prefix, sizeof prefix - 1) != 0) return;
+    if (!loom_objects_hash_valid(url + sizeof prefix - 1))
+        r->upload_error = "the name must be the content's BLAKE2b-256, 64 lowercase hex digits";
+    else if (loom_objects_writer_new(loom_sched_objects(r->api->sched), &r->upload) != 0)
+        r->upload_error = "loomd cannot store objects";
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
@@ -587,6 +686,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->api = api;
         r->conn = conn;
         *con_cls = r;
+        start_upload(r, url, method);
+        return MHD_YES;
+    }
+    if (*upload_data_size && (r->upload || r->upload_error)) {
+        if (r->upload &&
+            (r->uploaded + *upload_data_size > LOOM_OBJECT_MAX ||
+             loom_objects_writer_append(r->upload, upload_data, *upload_data_size) != 0)) {
+            loom_objects_writer_abort(&r->upload);
+            r->upload_error = "too large, or loomd could not write it";
+        }
+        r->uploaded += *upload_data_size;
+        *upload_data_size = 0;
         return MHD_YES;
     }
     if (*upload_data_size) {
@@ -611,6 +722,7 @@ static void on_request_done(void *cls, struct MHD_Connection *conn, void **con_c
     (void)toe;
     if (!r) return;
     waiter_remove(api, r);
+    loom_objects_writer_abort(&r->upload);
     loom_buf_free(&r->body);
     free(r);
     *con_cls = NULL;

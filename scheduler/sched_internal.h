@@ -4,6 +4,7 @@
 #ifndef LOOM_SCHED_INTERNAL_H
 #define LOOM_SCHED_INTERNAL_H
 
+#include "objects.h"
 #include "scheduler.h"
 
 #include "loom/codec.h"
@@ -112,6 +113,7 @@ struct loom_sched {
     char *state_dir;
     char *bind;
     loom_store_t *store;
+    loom_objects_t *objects;
     void *zctx;
     bool own_zctx;
     loom_zsock_t *router;
@@ -180,6 +182,9 @@ void attempt_started(loom_sched_t *s, attempt_t *a, uint64_t started_ms);
 int attempt_log(loom_sched_t *s, attempt_t *a, const Loom__LogChunk *c);
 const char *task_state_name(task_state_t st);
 const char *run_state_name(run_state_t st);
+
+/* objects.c: answers an agent's FetchObject with an ObjectChunk. */
+void objects_on_fetch(loom_sched_t *s, agent_t *a, const loom_msg_t *m);
 
 /* sched_wire.c: agent protocol */
 void on_router_message(void *ud, zmq_msg_t *parts, size_t nparts);

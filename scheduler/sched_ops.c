@@ -10,32 +10,54 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void hash_hex(const char *data, size_t len, char out[65])
+/* A version's identity: the DAG text and the bundle it runs with. */
+static void version_hash(const char *data, size_t len, const char *bundle, char out[65])
 {
     unsigned char h[32];
-    crypto_generichash(h, sizeof h, (const unsigned char *)data, len, NULL, 0);
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, NULL, 0, sizeof h);
+    crypto_generichash_update(&st, (const unsigned char *)data, len);
+    if (bundle) {
+        crypto_generichash_update(&st, (const unsigned char *)"\0bundle:", 8);
+        crypto_generichash_update(&st, (const unsigned char *)bundle, strlen(bundle));
+    }
+    crypto_generichash_final(&st, h, sizeof h);
     sodium_bin2hex(out, 65, h, sizeof h);
 }
 
 int loom_sched_submit(loom_sched_t *s, const char *file, const char *source, size_t len,
-                      json_t **result, loom_diags_t *diags)
+                      const loom_submit_origin_t *origin, json_t **result, loom_diags_t *diags)
 {
+    static const loom_submit_origin_t none = {NULL, NULL, -1};
     loom_dag_t *dag = NULL;
+    char why[256];
     *result = NULL;
+    if (!origin) origin = &none;
     int rc = loom_dag_parse(source, len, file, &dag, diags);
     if (rc) return rc;
+    if (origin->bundle) {
+        rc = loom_objects_check_bundle(s->objects, origin->bundle, why, sizeof why);
+        if (rc) {
+            loom_diags_add(diags, file, 0, 0, "code bundle: %s", why);
+            loom_dag_destroy(&dag);
+            return rc;
+        }
+    }
     char hex[65];
-    hash_hex(source, len, hex);
+    version_hash(source, len, origin->bundle, hex);
     loom_submit_result_t res;
     rc = loom_store_pipeline_submit(s->store, dag->name, file, source, len, hex,
                                     (uint32_t)dag->n_tasks, loom_unix_ms(), &res);
+    if (rc == 0 && res.created)
+        rc = loom_store_version_origin(s->store, res.pipeline_id, res.version, origin->bundle,
+                                       origin->git_commit, origin->git_dirty);
     if (rc == 0) rc = loom_sched_commit(s);
     if (rc == 0) {
         *result =
             json_pack("{s:s,s:i,s:b,s:i,s:s}", "pipeline", dag->name, "version", (int)res.version,
                       "created", res.created, "tasks", (int)dag->n_tasks, "hash", hex);
-        LOG_INFO("pipeline submitted pipeline=%s version=%u created=%d", dag->name, res.version,
-                 res.created);
+        LOG_INFO("pipeline submitted pipeline=%s version=%u created=%d bundle=%s", dag->name,
+                 res.version, res.created, origin->bundle ? origin->bundle : "-");
     }
     loom_dag_destroy(&dag);
     return rc;

@@ -45,6 +45,11 @@ loom_store_t *loom_sched_store(loom_sched_t *s)
     return s->store;
 }
 
+loom_objects_t *loom_sched_objects(loom_sched_t *s)
+{
+    return s->objects;
+}
+
 void loom_sched_set_observer(loom_sched_t *s, const loom_sched_observer_t *obs)
 {
     s->obs = *obs;
@@ -214,6 +219,8 @@ int loom_sched_open(loom_sched_t *s, char *why, size_t whylen)
         snprintf(why, whylen, "cannot create state folder %s: %s", s->state_dir, strerror(errno));
         return rc;
     }
+    rc = loom_objects_open(s->state_dir, &s->objects, why, whylen);
+    if (rc) return rc;
     char *db = loom_xasprintf("%s/loom.db", s->state_dir);
     rc = loom_store_open(db, s->cfg.sync, &s->store, why, whylen);
     free(db);
@@ -336,6 +343,7 @@ void loom_sched_destroy(loom_sched_t **sp)
         free(m);
     }
     loom_store_destroy(&s->store);
+    loom_objects_destroy(&s->objects);
     if (s->own_zctx) zmq_ctx_term(s->zctx);
     free(s->state_dir);
     free(s->bind);

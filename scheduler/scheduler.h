@@ -11,6 +11,7 @@
 
 #include "loom/dag.h"
 #include "loom/util.h"
+#include "objects.h"
 #include "store.h"
 
 typedef struct loom_sched loom_sched_t;
@@ -46,13 +47,24 @@ void loom_sched_close(loom_sched_t *s, void (*on_closed)(void *ud), void *ud);
 void loom_sched_destroy(loom_sched_t **s);
 
 loom_store_t *loom_sched_store(loom_sched_t *s);
+loom_objects_t *loom_sched_objects(loom_sched_t *s);
 /* Commits the writes of this turn now (before answering a client). */
 int loom_sched_commit(loom_sched_t *s);
 
-/* Validates and stores a DAG. Returns 0 with *result ({"pipeline", "version",
- * "created", "tasks"}), LOOM_EPARSE with *diags filled, or another error. */
+/* Where a submitted version comes from; every field may be NULL/-1. */
+typedef struct {
+    const char *bundle;     /* code bundle manifest hash; must be stored */
+    const char *git_commit; /* commit of the folder, if it is a checkout */
+    int git_dirty;          /* 1 dirty, 0 clean, -1 unknown */
+} loom_submit_origin_t;
+
+/* Validates and stores a DAG (and checks its bundle is complete). Returns 0
+ * with *result ({"pipeline", "version", "created", "tasks", "hash"}),
+ * LOOM_EPARSE with *diags filled, LOOM_ENOTFOUND with the missing object in
+ * *diags, or another error. A version is new when the DAG text or the
+ * bundle differs from the latest one. */
 int loom_sched_submit(loom_sched_t *s, const char *file, const char *source, size_t len,
-                      json_t **result, loom_diags_t *diags);
+                      const loom_submit_origin_t *origin, json_t **result, loom_diags_t *diags);
 /* Creates a run of a pipeline version (0: latest) and queues its roots. */
 int loom_sched_start_run(loom_sched_t *s, const char *pipeline, uint32_t version,
                          const char *trigger, uint64_t *run_id);

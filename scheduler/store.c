@@ -48,6 +48,16 @@ static const char *const migrations[] = {
     "  name TEXT PRIMARY KEY, hostname TEXT, version TEXT, cpus INTEGER,"
     "  memory_bytes INTEGER, slots INTEGER, labels TEXT NOT NULL DEFAULT '{}',"
     "  state TEXT NOT NULL, connected_ms INTEGER, last_seen_ms INTEGER);",
+    /* 2: the DAG format (parameters, foreach, backoff, metrics) and bundles */
+    "ALTER TABLE pipeline_versions ADD COLUMN bundle TEXT;"
+    "ALTER TABLE pipeline_versions ADD COLUMN git_commit TEXT;"
+    "ALTER TABLE pipeline_versions ADD COLUMN git_dirty INTEGER;"
+    "ALTER TABLE runs ADD COLUMN params TEXT NOT NULL DEFAULT '{}';"
+    "ALTER TABLE tasks ADD COLUMN dag_idx INTEGER;"
+    "ALTER TABLE tasks ADD COLUMN item TEXT;"
+    "ALTER TABLE tasks ADD COLUMN not_before_ms INTEGER;"
+    "ALTER TABLE attempts ADD COLUMN metrics TEXT;"
+    "UPDATE tasks SET dag_idx = idx;",
 };
 
 enum {
@@ -87,23 +97,25 @@ static const char *const sql[Q_COUNT] = {
                          " WHERE p.name = ?1 AND v.version = CASE WHEN ?2 = 0"
                          " THEN p.latest_version ELSE ?2 END",
     [Q_RUN_INSERT] = "INSERT INTO runs(pipeline_id, version, state, trigger, created_ms,"
-                     " started_ms, ended_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                     " started_ms, ended_ms, params) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,"
+                     " coalesce(?8, '{}'))",
     [Q_RUN_UPDATE] = "UPDATE runs SET state = ?2, started_ms = ?3, ended_ms = ?4 WHERE id = ?1",
     [Q_TASK_INSERT] =
         "INSERT INTO tasks(run_id, idx, name, needs, state) VALUES (?1, ?2, ?3, ?4, ?5)",
     [Q_TASK_UPDATE] = "UPDATE tasks SET state = ?2, attempts = ?3, current_attempt = ?4,"
                       " started_ms = ?5, ended_ms = ?6, exit_code = ?7, signal = ?8,"
-                      " error = ?9 WHERE id = ?1",
+                      " error = ?9, not_before_ms = ?10 WHERE id = ?1",
     [Q_ATTEMPT_INSERT] = "INSERT INTO attempts(task_id, run_id, number, agent, state,"
                          " dispatched_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     [Q_ATTEMPT_UPDATE] = "UPDATE attempts SET state = ?2, started_ms = ?3, ended_ms = ?4,"
                          " exit_code = ?5, signal = ?6, error = ?7, user_cpu_us = ?8,"
-                         " sys_cpu_us = ?9, max_rss = ?10, log_seq = ?11, log_bytes = ?12"
-                         " WHERE id = ?1",
+                         " sys_cpu_us = ?9, max_rss = ?10, log_seq = ?11, log_bytes = ?12,"
+                         " metrics = ?13 WHERE id = ?1",
     [Q_ATTEMPT_LOG] = "UPDATE attempts SET log_seq = ?2, log_bytes = ?3 WHERE id = ?1",
     [Q_ATTEMPT_GET] = "SELECT id, task_id, run_id, number, agent, state, dispatched_ms,"
                       " started_ms, ended_ms, exit_code, signal, error, user_cpu_us,"
-                      " sys_cpu_us, max_rss, log_seq, log_bytes FROM attempts WHERE id = ?1",
+                      " sys_cpu_us, max_rss, log_seq, log_bytes, metrics FROM attempts"
+                      " WHERE id = ?1",
     [Q_AGENT_UPSERT] = "INSERT INTO agents(name, hostname, version, cpus, memory_bytes, slots,"
                        " labels, state, connected_ms, last_seen_ms)"
                        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
@@ -118,6 +130,8 @@ struct loom_store {
     sqlite3_stmt *stmts[Q_COUNT];
     bool in_txn;
 };
+
+static sqlite3_stmt *prepare(loom_store_t *s, const char *q);
 
 static int db_err(loom_store_t *s, const char *what)
 {
@@ -189,7 +203,7 @@ static int exec(loom_store_t *s, const char *q)
 static int migrate(loom_store_t *s, char *why, size_t whylen)
 {
     int have = loom_store_schema_version(s);
-    int want = (int)(sizeof migrations / sizeof migrations[0]);
+    int want = loom_store_schema_latest();
     if (have > want) {
         snprintf(why, whylen, "database schema %d is newer than this loomd (%d)", have, want);
         return LOOM_EDB;
@@ -246,6 +260,11 @@ void loom_store_destroy(loom_store_t **sp)
     sqlite3_close(s->db);
     free(s);
     *sp = NULL;
+}
+
+int loom_store_schema_latest(void)
+{
+    return (int)(sizeof migrations / sizeof migrations[0]);
 }
 
 int loom_store_schema_version(loom_store_t *s)
@@ -333,6 +352,39 @@ int loom_store_pipeline_submit(loom_store_t *s, const char *name, const char *fi
     return 0;
 }
 
+int loom_store_version_origin(loom_store_t *s, uint64_t pipeline_id, uint32_t version,
+                              const char *bundle, const char *git_commit, int git_dirty)
+{
+    sqlite3_stmt *st = prepare(s, "UPDATE pipeline_versions SET bundle = ?3, git_commit = ?4,"
+                                  " git_dirty = ?5 WHERE pipeline_id = ?1 AND version = ?2");
+    if (!st) return LOOM_EDB;
+    if (loom_store_begin(s)) {
+        sqlite3_finalize(st);
+        return LOOM_EDB;
+    }
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)pipeline_id);
+    sqlite3_bind_int(st, 2, (int)version);
+    bind_text(st, 3, bundle);
+    bind_text(st, 4, git_commit);
+    if (git_dirty >= 0) sqlite3_bind_int(st, 5, git_dirty);
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(s, "version origin");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+char *loom_store_version_bundle(loom_store_t *s, uint64_t pipeline_id, uint32_t version)
+{
+    sqlite3_stmt *st = prepare(s, "SELECT bundle FROM pipeline_versions"
+                                  " WHERE pipeline_id = ?1 AND version = ?2");
+    if (!st) return NULL;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)pipeline_id);
+    sqlite3_bind_int(st, 2, (int)version);
+    char *out = NULL;
+    if (sqlite3_step(st) == SQLITE_ROW && col_text(st, 0)) out = loom_xstrdup(col_text(st, 0));
+    sqlite3_finalize(st);
+    return out;
+}
+
 static char *col_blob_dup(sqlite3_stmt *st, int i, size_t *len)
 {
     const void *p = sqlite3_column_blob(st, i);
@@ -372,6 +424,7 @@ int loom_store_run_insert(loom_store_t *s, loom_run_row_t *row)
     sqlite3_bind_int64(st, 5, (sqlite3_int64)row->created_ms);
     bind_ms(st, 6, row->started_ms);
     bind_ms(st, 7, row->ended_ms);
+    bind_text(st, 8, row->params_json);
     if (step_done(s, st, "insert run")) return LOOM_EDB;
     row->id = (uint64_t)sqlite3_last_insert_rowid(s->db);
     return 0;
@@ -397,6 +450,8 @@ int loom_store_task_insert(loom_store_t *s, loom_task_row_t *row)
     bind_text(st, 3, row->name);
     bind_text(st, 4, row->needs_json ? row->needs_json : "[]");
     bind_text(st, 5, row->state);
+    sqlite3_bind_int(st, 6, (int)row->dag_idx);
+    bind_text(st, 7, row->item_json);
     if (step_done(s, st, "insert task")) return LOOM_EDB;
     row->id = (uint64_t)sqlite3_last_insert_rowid(s->db);
     return 0;
@@ -417,6 +472,7 @@ int loom_store_task_update(loom_store_t *s, const loom_task_row_t *row)
         sqlite3_bind_int(st, 8, row->signal);
     }
     bind_text(st, 9, row->error);
+    bind_ms(st, 10, row->not_before_ms);
     return step_done(s, st, "update task");
 }
 
@@ -453,6 +509,7 @@ int loom_store_attempt_update(loom_store_t *s, const loom_attempt_row_t *row)
     bind_text(st, 7, row->error);
     sqlite3_bind_int64(st, 11, (sqlite3_int64)row->log_seq);
     sqlite3_bind_int64(st, 12, (sqlite3_int64)row->log_bytes);
+    bind_text(st, 13, row->metrics_json);
     return step_done(s, st, "update attempt");
 }
 
@@ -487,6 +544,7 @@ static void read_attempt(sqlite3_stmt *st, loom_attempt_row_t *row)
     row->max_rss = col_u64(st, 14);
     row->log_seq = col_u64(st, 15);
     row->log_bytes = col_u64(st, 16);
+    row->metrics_json = col_text(st, 17);
 }
 
 int loom_store_attempt_get(loom_store_t *s, uint64_t attempt_id, loom_attempt_row_t *row)
@@ -527,11 +585,12 @@ static void read_run(sqlite3_stmt *st, loom_run_row_t *row)
     row->created_ms = col_u64(st, 6);
     row->started_ms = col_u64(st, 7);
     row->ended_ms = col_u64(st, 8);
+    row->params_json = col_text(st, 9);
 }
 
 #define RUN_COLUMNS                                                                                \
     "r.id, r.pipeline_id, p.name, r.version, r.state, r.trigger, r.created_ms, "                   \
-    "r.started_ms, r.ended_ms"
+    "r.started_ms, r.ended_ms, r.params"
 
 int loom_store_each_active_run(loom_store_t *s, int (*cb)(void *ud, const loom_run_row_t *row),
                                void *ud)
@@ -567,11 +626,15 @@ static void read_task(sqlite3_stmt *st, loom_task_row_t *row)
     row->exit_code = sqlite3_column_int(st, 10);
     row->signal = sqlite3_column_int(st, 11);
     row->error = col_text(st, 12);
+    row->dag_idx = (uint32_t)sqlite3_column_int(st, 13);
+    row->item_json = col_text(st, 14);
+    row->not_before_ms = col_u64(st, 15);
 }
 
 #define TASK_COLUMNS                                                                               \
     "t.id, t.run_id, t.idx, t.name, t.needs, t.state, t.attempts, t.current_attempt, "             \
-    "t.started_ms, t.ended_ms, t.exit_code, t.signal, t.error"
+    "t.started_ms, t.ended_ms, t.exit_code, t.signal, t.error, t.dag_idx, t.item, "                \
+    "t.not_before_ms"
 
 int loom_store_each_task(loom_store_t *s, uint64_t run_id,
                          int (*cb)(void *ud, const loom_task_row_t *row), void *ud)
@@ -725,10 +788,11 @@ int loom_store_json_pipelines(loom_store_t *s, json_t **out)
     return 0;
 }
 
-int loom_store_json_pipeline(loom_store_t *s, const char *name, json_t **out)
+int loom_store_json_pipeline(loom_store_t *s, const char *name, uint32_t version, json_t **out)
 {
     sqlite3_stmt *st = prepare(s, "SELECT v.version, v.hash, v.created_ms, v.n_tasks, v.source,"
-                                  " p.latest_version FROM pipelines p JOIN pipeline_versions v"
+                                  " p.latest_version, v.file, v.bundle, v.git_commit, v.git_dirty"
+                                  " FROM pipelines p JOIN pipeline_versions v"
                                   " ON v.pipeline_id = p.id WHERE p.name = ?1"
                                   " ORDER BY v.version");
     if (!st) return LOOM_EDB;
@@ -738,33 +802,54 @@ int loom_store_json_pipeline(loom_store_t *s, const char *name, json_t **out)
     int latest = 0;
     while (sqlite3_step(st) == SQLITE_ROW) {
         latest = sqlite3_column_int(st, 5);
+        int v = sqlite3_column_int(st, 0);
+        json_t *git = sqlite3_column_type(st, 8) == SQLITE_NULL
+                          ? json_null()
+                          : json_pack("{s:o,s:o}", "commit", json_str(st, 8), "dirty",
+                                      sqlite3_column_type(st, 9) == SQLITE_NULL
+                                          ? json_null()
+                                          : json_boolean(sqlite3_column_int(st, 9)));
         json_array_append_new(versions,
-                              json_pack("{s:i,s:o,s:o,s:i}", "version", sqlite3_column_int(st, 0),
-                                        "hash", json_str(st, 1), "created_unix_ms", json_ms(st, 2),
-                                        "tasks", sqlite3_column_int(st, 3)));
-        if (sqlite3_column_int(st, 0) == latest) {
+                              json_pack("{s:i,s:o,s:o,s:i,s:o,s:o,s:o}", "version", v, "hash",
+                                        json_str(st, 1), "created_unix_ms", json_ms(st, 2), "tasks",
+                                        sqlite3_column_int(st, 3), "file", json_str(st, 6),
+                                        "bundle", json_str(st, 7), "git", git));
+        if ((version == 0 && v == latest) || (uint32_t)v == version) {
             json_decref(source);
             source = json_stringn_nocheck(sqlite3_column_blob(st, 4),
                                           (size_t)sqlite3_column_bytes(st, 4));
         }
     }
     sqlite3_finalize(st);
-    if (json_array_size(versions) == 0) {
+    if (json_array_size(versions) == 0 || !source) {
         json_decref(versions);
         json_decref(source);
         return LOOM_ENOTFOUND;
     }
-    *out = json_pack("{s:s,s:i,s:o,s:o}", "name", name, "latest_version", latest, "versions",
-                     versions, "source", source ? source : json_null());
+    *out = json_pack("{s:s,s:i,s:i,s:o,s:o}", "name", name, "latest_version", latest, "version",
+                     version ? (int)version : latest, "versions", versions, "source", source);
     return 0;
+}
+
+/* A JSON column, parsed; fallback when it is NULL or unreadable. */
+static json_t *json_col(sqlite3_stmt *st, int i, json_t *fallback)
+{
+    const char *t = col_text(st, i);
+    json_t *v = t ? json_loads(t, JSON_DECODE_ANY, NULL) : NULL;
+    if (v) {
+        json_decref(fallback);
+        return v;
+    }
+    return fallback;
 }
 
 static json_t *run_json(sqlite3_stmt *st)
 {
-    return json_pack("{s:I,s:o,s:i,s:o,s:o,s:o,s:o,s:o}", "id", sqlite3_column_int64(st, 0),
+    return json_pack("{s:I,s:o,s:i,s:o,s:o,s:o,s:o,s:o,s:o}", "id", sqlite3_column_int64(st, 0),
                      "pipeline", json_str(st, 2), "version", sqlite3_column_int(st, 3), "state",
                      json_str(st, 4), "trigger", json_str(st, 5), "created_unix_ms", json_ms(st, 6),
-                     "started_unix_ms", json_ms(st, 7), "ended_unix_ms", json_ms(st, 8));
+                     "started_unix_ms", json_ms(st, 7), "ended_unix_ms", json_ms(st, 8), "params",
+                     json_col(st, 9, json_object()));
 }
 
 int loom_store_json_runs(loom_store_t *s, const char *pipeline, int limit, json_t **out)
@@ -784,17 +869,21 @@ int loom_store_json_runs(loom_store_t *s, const char *pipeline, int limit, json_
 
 static json_t *task_json(sqlite3_stmt *st)
 {
-    json_t *needs = json_loads(col_text(st, 4) ? col_text(st, 4) : "[]", 0, NULL);
     bool exited = sqlite3_column_type(st, 10) != SQLITE_NULL;
     int sig = sqlite3_column_int(st, 11);
     json_t *exit_code = exited && sig == 0 ? json_integer(sqlite3_column_int(st, 10)) : json_null();
     json_t *signal = exited && sig != 0 ? json_integer(sig) : json_null();
-    return json_pack("{s:o,s:o,s:o,s:i,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "name", json_str(st, 3),
-                     "state", json_str(st, 5), "needs", needs ? needs : json_array(), "attempts",
-                     sqlite3_column_int(st, 6), "attempt_id", json_ms(st, 7), "agent",
-                     json_str(st, 13), "exit_code", exit_code, "signal", signal, "error",
-                     json_str(st, 12), "started_unix_ms", json_ms(st, 8), "ended_unix_ms",
-                     json_ms(st, 9));
+    json_t *t = json_pack("{s:o,s:o,s:o,s:i,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "name", json_str(st, 3),
+                          "state", json_str(st, 5), "needs", json_col(st, 4, json_array()),
+                          "attempts", sqlite3_column_int(st, 6), "attempt_id", json_ms(st, 7),
+                          "agent", json_str(st, 16), "exit_code", exit_code, "signal", signal,
+                          "error", json_str(st, 12), "started_unix_ms", json_ms(st, 8),
+                          "ended_unix_ms", json_ms(st, 9));
+    json_object_set_new(t, "metrics", json_col(st, 17, json_null()));
+    if (sqlite3_column_type(st, 14) != SQLITE_NULL)
+        json_object_set_new(t, "item", json_col(st, 14, json_null()));
+    json_object_set_new(t, "retry_at_unix_ms", json_ms(st, 15));
+    return t;
 }
 
 int loom_store_json_run(loom_store_t *s, uint64_t run_id, json_t **out)
@@ -809,7 +898,7 @@ int loom_store_json_run(loom_store_t *s, uint64_t run_id, json_t **out)
     }
     json_t *run = run_json(st);
     sqlite3_finalize(st);
-    st = prepare(s, "SELECT " TASK_COLUMNS ", a.agent FROM tasks t"
+    st = prepare(s, "SELECT " TASK_COLUMNS ", a.agent, a.metrics FROM tasks t"
                     " LEFT JOIN attempts a ON a.id = t.current_attempt"
                     " WHERE t.run_id = ?1 ORDER BY t.idx");
     if (!st) {

@@ -24,6 +24,8 @@ int loom_store_open(const char *path, loom_sync_mode sync, loom_store_t **out, c
                     size_t whylen);
 void loom_store_destroy(loom_store_t **s);
 int loom_store_schema_version(loom_store_t *s);
+/* The schema this loomd migrates to. */
+int loom_store_schema_latest(void);
 
 /* Starts a transaction unless one is open. */
 int loom_store_begin(loom_store_t *s);
@@ -44,6 +46,12 @@ typedef struct {
 int loom_store_pipeline_submit(loom_store_t *s, const char *name, const char *file,
                                const char *source, size_t len, const char *hash_hex,
                                uint32_t n_tasks, uint64_t now_ms, loom_submit_result_t *res);
+/* Records where a new version came from: its code bundle (manifest hash,
+ * or NULL) and git commit (or NULL; dirty -1 when unknown). */
+int loom_store_version_origin(loom_store_t *s, uint64_t pipeline_id, uint32_t version,
+                              const char *bundle, const char *git_commit, int git_dirty);
+/* The code bundle of a version, or NULL (caller frees). */
+char *loom_store_version_bundle(loom_store_t *s, uint64_t pipeline_id, uint32_t version);
 /* Source of a version (0: the latest). Caller frees *source. */
 int loom_store_pipeline_source(loom_store_t *s, const char *name, uint32_t version,
                                uint64_t *pipeline_id, uint32_t *version_out, char **source,
@@ -59,6 +67,7 @@ typedef struct {
     const char *state;
     const char *trigger;
     uint64_t created_ms, started_ms, ended_ms; /* 0: not reached */
+    const char *params_json;                   /* the run's parameters, a JSON object */
 } loom_run_row_t;
 
 typedef struct {
@@ -74,7 +83,10 @@ typedef struct {
     bool has_exit;
     int exit_code;
     int signal;
-    const char *error; /* NULL: none */
+    const char *error;      /* NULL: none */
+    uint32_t dag_idx;       /* the DAG task this is (a copy of, for foreach) */
+    const char *item_json;  /* foreach item as JSON; NULL: not a copy */
+    uint64_t not_before_ms; /* a retry waits until then (unix ms); 0: now */
 } loom_task_row_t;
 
 typedef struct {
@@ -90,6 +102,7 @@ typedef struct {
     const char *error;
     uint64_t user_cpu_us, sys_cpu_us, max_rss;
     uint64_t log_seq, log_bytes;
+    const char *metrics_json; /* NULL: none */
 } loom_attempt_row_t;
 
 int loom_store_run_insert(loom_store_t *s, loom_run_row_t *row); /* sets row->id */
@@ -137,7 +150,8 @@ int loom_store_each_agent(loom_store_t *s, int (*cb)(void *ud, const loom_agent_
 /* --- JSON for the API -------------------------------------------------------- */
 
 int loom_store_json_pipelines(loom_store_t *s, json_t **out);
-int loom_store_json_pipeline(loom_store_t *s, const char *name, json_t **out);
+/* A pipeline with its versions and the source of version (0: the latest). */
+int loom_store_json_pipeline(loom_store_t *s, const char *name, uint32_t version, json_t **out);
 int loom_store_json_runs(loom_store_t *s, const char *pipeline, int limit, json_t **out);
 int loom_store_json_run(loom_store_t *s, uint64_t run_id, json_t **out);
 /* Every attempt of one task of a run, oldest first. */

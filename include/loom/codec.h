@@ -14,6 +14,10 @@
 #define LOOM_MSG_MAX (4 * 1024 * 1024)
 /* Largest LogChunk payload an agent sends. */
 #define LOOM_LOG_CHUNK_MAX (256 * 1024)
+/* Largest ObjectChunk payload loomd sends. */
+#define LOOM_OBJECT_CHUNK_MAX (1024 * 1024)
+/* Largest metrics JSON a Finished may carry. */
+#define LOOM_METRICS_MAX (64 * 1024)
 
 typedef Loom__Envelope loom_msg_t;
 

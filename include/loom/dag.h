@@ -35,6 +35,52 @@ typedef struct {
     char *value;
 } loom_env_t;
 
+/* Parameter types. Values travel as JSON (jansson) once parsed. */
+typedef enum {
+    LOOM_PARAM_STRING,
+    LOOM_PARAM_INT,
+    LOOM_PARAM_FLOAT,
+    LOOM_PARAM_BOOL,
+    LOOM_PARAM_LIST,
+} loom_param_type;
+
+typedef struct {
+    char *name;
+    loom_param_type type;
+    char *default_json; /* the default as JSON text; NULL: the run must give it */
+    char *description;  /* may be NULL */
+    int line, col;
+} loom_dag_param_t;
+
+typedef enum {
+    LOOM_RULE_ALL_SUCCESS, /* default: every needed task succeeded */
+    LOOM_RULE_ALL_DONE,    /* every needed task ended, whatever its state */
+    LOOM_RULE_ONE_FAILED,  /* at least one needed task failed (clean-up, alerts) */
+} loom_trigger_rule;
+
+typedef struct {
+    double cpus;               /* 0: not asked for */
+    uint64_t memory_bytes;     /* 0: not asked for */
+    uint32_t gpus;             /* count */
+    char *gpu_model;           /* substring the GPU's model must contain; NULL: any */
+    uint64_t gpu_memory_bytes; /* minimum memory per GPU; 0: any */
+    loom_env_t *labels;        /* label selectors: the agent must have key=value */
+    size_t n_labels;
+    char *pool; /* NULL: none */
+} loom_dag_resources_t;
+
+/* A piece of a `run` after parsing its ${{ ... }} references: literal text,
+ * or a reference path ("params.lr", "tasks.train.metrics.auc", "item"). */
+typedef struct {
+    char *text; /* literal text, or the reference path */
+    int is_ref;
+} loom_tmpl_part_t;
+
+typedef struct {
+    loom_tmpl_part_t *parts;
+    size_t n_parts;
+} loom_tmpl_t;
+
 typedef struct {
     char *name;
     char *shell; /* run as a string; NULL in the argv form */
@@ -48,6 +94,25 @@ typedef struct {
     uint64_t timeout_ms; /* 0: no limit */
     uint32_t retries;    /* further attempts after a failure */
     int line, col;       /* where the task's name is written */
+
+    /* `run` split into literal text and ${{ references }}: shell_tmpl for the
+     * shell form, argv_tmpl[argc] for the argv form (one per argument). */
+    loom_tmpl_t shell_tmpl;
+    loom_tmpl_t *argv_tmpl;
+    char *cond;               /* `if` expression source; NULL: always */
+    loom_trigger_rule rule;   /* `trigger_rule` */
+    uint64_t retry_delay_ms;  /* first retry's delay (default 1s) */
+    uint64_t max_retry_delay_ms; /* cap of the exponential backoff (default 5m) */
+    int retry_jitter;         /* 1: +-25% random jitter (default) */
+    loom_dag_resources_t resources;
+    char *foreach;            /* reference path ("params.lrs") or NULL */
+    char *foreach_json;       /* a literal list, as JSON text, or NULL */
+    char *metrics;            /* `metrics: FILE`, relative to the working folder; NULL: none */
+    char **inputs;            /* `inputs` as written (parsed here, used by the artifacts issue) */
+    size_t n_inputs;
+    char **outputs;           /* `outputs` as written */
+    size_t n_outputs;
+    int cache;                /* `cache: true` */
 } loom_dag_task_t;
 
 typedef struct {
@@ -58,6 +123,11 @@ typedef struct {
     loom_dag_task_t *tasks; /* in file order */
     size_t n_tasks;
     size_t *order; /* a topological order: indexes into tasks */
+
+    loom_dag_param_t *params;
+    size_t n_params;
+    char *triggers_json;    /* `triggers` as a JSON array, shape-checked; NULL: none */
+    char *concurrency_json; /* `concurrency` as a JSON object; NULL: none */
 } loom_dag_t;
 
 typedef struct {
@@ -85,6 +155,19 @@ ssize_t loom_dag_find(const loom_dag_t *dag, const char *name);
  * nobody reads the 101st, and a hostile file must not grow the list without
  * bound. */
 #define LOOM_DIAGS_MAX 100
+
+/* The parameter named name, or NULL. */
+const loom_dag_param_t *loom_dag_param(const loom_dag_t *dag, const char *name);
+
+/* Renders a template. lookup returns the value of a reference path as text
+ * (a new string the renderer frees), or NULL when it has none, in which case
+ * rendering fails with the path in why. In shell form (shell_quote) every
+ * value is substituted single-quoted, so $(...), backticks, ;, newlines and
+ * quotes in it are literal text; in argv form it is inserted as is, always
+ * within its one argument. Returns a new string, or NULL. */
+char *loom_tmpl_render(const loom_tmpl_t *t, int shell_quote,
+                       char *(*lookup)(void *ud, const char *path), void *ud, char *why,
+                       size_t whylen);
 
 /* Appends one diagnostic (message formatted printf-style). */
 void loom_diags_add(loom_diags_t *d, const char *file, int line, int col, const char *fmt, ...)

@@ -206,7 +206,7 @@ static uint64_t start_run(fixture_t *f)
 {
     json_t *res = NULL;
     loom_diags_t diags = {0};
-    assert_int_equal(loom_sched_submit(f->s, "p.yaml", dag, strlen(dag), &res, &diags), 0);
+    assert_int_equal(loom_sched_submit(f->s, "p.yaml", dag, strlen(dag), NULL, &res, &diags), 0);
     json_decref(res);
     uint64_t run_id = 0;
     assert_int_equal(loom_sched_start_run(f->s, "p", 0, "manual", &run_id), 0);

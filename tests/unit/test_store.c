@@ -51,7 +51,7 @@ static void test_versions_and_reopen(void **state)
 {
     (void)state;
     loom_store_t *s = open_store();
-    assert_int_equal(loom_store_schema_version(s), 1);
+    assert_int_equal(loom_store_schema_version(s), loom_store_schema_latest());
     loom_submit_result_t r;
     assert_int_equal(loom_store_pipeline_submit(s, "p", "p.yaml", "a", 1, "h1", 1, 10, &r), 0);
     assert_true(r.created);
@@ -61,6 +61,7 @@ static void test_versions_and_reopen(void **state)
     assert_int_equal(r.version, 1);
     assert_int_equal(loom_store_pipeline_submit(s, "p", "p.yaml", "bb", 2, "h2", 1, 12, &r), 0);
     assert_int_equal(r.version, 2);
+    assert_int_equal(loom_store_version_origin(s, r.pipeline_id, 2, "ab12", "c0ffee", 1), 0);
     loom_run_row_t run = {.pipeline_id = r.pipeline_id,
                           .version = 2,
                           .state = "running",
@@ -73,7 +74,7 @@ static void test_versions_and_reopen(void **state)
 
     /* Reopened: migrations are not re-run, data is all there. */
     s = open_store();
-    assert_int_equal(loom_store_schema_version(s), 1);
+    assert_int_equal(loom_store_schema_version(s), loom_store_schema_latest());
     uint64_t pid;
     uint32_t version;
     char *src = NULL;
@@ -82,6 +83,10 @@ static void test_versions_and_reopen(void **state)
     assert_int_equal(version, 2);
     assert_string_equal(src, "bb");
     free(src);
+    char *bundle = loom_store_version_bundle(s, pid, 2);
+    assert_string_equal(bundle, "ab12");
+    free(bundle);
+    assert_null(loom_store_version_bundle(s, pid, 1));
     assert_int_equal(loom_store_pipeline_source(s, "p", 1, &pid, &version, &src, &len), 0);
     assert_string_equal(src, "a");
     free(src);
