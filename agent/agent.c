@@ -2,6 +2,8 @@
  * the handlers for what loomd sends. Attempts and their buffered output
  * live in attempt.c; this file decides when they are sent. */
 #include "agent_int.h"
+#include "fetch.h"
+#include "workdir.h"
 
 #include "loom/err.h"
 #include "loom/log.h"
@@ -226,8 +228,9 @@ void agent_send_failed(loom_agent_t *a)
     if (!a->closing) uv_timer_start(&a->retry_timer, on_retry_timer, SEND_RETRY_MS, 0);
 }
 
-static void handle_welcome(loom_agent_t *a, const loom_msg_t *m)
+static void handle_welcome(loom_agent_t *a, loom_msg_t **mp)
 {
+    const loom_msg_t *m = *mp;
     const Loom__Welcome *w = m->welcome;
     for (size_t i = 0; i < w->n_cancel; i++) agent_forget_attempt(a, w->cancel[i]);
     a->welcomed = true;
@@ -244,16 +247,19 @@ static void handle_welcome(loom_agent_t *a, const loom_msg_t *m)
     a->send_blocked = false;
     uv_timer_stop(&a->retry_timer);
     agent_flush_all(a);
+    /* Object requests too: loomd answers what reaches it, once. */
+    fetcher_resume(a->fetcher);
 }
 
-static void handle_heartbeat(loom_agent_t *a, const loom_msg_t *m)
+static void handle_heartbeat(loom_agent_t *a, loom_msg_t **mp)
 {
     (void)a;
-    (void)m; /* its arrival already refreshed liveness */
+    (void)mp; /* its arrival already refreshed liveness */
 }
 
-static void handle_error(loom_agent_t *a, const loom_msg_t *m)
+static void handle_error(loom_agent_t *a, loom_msg_t **mp)
 {
+    const loom_msg_t *m = *mp;
     const Loom__Error *e = m->error;
     if (e->hello_required) {
         LOG_INFO("loomd asks for hello agent=%s: %s", a->name, e->message);
@@ -263,33 +269,44 @@ static void handle_error(loom_agent_t *a, const loom_msg_t *m)
     LOG_WARN("loomd error code=%d agent=%s: %s", (int)e->code, a->name, e->message);
 }
 
-static void handle_dispatch(loom_agent_t *a, const loom_msg_t *m)
+static void handle_dispatch(loom_agent_t *a, loom_msg_t **mp)
 {
-    const Loom__Dispatch *d = m->dispatch;
+    const Loom__Dispatch *d = (*mp)->dispatch;
     if (d->seq > a->dispatch_seq) a->dispatch_seq = d->seq;
     if (a->stopping) {
         LOG_WARN("stopping: ignoring dispatch attempt=%llu", (unsigned long long)d->attempt_id);
         return;
     }
-    agent_dispatch(a, d);
+    loom_msg_t *m = *mp;
+    *mp = NULL; /* the attempt keeps it while its folder is prepared */
+    agent_dispatch(a, m);
 }
 
-static void handle_log_ack(loom_agent_t *a, const loom_msg_t *m)
+static void handle_log_ack(loom_agent_t *a, loom_msg_t **mp)
 {
+    const loom_msg_t *m = *mp;
     agent_ack_log(a, m->log_ack->attempt_id, m->log_ack->seq);
 }
 
-static void handle_finished_ack(loom_agent_t *a, const loom_msg_t *m)
+static void handle_finished_ack(loom_agent_t *a, loom_msg_t **mp)
 {
+    const loom_msg_t *m = *mp;
     agent_ack_finished(a, m->finished_ack->attempt_id);
 }
 
-static void handle_cancel(loom_agent_t *a, const loom_msg_t *m)
+static void handle_cancel(loom_agent_t *a, loom_msg_t **mp)
 {
+    const loom_msg_t *m = *mp;
     agent_cancel(a, m->cancel->attempt_id, m->cancel->reason);
 }
 
-typedef void (*handler_fn)(loom_agent_t *a, const loom_msg_t *m);
+static void handle_object(loom_agent_t *a, loom_msg_t **mp)
+{
+    fetcher_on_chunk(a->fetcher, (*mp)->object);
+}
+
+/* A handler may take the message (and set *m to NULL). */
+typedef void (*handler_fn)(loom_agent_t *a, loom_msg_t **m);
 
 static const struct {
     Loom__Envelope__BodyCase kind;
@@ -302,18 +319,19 @@ static const struct {
     {LOOM__ENVELOPE__BODY_FINISHED_ACK, handle_finished_ack},
     {LOOM__ENVELOPE__BODY_CANCEL, handle_cancel},
     {LOOM__ENVELOPE__BODY_ERROR, handle_error},
+    {LOOM__ENVELOPE__BODY_OBJECT, handle_object},
 };
 
-static void handle_msg(loom_agent_t *a, const loom_msg_t *m)
+static void handle_msg(loom_agent_t *a, loom_msg_t **m)
 {
     for (size_t i = 0; i < sizeof handlers / sizeof handlers[0]; i++) {
-        if (handlers[i].kind == m->body_case) {
+        if (handlers[i].kind == (*m)->body_case) {
             handlers[i].fn(a, m);
             return;
         }
     }
     LOG_WARN("dropping unexpected %s message from loomd agent=%s",
-             loom_codec_kind_name(m->body_case), a->name);
+             loom_codec_kind_name((*m)->body_case), a->name);
 }
 
 static void on_inbox_idle(uv_idle_t *handle)
@@ -324,7 +342,7 @@ static void on_inbox_idle(uv_idle_t *handle)
         inbox_msg_t *in = a->inbox;
         a->inbox = in->next;
         if (!a->inbox) a->inbox_tail = NULL;
-        handle_msg(a, in->msg);
+        handle_msg(a, &in->msg);
         loom_codec_free(in->msg);
         free(in);
     }
@@ -402,6 +420,11 @@ static int prepare_work_dir(loom_agent_t *a)
     }
     free(a->work_dir);
     a->work_dir = abs;
+    a->cache_dir = loom_xasprintf("%s/cache", a->work_dir);
+    if (workdir_cache_init(a->cache_dir) != 0) {
+        LOG_ERROR("cannot create cache folder %s: %s", a->cache_dir, strerror(errno));
+        return LOOM_EIO;
+    }
     return 0;
 }
 
@@ -454,6 +477,7 @@ int loom_agent_start(loom_agent_t *a)
         return LOOM_ENET;
     }
     init_handles(a);
+    a->fetcher = fetcher_new(a, a->cache_dir);
     a->pending_closes++;
     a->started = true;
     a->last_heard_ms = loom_clock_now(&a->clock);
@@ -483,11 +507,49 @@ static void on_socket_closed(void *ud)
     agent_handle_closed(a);
 }
 
+typedef struct {
+    uv_work_t req;
+    loom_agent_t *a;
+    void (*work)(void *ud);
+    void (*done)(void *ud);
+    void *ud;
+} job_t;
+
+static void on_job_work(uv_work_t *req)
+{
+    job_t *j = req->data;
+    if (j->work) j->work(j->ud);
+}
+
+static void on_job_done(uv_work_t *req, int status)
+{
+    job_t *j = req->data;
+    loom_agent_t *a = j->a;
+    (void)status; /* never cancelled: stopping waits for jobs instead */
+    j->done(j->ud);
+    free(j);
+    a->jobs--;
+    agent_maybe_close(a);
+}
+
+void agent_queue_job(loom_agent_t *a, void (*work)(void *ud), void (*done)(void *ud), void *ud)
+{
+    job_t *j = loom_xcalloc(1, sizeof *j);
+    j->req.data = j;
+    j->a = a;
+    j->work = work;
+    j->done = done;
+    j->ud = ud;
+    a->jobs++;
+    if (uv_queue_work(a->loop, &j->req, on_job_work, on_job_done) != 0) abort();
+}
+
 void agent_maybe_close(loom_agent_t *a)
 {
-    if (!a->stopping || a->closing || a->running > 0) return;
+    if (!a->stopping || a->closing || a->running > 0 || a->jobs > 0) return;
     a->closing = true;
     free_inbox(a);
+    fetcher_close(a->fetcher, agent_handle_closed);
     uv_close((uv_handle_t *)&a->hello_timer, on_handle_closed);
     uv_close((uv_handle_t *)&a->heartbeat_timer, on_handle_closed);
     uv_close((uv_handle_t *)&a->retry_timer, on_handle_closed);
@@ -509,6 +571,7 @@ void loom_agent_stop(loom_agent_t *a, void (*on_stopped)(void *ud), void *ud)
     LOG_INFO("agent stopping agent=%s running=%u", a->name, a->running);
     uv_timer_stop(&a->hello_timer);
     agent_stop_attempts(a);
+    fetcher_stop(a->fetcher);
     agent_maybe_close(a);
 }
 
@@ -518,12 +581,14 @@ void loom_agent_destroy(loom_agent_t **ap)
     if (!a) return;
     agent_free_attempts(a);
     free_inbox(a);
+    fetcher_destroy(&a->fetcher);
     if (a->own_zctx) zmq_ctx_term(a->zctx);
     for (size_t i = 0; i < a->n_labels; i++) free(a->labels[i]);
     free(a->labels);
     free(a->name);
     free(a->server);
     free(a->work_dir);
+    free(a->cache_dir);
     free(a->hostname);
     free(a);
     *ap = NULL;

@@ -19,24 +19,34 @@ typedef struct chunk {
     size_t len;
 } chunk_t;
 
-/* An attempt lives while its process runs, while its Finished is unacked,
- * or while any of its chunks is unacked. */
+struct prep;
+struct fetcher;
+
+/* An attempt lives while its working folder is prepared, while its process
+ * runs, while its metrics are read, while its Finished is unacked, or while
+ * any of its chunks is unacked. */
 typedef struct attempt {
     struct attempt *prev, *next;
     loom_agent_t *agent;
     uint64_t id;
     char *task; /* for logs */
     loom_runner_t *runner;
-    bool running;   /* the process has not been reported exited */
-    bool forgotten; /* loomd cancelled it in a Welcome: no result, no logs */
+    struct prep *prep; /* fetching and unpacking its bundle, writing its files */
+    bool preparing;    /* prep is under way: no process yet */
+    bool finishing;    /* exited; its metrics file is being read */
+    char *metrics;     /* Dispatch.metrics, or NULL */
+    char *dir;         /* its working folder */
+    bool running;      /* the process has not been reported exited */
+    bool forgotten;    /* loomd cancelled it in a Welcome: no result, no logs */
     bool cancelled;
     bool stopped;
     char *cancel_reason;
     uint64_t timeout_ms;
     uint64_t log_seq; /* last chunk seq given out */
     chunk_t *chunks, *chunks_tail;
-    chunk_t *unsent;   /* first chunk not yet sent on this connection */
-    uint8_t *finished; /* encoded Finished, kept until FinishedAck */
+    chunk_t *unsent;          /* first chunk not yet sent on this connection */
+    Loom__Finished *exit_fin; /* while finishing: the result, less its metrics */
+    uint8_t *finished;        /* encoded Finished, kept until FinishedAck */
     size_t finished_len;
     bool finished_sent;
 } attempt_t;
@@ -73,6 +83,10 @@ struct loom_agent {
     uint64_t dispatch_seq;               /* highest Dispatch.seq since the last Welcome */
     attempt_t *attempts, *attempts_tail; /* oldest first */
     uint32_t running;
+    uint32_t preparing;      /* attempts holding a slot before their process starts */
+    uint32_t jobs;           /* thread-pool jobs not yet completed */
+    char *cache_dir;         /* <work_dir>/cache: objects/ab/cdef..., tmp/ */
+    struct fetcher *fetcher; /* object downloads from loomd */
     size_t unacked_bytes;
     int pending_closes; /* handles and runners whose close has not completed */
     void (*on_stopped)(void *ud);
@@ -87,9 +101,17 @@ void agent_maybe_close(loom_agent_t *a);
 /* A reliable send failed: hold further sends and retry shortly. */
 void agent_send_failed(loom_agent_t *a);
 
+/* Runs work(ud) on the libuv thread pool, then done(ud) on the loop thread.
+ * The agent does not finish stopping while a job is out. */
+void agent_queue_job(loom_agent_t *a, void (*work)(void *ud), void (*done)(void *ud), void *ud);
+
 /* attempt.c */
 uint64_t *agent_held_ids(const loom_agent_t *a, size_t *n);
-void agent_dispatch(loom_agent_t *a, const Loom__Dispatch *d);
+/* Takes the Dispatch message. */
+void agent_dispatch(loom_agent_t *a, loom_msg_t *msg);
+/* The attempt's folder is ready (error NULL), or cannot be (error says
+ * why): start it, or report it not started. Called by prepare.c. */
+void agent_prepared(loom_agent_t *a, attempt_t *t, const Loom__Dispatch *d, const char *error);
 void agent_ack_log(loom_agent_t *a, uint64_t attempt_id, uint64_t seq);
 void agent_ack_finished(loom_agent_t *a, uint64_t attempt_id);
 void agent_cancel(loom_agent_t *a, uint64_t attempt_id, const char *reason);

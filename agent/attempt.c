@@ -2,6 +2,7 @@
  * LogChunks and their exit into a Finished, and keeping both until loomd
  * acknowledges them, so that nothing is lost across a loomd restart. */
 #include "agent_int.h"
+#include "prepare.h"
 
 #include "loom/err.h"
 #include "loom/log.h"
@@ -18,7 +19,7 @@ static attempt_t *find(const loom_agent_t *a, uint64_t id)
 
 static bool held(const attempt_t *t)
 {
-    return !t->forgotten && (t->running || t->finished);
+    return !t->forgotten && (t->preparing || t->running || t->finishing || t->finished);
 }
 
 size_t loom_agent_held(const loom_agent_t *a)
@@ -45,6 +46,8 @@ static attempt_t *attempt_add(loom_agent_t *a, const Loom__Dispatch *d)
     t->id = d->attempt_id;
     t->task = loom_xstrdup(d->task);
     t->timeout_ms = d->timeout_ms;
+    t->metrics = d->metrics && *d->metrics ? loom_xstrdup(d->metrics) : NULL;
+    t->dir = loom_xasprintf("%s/attempts/%llu", a->work_dir, (unsigned long long)t->id);
     t->prev = a->attempts_tail;
     if (a->attempts_tail)
         a->attempts_tail->next = t;
@@ -73,19 +76,29 @@ static void drop_finished(attempt_t *t)
     t->finished_sent = false;
 }
 
+static void free_result(Loom__Finished *f)
+{
+    if (!f) return;
+    free(f->error);
+    free(f);
+}
+
 static void attempt_free(attempt_t *t)
 {
     while (t->chunks) drop_chunk_head(t->agent, t);
     drop_finished(t);
+    free_result(t->exit_fin);
     free(t->task);
     free(t->cancel_reason);
+    free(t->metrics);
+    free(t->dir);
     free(t);
 }
 
 /* Frees the attempt once nothing about it is owed to loomd. */
 static void maybe_free(loom_agent_t *a, attempt_t *t)
 {
-    if (t->running || t->finished || t->chunks) return;
+    if (t->preparing || t->running || t->finishing || t->finished || t->chunks) return;
     if (t->prev)
         t->prev->next = t->next;
     else
@@ -214,6 +227,41 @@ static void on_runner_closed(void *ud)
     agent_handle_closed(a);
 }
 
+static Loom__Finished *exit_result(const attempt_t *t, const loom_runner_result_t *res)
+{
+    Loom__Finished *f = loom_xmalloc(sizeof *f);
+    loom__finished__init(f);
+    f->exit_code = res->exit_code;
+    f->signal = res->signal;
+    f->started_unix_ms = res->started_unix_ms;
+    f->ended_unix_ms = res->ended_unix_ms;
+    f->user_cpu_us = res->user_cpu_us;
+    f->sys_cpu_us = res->sys_cpu_us;
+    f->max_rss_bytes = res->max_rss_bytes;
+    f->timed_out = res->timed_out;
+    f->cancelled = t->cancelled;
+    f->error = exit_error(t, res);
+    return f;
+}
+
+static void on_metrics_read(attempt_t *t, const char *json, const char *error)
+{
+    loom_agent_t *a = t->agent;
+    Loom__Finished *f = t->exit_fin;
+    t->exit_fin = NULL;
+    t->finishing = false;
+    if (error)
+        LOG_WARN("no metrics attempt=%llu task=%s: %s", (unsigned long long)t->id, t->task, error);
+    if (!t->forgotten) {
+        f->metrics_json = (char *)json;
+        f->metrics_error = (char *)error;
+        set_finished(a, t, f);
+    }
+    free_result(f);
+    maybe_free(a, t);
+    agent_maybe_close(a);
+}
+
 static void on_runner_exit(void *ud, const loom_runner_result_t *res)
 {
     attempt_t *t = ud;
@@ -227,38 +275,46 @@ static void on_runner_exit(void *ud, const loom_runner_result_t *res)
              (unsigned long long)t->log_seq, res->error ? " error=" : "",
              res->error ? res->error : "");
     if (!t->forgotten) {
-        Loom__Finished f = LOOM__FINISHED__INIT;
-        f.exit_code = res->exit_code;
-        f.signal = res->signal;
-        f.started_unix_ms = res->started_unix_ms;
-        f.ended_unix_ms = res->ended_unix_ms;
-        f.user_cpu_us = res->user_cpu_us;
-        f.sys_cpu_us = res->sys_cpu_us;
-        f.max_rss_bytes = res->max_rss_bytes;
-        f.timed_out = res->timed_out;
-        f.cancelled = t->cancelled;
-        f.error = exit_error(t, res);
-        set_finished(a, t, &f);
-        free(f.error);
+        Loom__Finished *f = exit_result(t, res);
+        bool succeeded = res->started && res->exit_code == 0 && res->signal == 0 &&
+                         !res->timed_out && !t->cancelled;
+        if (succeeded && t->metrics) {
+            /* Held (finishing) until the file is read: the result waits. */
+            t->finishing = true;
+            t->exit_fin = f;
+            prep_read_metrics(a, t, on_metrics_read);
+        } else {
+            set_finished(a, t, f);
+            free_result(f);
+        }
     }
     maybe_free(a, t);
     agent_maybe_close(a);
 }
 
-/* "NAME=value" strings for the task: the dispatch's, then ours (which win). */
+static bool env_name_valid(const char *name)
+{
+    return name && *name && !strchr(name, '=');
+}
+
+/* "NAME=value" strings for the task: the dispatch's, the paths of its files
+ * that name a variable, then ours (which win). */
 static char **task_env(const Loom__Dispatch *d, const char *dir, char *bad, size_t badlen)
 {
-    char **env = loom_xcalloc(d->n_env + 7, sizeof *env);
+    char **env = loom_xcalloc(d->n_env + d->n_files + 7, sizeof *env);
     size_t k = 0;
-    for (size_t i = 0; i < d->n_env; i++) {
-        const char *name = d->env[i]->name;
-        if (!*name || strchr(name, '=')) {
+    for (size_t i = 0; i < d->n_env + d->n_files; i++) {
+        const Loom__File *file = i >= d->n_env ? d->files[i - d->n_env] : NULL;
+        const char *name = file ? file->env : d->env[i]->name;
+        if (file && (!name || !*name)) continue;
+        if (!env_name_valid(name)) {
             snprintf(bad, badlen, "environment variable name \"%s\" is invalid", name);
             for (size_t j = 0; j < k; j++) free(env[j]);
             free(env);
             return NULL;
         }
-        env[k++] = loom_xasprintf("%s=%s", name, d->env[i]->value);
+        env[k++] = file ? loom_xasprintf("%s=%s/%s", name, dir, file->path)
+                        : loom_xasprintf("%s=%s", name, d->env[i]->value);
     }
     env[k++] = loom_xasprintf("LOOM_ATTEMPT_ID=%llu", (unsigned long long)d->attempt_id);
     env[k++] = loom_xasprintf("LOOM_RUN_ID=%llu", (unsigned long long)d->run_id);
@@ -295,13 +351,12 @@ static void send_started(loom_agent_t *a, attempt_t *t)
 static void run_attempt(loom_agent_t *a, attempt_t *t, const Loom__Dispatch *d)
 {
     char bad[256];
-    char *dir = loom_xasprintf("%s/attempts/%llu", a->work_dir, (unsigned long long)t->id);
+    const char *dir = t->dir;
     char **env = task_env(d, dir, bad, sizeof bad);
     if (!env) {
         char *error = loom_xasprintf("could not start: %s", bad);
         finish_unstarted(a, t, LOOM_RUNNER_EXIT_NOT_STARTED, error);
         free(error);
-        free(dir);
         return;
     }
     const char **argv = loom_xcalloc(d->n_argv + 1, sizeof *argv);
@@ -328,23 +383,52 @@ static void run_attempt(loom_agent_t *a, attempt_t *t, const Loom__Dispatch *d)
     for (char **e = env; *e; e++) free(*e);
     free(env);
     free(argv);
-    free(dir);
 }
 
-void agent_dispatch(loom_agent_t *a, const Loom__Dispatch *d)
+void agent_dispatch(loom_agent_t *a, loom_msg_t *msg)
 {
+    const Loom__Dispatch *d = msg->dispatch;
     if (find(a, d->attempt_id)) {
         LOG_DEBUG("duplicate dispatch ignored attempt=%llu", (unsigned long long)d->attempt_id);
+        loom_codec_free(msg);
         return;
     }
     attempt_t *t = attempt_add(a, d);
-    if (a->running >= a->slots) {
+    if (a->running + a->preparing >= a->slots) {
         char *error = loom_xasprintf("agent %s has no free slot", a->name);
         finish_unstarted(a, t, -1, error);
         free(error);
+        loom_codec_free(msg);
+        return;
+    }
+    if (prep_needed(d)) {
+        /* The slot is taken now; the process starts once the folder is
+         * ready (agent_prepared). */
+        t->preparing = true;
+        a->preparing++;
+        prep_start(a, t, msg);
         return;
     }
     run_attempt(a, t, d);
+    loom_codec_free(msg);
+}
+
+void agent_prepared(loom_agent_t *a, attempt_t *t, const Loom__Dispatch *d, const char *error)
+{
+    t->preparing = false;
+    a->preparing--;
+    if (error)
+        finish_unstarted(a, t, -1, error);
+    else
+        run_attempt(a, t, d);
+}
+
+/* Stops preparing the attempt's folder: it will not run. */
+static void stop_preparing(loom_agent_t *a, attempt_t *t)
+{
+    prep_detach(t);
+    t->preparing = false;
+    a->preparing--;
 }
 
 void agent_ack_log(loom_agent_t *a, uint64_t attempt_id, uint64_t seq)
@@ -371,6 +455,21 @@ void agent_cancel(loom_agent_t *a, uint64_t attempt_id, const char *reason)
         LOG_DEBUG("cancel for an attempt not held attempt=%llu", (unsigned long long)attempt_id);
         return;
     }
+    if (t->preparing) {
+        LOG_INFO("cancelling attempt=%llu task=%s before it started reason=%s",
+                 (unsigned long long)t->id, t->task, reason);
+        stop_preparing(a, t);
+        t->cancelled = true;
+        Loom__Finished f = LOOM__FINISHED__INIT;
+        f.exit_code = -1;
+        f.cancelled = true;
+        f.started_unix_ms = f.ended_unix_ms = loom_unix_ms();
+        f.error = loom_xasprintf("cancelled: %s", reason);
+        set_finished(a, t, &f);
+        free(f.error);
+        return;
+    }
+    if (t->finishing) return; /* exited: its result follows */
     if (!t->running) {
         /* Already over: loomd has settled the attempt without our result. */
         drop_finished(t);
@@ -392,6 +491,7 @@ void agent_forget_attempt(loom_agent_t *a, uint64_t attempt_id)
     LOG_INFO("forgetting attempt=%llu task=%s (no longer current)", (unsigned long long)t->id,
              t->task);
     t->forgotten = true;
+    if (t->preparing) stop_preparing(a, t);
     while (t->chunks) drop_chunk_head(a, t);
     drop_finished(t);
     if (t->running) loom_runner_terminate(t->runner);
@@ -404,6 +504,11 @@ void agent_stop_attempts(loom_agent_t *a)
     /* Stopping must not wait for acks that may never come. */
     pause_output(a, false);
     for (attempt_t *t = a->attempts; t; t = t->next) {
+        if (t->preparing) {
+            stop_preparing(a, t);
+            t->stopped = true;
+            finish_unstarted(a, t, -1, "agent stopped");
+        }
         if (!t->running) continue;
         t->stopped = true;
         loom_runner_terminate(t->runner);

@@ -43,11 +43,24 @@ static void print_pipelines(const json_t *pipelines)
     cli_table_destroy(&t);
 }
 
+/* The origin of a version: "git 1a2b3c4d5e6f (dirty)", or "-". */
+static void add_git(cli_table_t *t, const json_t *v)
+{
+    json_t *git = cli_jobj(v, "git");
+    const char *commit = cli_jstr(git, "commit");
+    if (!commit) {
+        cli_table_add(t, NULL);
+        return;
+    }
+    json_t *dirty = json_object_get(git, "dirty");
+    cli_table_addf(t, "%.*s%s", HASH_SHOWN, commit, json_is_true(dirty) ? " (dirty)" : "");
+}
+
 static void print_versions(const json_t *versions)
 {
-    static const char *const headers[] = {"VERSION", "TASKS", "HASH", "CREATED"};
+    static const char *const headers[] = {"VERSION", "TASKS", "HASH", "BUNDLE", "GIT", "CREATED"};
     uint64_t now = loom_unix_ms();
-    cli_table_t *t = cli_table_new(headers, 4);
+    cli_table_t *t = cli_table_new(headers, 6);
     cli_table_align_right(t, 0);
     cli_table_align_right(t, 1);
     size_t i;
@@ -60,46 +73,66 @@ static void print_versions(const json_t *versions)
         cli_jint(v, "created_unix_ms", &created);
         cli_fmt_ago(now, created, ago, sizeof ago);
         const char *hash = cli_jstr(v, "hash");
+        const char *bundle = cli_jstr(v, "bundle");
         cli_table_add_int(t, v, "version");
         cli_table_add_int(t, v, "tasks");
         if (hash)
             cli_table_addf(t, "%.*s", HASH_SHOWN, hash);
         else
             cli_table_add(t, NULL);
+        if (bundle)
+            cli_table_addf(t, "%.*s", HASH_SHOWN, bundle);
+        else
+            cli_table_add(t, NULL);
+        add_git(t, v);
         cli_table_add(t, ago);
     }
     cli_table_print(t, stdout);
     cli_table_destroy(&t);
 }
 
-static void print_pipeline(const json_t *p)
+static void print_header(const json_t *p)
 {
     const char *name = cli_jstr(p, "name");
-    const char *source = cli_jstr(p, "source");
     int64_t latest = 0;
     cli_jint(p, "latest_version", &latest);
     char *safe = cli_sanitize(name ? name : "?");
     printf("pipeline %s  latest version %lld\n", safe, (long long)latest);
     free(safe);
+}
+
+static void print_history(const json_t *p)
+{
+    print_header(p);
     json_t *versions = cli_jarr(p, "versions");
     if (versions && json_array_size(versions) > 0) {
         putchar('\n');
         print_versions(versions);
     }
+}
+
+static void print_pipeline(const json_t *p)
+{
+    print_history(p);
+    const char *source = cli_jstr(p, "source");
+    int64_t version = 0;
+    cli_jint(p, "version", &version);
     if (source) {
         /* The source as stored: it is the user's own YAML, shown verbatim. */
-        printf("\n--- source (version %lld) ---\n%s", (long long)latest, source);
+        printf("\n--- source (version %lld) ---\n%s", (long long)version, source);
         size_t n = strlen(source);
         if (n > 0 && source[n - 1] != '\n') putchar('\n');
     }
 }
 
-static int show(loom_cli_t *cli, const char *name)
+static int show(loom_cli_t *cli, const char *name, int64_t version, bool history)
 {
     char *esc = cli_url_escape(name);
-    char *path = loom_xasprintf("/api/v1/pipelines/%s", esc);
+    char *path = version
+                     ? loom_xasprintf("/api/v1/pipelines/%s?version=%lld", esc, (long long)version)
+                     : loom_xasprintf("/api/v1/pipelines/%s", esc);
     free(esc);
-    int rc = cli_show(cli, path, print_pipeline);
+    int rc = cli_show(cli, path, history ? print_history : print_pipeline);
     free(path);
     return rc;
 }
@@ -112,12 +145,27 @@ static int list(loom_cli_t *cli)
 
 int cmd_pipelines(loom_cli_t *cli, int argc, char **argv)
 {
-    int stop = cli_opts_common_only(cli, argc, argv);
-    if (stop >= 0) return stop;
+    enum { OPT_VERSION = 1 };
+    static const struct option longopts[] = {
+        {"version", required_argument, NULL, OPT_VERSION}, CLI_COMMON_LONGOPTS, {0}};
+    int64_t version = 0;
+    cli_opts_begin(cli, argv);
+    int c;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        if (c == OPT_VERSION) {
+            if (loom_parse_i64(optarg, 1, UINT32_MAX, &version) != 0)
+                return cli_usage_error(cli, "--version wants a version number, not '%s'", optarg);
+        } else {
+            int rc = cli_opt_common(cli, c);
+            if (rc >= 0) return rc;
+        }
+    }
     if (optind >= argc) return list(cli);
-    if (strcmp(argv[optind], "show") != 0)
-        return cli_usage_error(cli, "unknown subcommand '%s'", argv[optind]);
+    const char *sub = argv[optind];
+    bool history = strcmp(sub, "history") == 0;
+    if (!history && strcmp(sub, "show") != 0)
+        return cli_usage_error(cli, "unknown subcommand '%s' (show, history)", sub);
     if (argc - optind < 2) return cli_usage_error(cli, "missing NAME");
     if (argc - optind > 2) return cli_usage_error(cli, "one NAME at a time");
-    return show(cli, argv[optind + 1]);
+    return show(cli, argv[optind + 1], version, history);
 }

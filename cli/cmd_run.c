@@ -76,10 +76,12 @@ static int follow_run(loom_cli_t *cli, long long id, bool logs)
     return rc;
 }
 
-static int start_run(loom_cli_t *cli, const char *pipeline, int64_t version, bool wait, bool logs)
+static int start_run(loom_cli_t *cli, const char *pipeline, int64_t version, json_t *params,
+                     bool wait, bool logs)
 {
     json_t *body = json_object();
     if (version > 0) json_object_set_new(body, "version", json_integer((json_int_t)version));
+    if (json_object_size(params)) json_object_set(body, "params", params);
     char *esc = cli_url_escape(pipeline);
     char *path = loom_xasprintf("/api/v1/pipelines/%s/runs", esc);
     free(esc);
@@ -118,30 +120,41 @@ int cmd_run(loom_cli_t *cli, int argc, char **argv)
 {
     enum { OPT_VERSION = 1, OPT_WAIT, OPT_LOGS };
     static const struct option longopts[] = {{"version", required_argument, NULL, OPT_VERSION},
+                                             {"param", required_argument, NULL, 'p'},
                                              {"wait", no_argument, NULL, OPT_WAIT},
                                              {"logs", no_argument, NULL, OPT_LOGS},
                                              CLI_COMMON_LONGOPTS,
                                              {0}};
     int64_t version = 0;
     bool wait = false, logs = false;
+    json_t *params = json_object();
+    int rc = -1;
     cli_opts_begin(cli, argv);
     int c;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        if (c == OPT_VERSION) {
+    while (rc < 0 && (c = getopt_long(argc, argv, "hp:", longopts, NULL)) != -1) {
+        if (c == 'p') {
+            /* Sent as text: loomd converts it to the parameter's declared type. */
+            const char *eq = strchr(optarg, '=');
+            if (!eq || eq == optarg)
+                rc = cli_usage_error(cli, "-p wants NAME=VALUE, not '%s'", optarg);
+            else
+                json_object_setn_new(params, optarg, (size_t)(eq - optarg), json_string(eq + 1));
+        } else if (c == OPT_VERSION) {
             if (loom_parse_i64(optarg, 1, INT64_MAX, &version) != 0)
-                return cli_usage_error(cli, "--version wants a version number, not '%s'", optarg);
+                rc = cli_usage_error(cli, "--version wants a version number, not '%s'", optarg);
         } else if (c == OPT_WAIT) {
             wait = true;
         } else if (c == OPT_LOGS) {
             wait = logs = true;
         } else {
-            int rc = cli_opt_common(cli, c);
-            if (rc >= 0) return rc;
+            rc = cli_opt_common(cli, c);
         }
     }
-    if (optind >= argc) return cli_usage_error(cli, "missing PIPELINE");
-    if (argc - optind > 1) return cli_usage_error(cli, "one PIPELINE at a time");
-    return start_run(cli, argv[optind], version, wait, logs);
+    if (rc < 0 && optind >= argc) rc = cli_usage_error(cli, "missing PIPELINE");
+    if (rc < 0 && argc - optind > 1) rc = cli_usage_error(cli, "one PIPELINE at a time");
+    if (rc < 0) rc = start_run(cli, argv[optind], version, params, wait, logs);
+    json_decref(params);
+    return rc;
 }
 
 static void print_cancelling(long long id, const char *state)

@@ -5,9 +5,14 @@
 #include "loom/err.h"
 
 #include <curl/curl.h>
+#include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #define CONNECT_TIMEOUT_S 10L
+
+/* Uploads that move no byte for this long are given up. */
+#define STALL_S 60L
 
 typedef struct {
     CURL *curl;
@@ -15,6 +20,9 @@ typedef struct {
     FILE *out; /* where a streamed 2xx body goes; NULL: buffer it */
     bool too_big;
     bool out_failed;
+    int in_fd;        /* cli_http_put_fd: the body's source */
+    uint64_t in_left; /* bytes of it still to send */
+    bool in_failed;
 } xfer_t;
 
 static size_t on_body_data(char *ptr, size_t size, size_t nmemb, void *ud)
@@ -65,6 +73,10 @@ static int perform(xfer_t *x)
     curl_easy_setopt(x->curl, CURLOPT_ERRORBUFFER, errbuf);
     CURLcode rc = curl_easy_perform(x->curl);
     if (rc != CURLE_OK) {
+        if (x->in_failed) {
+            snprintf(r->error, sizeof r->error, "cannot read the file to upload");
+            return LOOM_EIO;
+        }
         if (x->out_failed) {
             snprintf(r->error, sizeof r->error, "cannot write the output");
             return LOOM_EIO;
@@ -149,6 +161,73 @@ int cli_http_stream(const char *url, FILE *out, cli_http_resp_t *r)
     int rc = perform(&x);
     curl_easy_cleanup(c);
     return rc;
+}
+
+/* Sends at most what was announced: a file that grew meanwhile is cut,
+ * and loomd's hash check then refuses it. */
+static size_t on_upload_read(char *buf, size_t size, size_t nmemb, void *ud)
+{
+    xfer_t *x = ud;
+    size_t want = size * nmemb;
+    if (want > x->in_left) want = (size_t)x->in_left;
+    if (want == 0) return 0;
+    ssize_t n;
+    do {
+        n = read(x->in_fd, buf, want);
+    } while (n < 0 && errno == EINTR);
+    if (n <= 0) {
+        /* Shorter than announced, or unreadable: curl must not wait for
+         * bytes that will never come. */
+        x->in_failed = true;
+        return CURL_READFUNC_ABORT;
+    }
+    x->in_left -= (uint64_t)n;
+    return (size_t)n;
+}
+
+static int put(const char *url, xfer_t *x, const void *data, size_t len)
+{
+    cli_http_resp_t *r = x->r;
+    CURL *c = open_handle(url, x);
+    if (!c) {
+        snprintf(r->error, sizeof r->error, "cannot start libcurl");
+        return LOOM_ENET;
+    }
+    struct curl_slist *hdr = curl_slist_append(NULL, "Accept: application/json");
+    hdr = curl_slist_append(hdr, "Content-Type: application/octet-stream");
+    hdr = curl_slist_append(hdr, "Expect:");
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, STALL_S);
+    if (data) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, data);
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "PUT");
+    } else {
+        curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+        curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)x->in_left);
+        curl_easy_setopt(c, CURLOPT_READFUNCTION, on_upload_read);
+        curl_easy_setopt(c, CURLOPT_READDATA, x);
+    }
+    int rc = perform(x);
+    curl_easy_cleanup(c);
+    curl_slist_free_all(hdr);
+    return rc;
+}
+
+int cli_http_put_fd(const char *url, int fd, uint64_t size, cli_http_resp_t *r)
+{
+    start(r);
+    xfer_t x = {.r = r, .in_fd = fd, .in_left = size};
+    return put(url, &x, NULL, 0);
+}
+
+int cli_http_put_data(const char *url, const void *data, size_t len, cli_http_resp_t *r)
+{
+    start(r);
+    xfer_t x = {.r = r};
+    /* POSTFIELDS with a NULL pointer would make curl read stdin. */
+    return put(url, &x, data ? data : "", len);
 }
 
 void cli_http_resp_free(cli_http_resp_t *r)

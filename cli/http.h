@@ -7,6 +7,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 /* Responses bigger than this are refused rather than held in memory. */
@@ -32,6 +33,13 @@ int cli_http_request(const char *method, const char *url, const char *json_body,
  * a followed log may be silent for hours. Returns as cli_http_request, or
  * LOOM_EIO when out could not be written. */
 int cli_http_stream(const char *url, FILE *out, cli_http_resp_t *r);
+/* PUTs size bytes read from fd (from its current offset) as
+ * application/octet-stream, a piece at a time: a large file is never whole
+ * in memory. No overall time limit; gives up when nothing moves for a
+ * minute. Returns as cli_http_request, or LOOM_EIO when fd cannot be read. */
+int cli_http_put_fd(const char *url, int fd, uint64_t size, cli_http_resp_t *r);
+/* PUTs a buffer as application/octet-stream. */
+int cli_http_put_data(const char *url, const void *data, size_t len, cli_http_resp_t *r);
 void cli_http_resp_free(cli_http_resp_t *r);
 
 #endif

@@ -10,18 +10,23 @@
 static int cmd_help(loom_cli_t *cli, int argc, char **argv);
 
 static const cli_cmd_t commands[] = {
-    {"submit", cmd_submit, "submit FILE",
-     "Send a DAG file to loomd; it becomes the pipeline's next version.",
-     "Prints \"submitted NAME version N (K tasks)\", or \"NAME is unchanged (version N)\"\n"
-     "when the file is byte for byte the latest version. An invalid DAG is reported\n"
-     "as file:line:col: error: message lines on stderr, with exit status 1.\n"},
+    {"submit", cmd_submit, "submit FILE [--no-bundle]",
+     "Send a DAG file and its folder (the code bundle) to loomd; a new version if changed.",
+     "Bundles the folder beside FILE (honouring .loomignore, else .gitignore; .git/\n"
+     "is skipped), uploads only the files loomd lacks, and records the git commit\n"
+     "when the folder is a checkout. Prints \"submitted NAME version N (...)\", or\n"
+     "\"NAME is unchanged (version N)\". An invalid DAG is reported as\n"
+     "file:line:col: error: message lines on stderr, with exit status 1.\n"
+     "  --no-bundle   send the DAG file alone; tasks run in an empty folder\n"},
     {"validate", cmd_validate, "validate FILE...", "Check DAG files offline, without loomd.",
      "Prints \"FILE: ok (N tasks)\" for each valid file and every problem found as\n"
      "file:line:col: error: message on stderr; exit status 1 if any file is invalid.\n"},
     {"graph", cmd_graph, "graph FILE [--dot]", "Draw a DAG file's graph, offline.",
      "Prints the DAG as text in a terminal, or as Graphviz DOT with --dot (or when\n"
      "the output is not a terminal).\n"},
-    {"run", cmd_run, "run PIPELINE [--version N] [--wait] [--logs]", "Start a run of a pipeline.",
+    {"run", cmd_run, "run PIPELINE [-p NAME=VALUE]... [--version N] [--wait] [--logs]",
+     "Start a run of a pipeline.",
+     "  -p, --param NAME=VALUE  a parameter for this run (checked against its declared type)\n"
      "  --version N  run version N (default: the latest)\n"
      "  --wait       wait for the run to end, print its tasks, and exit 0 only if it\n"
      "               succeeded (1 if it failed or was cancelled)\n"
@@ -39,8 +44,11 @@ static const cli_cmd_t commands[] = {
     {"cancel", cmd_cancel, "cancel RUN", "Cancel a run that has not ended.",
      "Pending and queued tasks are cancelled; running ones are stopped on their\n"
      "agents. Exit status 1 if the run has already ended.\n"},
-    {"pipelines", cmd_pipelines, "pipelines [show NAME]",
-     "List pipelines, or show one pipeline's versions and latest source.", NULL},
+    {"pipelines", cmd_pipelines, "pipelines [show NAME [--version N] | history NAME]",
+     "List pipelines, show one pipeline's source, or its versions.",
+     "  show NAME         the versions and the latest source\n"
+     "  show NAME --version N   the source of version N\n"
+     "  history NAME      every version: hash, code bundle, git commit, when\n"},
     {"agents", cmd_agents, "agents", "List the agents loomd knows and their state.", NULL},
     {"up", cmd_up, "up [--home DIR] [--http HOST:PORT] [--bind ENDPOINT] [--slots N] [--name NAME]",
      "Run loomd and one loom-agent on this machine, until Ctrl-C.",

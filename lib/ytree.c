@@ -22,6 +22,8 @@ typedef struct {
     int depth;
     size_t n_nodes;
     int n_docs;
+    size_t lc_line,
+        lc_off; /* a forward-only cursor: byte offset where line lc_line (0-based) starts */
     bool fatal;
     bool dups; /* duplicate keys were reported (not fatal) */
 } builder;
@@ -184,6 +186,48 @@ static loom_ynode_t *node_new(builder *b, loom_ykind kind, const yaml_event_t *e
     return n;
 }
 
+/* Byte offset where line (0-based) starts, or len. Events arrive in file
+ * order, so the cursor only moves forward: one pass over the input in all. */
+static size_t line_start(builder *b, size_t line)
+{
+    if (line < b->lc_line) b->lc_line = b->lc_off = 0;
+    while (b->lc_line < line && b->lc_off < b->len) {
+        const char *nl = memchr(b->src + b->lc_off, '\n', b->len - b->lc_off);
+        b->lc_off = nl ? (size_t)(nl - b->src) + 1 : b->len;
+        b->lc_line++;
+    }
+    return b->lc_off;
+}
+
+/* The column where a block scalar's lines start: the indentation of its first
+ * line that is not blank (the lines after the "|" or ">" that opens it). */
+static int block_indent(builder *b, const yaml_event_t *ev)
+{
+    size_t i = line_start(b, ev->start_mark.line + 1);
+    for (;;) {
+        size_t start = i;
+        while (i < b->len && b->src[i] == ' ') i++;
+        if (i >= b->len || (b->src[i] != '\n' && b->src[i] != '\r')) return (int)(i - start);
+        i++;
+    }
+}
+
+static loom_ystyle scalar_style(yaml_scalar_style_t s)
+{
+    switch (s) {
+    case YAML_SINGLE_QUOTED_SCALAR_STYLE:
+        return LOOM_YSINGLE;
+    case YAML_DOUBLE_QUOTED_SCALAR_STYLE:
+        return LOOM_YDOUBLE;
+    case YAML_LITERAL_SCALAR_STYLE:
+        return LOOM_YLITERAL;
+    case YAML_FOLDED_SCALAR_STYLE:
+        return LOOM_YFOLDED;
+    default:
+        return LOOM_YPLAIN;
+    }
+}
+
 static void on_scalar(builder *b, const yaml_event_t *ev)
 {
     loom_ynode_t *n = node_new(b, LOOM_YSCALAR, ev, ev->data.scalar.anchor, ev->data.scalar.tag);
@@ -193,6 +237,8 @@ static void on_scalar(builder *b, const yaml_event_t *ev)
     n->str = loom_xstrndup(v, len);
     n->len = len;
     n->plain = ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+    n->style = scalar_style(ev->data.scalar.style);
+    if (n->style == LOOM_YLITERAL || n->style == LOOM_YFOLDED) n->indent = block_indent(b, ev);
     if (memchr(v, '\0', len)) { /* a "\0" escape: no C string could carry it */
         FATAL(b, ev->start_mark, "NUL characters are not allowed in strings");
         node_free(n);
@@ -371,6 +417,34 @@ bool loom_ynode_is_null(const loom_ynode_t *n)
     for (size_t i = 0; i < sizeof nulls / sizeof nulls[0]; i++)
         if (strcmp(n->str, nulls[i]) == 0) return true;
     return false;
+}
+
+void loom_ycursor_init(loom_ycursor_t *cur, const loom_ynode_t *n)
+{
+    cur->off = 0;
+    cur->line = n->line;
+    cur->col = n->col;
+    if (n->style == LOOM_YSINGLE || n->style == LOOM_YDOUBLE) {
+        cur->col++; /* the opening quote */
+    } else if (n->style == LOOM_YLITERAL || n->style == LOOM_YFOLDED) {
+        cur->line++; /* the text starts below the "|" or ">" */
+        cur->col = n->indent + 1;
+    }
+}
+
+void loom_ycursor_seek(loom_ycursor_t *cur, const loom_ynode_t *n, size_t off)
+{
+    if (off < cur->off) loom_ycursor_init(cur, n);
+    bool block = n->style == LOOM_YLITERAL || n->style == LOOM_YFOLDED;
+    for (; cur->off < off && cur->off < n->len; cur->off++) {
+        unsigned char ch = (unsigned char)n->str[cur->off];
+        if (ch == '\n') {
+            cur->line++;
+            cur->col = block ? n->indent + 1 : 1;
+        } else if ((ch & 0xC0) != 0x80) {
+            cur->col++;
+        }
+    }
 }
 
 void loom_yquote(const char *s, size_t len, char *out, size_t outlen)

@@ -289,6 +289,29 @@ static enum MHD_Result get_pipelines(req_t *r, const path_t *p)
     return err ? respond_loom_error(r, err, "pipelines") : respond_json(r, MHD_HTTP_OK, out);
 }
 
+/* The parameters a version declares, for clients that start runs. */
+static json_t *params_json(const json_t *source)
+{
+    static const char *const types[] = {"string", "int", "float", "bool", "list"};
+    loom_dag_t *dag = NULL;
+    json_t *list = json_array();
+    if (!json_is_string(source) ||
+        loom_dag_parse(json_string_value(source), json_string_length(source), "pipeline", &dag,
+                       NULL) != 0)
+        return list;
+    for (size_t i = 0; i < dag->n_params; i++) {
+        const loom_dag_param_t *p = &dag->params[i];
+        json_t *dflt = p->default_json ? json_loads(p->default_json, JSON_DECODE_ANY, NULL) : NULL;
+        json_array_append_new(
+            list,
+            json_pack("{s:s,s:s,s:o,s:b,s:o}", "name", p->name, "type", types[p->type], "default",
+                      dflt ? dflt : json_null(), "required", p->default_json == NULL, "description",
+                      p->description ? json_string(p->description) : json_null()));
+    }
+    loom_dag_destroy(&dag);
+    return list;
+}
+
 static enum MHD_Result get_pipeline(req_t *r, const path_t *p)
 {
     json_t *out = NULL;
@@ -302,7 +325,9 @@ static enum MHD_Result get_pipeline(req_t *r, const path_t *p)
                              p->segs[3], (unsigned long long)version);
     if (err == LOOM_ENOTFOUND)
         return respond_error(r, MHD_HTTP_NOT_FOUND, "no pipeline named \"%s\"", p->segs[3]);
-    return err ? respond_loom_error(r, err, "pipeline") : respond_json(r, MHD_HTTP_OK, out);
+    if (err) return respond_loom_error(r, err, "pipeline");
+    json_object_set_new(out, "params", params_json(json_object_get(out, "source")));
+    return respond_json(r, MHD_HTTP_OK, out);
 }
 
 static enum MHD_Result run_response(req_t *r, unsigned status, uint64_t run_id, bool wrap)
@@ -321,21 +346,30 @@ static enum MHD_Result post_run(req_t *r, const path_t *p)
     json_t *body = r->body.len ? parse_body(r, &rc) : json_object();
     if (!body) return rc;
     json_t *jv = json_object_get(body, "version");
-    if (jv && (!json_is_integer(jv) || json_integer_value(jv) < 1 ||
-               json_integer_value(jv) > UINT32_MAX)) {
+    json_t *params = json_object_get(body, "params");
+    const char *bad = NULL;
+    if (jv &&
+        (!json_is_integer(jv) || json_integer_value(jv) < 1 || json_integer_value(jv) > UINT32_MAX))
+        bad = "\"version\" must be a positive integer";
+    if (params && !json_is_object(params)) bad = "\"params\" must be an object";
+    if (bad) {
         json_decref(body);
-        return respond_error(r, MHD_HTTP_BAD_REQUEST, "\"version\" must be a positive integer");
+        return respond_error(r, MHD_HTTP_BAD_REQUEST, "%s", bad);
     }
     uint32_t version = jv ? (uint32_t)json_integer_value(jv) : 0;
-    json_decref(body);
     uint64_t run_id = 0;
-    int err = loom_sched_start_run(r->api->sched, p->segs[3], version, "manual", &run_id);
+    char why[256] = "";
+    int err = loom_sched_start_run(r->api->sched, p->segs[3], version, "manual", params, &run_id,
+                                   why, sizeof why);
+    json_decref(body);
     if (err == LOOM_ENOTFOUND) {
         if (version)
             return respond_error(r, MHD_HTTP_NOT_FOUND, "pipeline \"%s\" has no version %u",
                                  p->segs[3], version);
         return respond_error(r, MHD_HTTP_NOT_FOUND, "no pipeline named \"%s\"", p->segs[3]);
     }
+    if (err == LOOM_EINVAL || err == LOOM_ETOOBIG)
+        return respond_error(r, MHD_HTTP_BAD_REQUEST, "%s", why);
     if (err) return respond_loom_error(r, err, "cannot start run");
     return run_response(r, MHD_HTTP_CREATED, run_id, true);
 }

@@ -27,9 +27,11 @@ typedef enum {
     TASK_PENDING,
     TASK_QUEUED,
     TASK_RUNNING,
+    /* ended: */
     TASK_SUCCEEDED,
     TASK_FAILED,
     TASK_UPSTREAM_FAILED,
+    TASK_SKIPPED,
     TASK_CANCELLED,
 } task_state_t;
 typedef enum { RUN_QUEUED, RUN_RUNNING, RUN_SUCCEEDED, RUN_FAILED, RUN_CANCELLED } run_state_t;
@@ -66,21 +68,33 @@ struct s_attempt {
     bool cancel_sent;
 };
 
+/* A task of a run: one per DAG task, or one per item of a foreach task
+ * ("sweep[0]", "sweep[1]", ...). Its upstream tasks are every copy of every
+ * DAG task it needs. */
 struct s_task {
     run_t *run;
-    uint32_t idx;
+    uint32_t idx;     /* position in run->tasks */
+    uint32_t dag_idx; /* the DAG task it is (a copy of) */
     uint64_t id;
+    char *name;
+    json_t *item; /* foreach item; NULL when not a copy */
+    int item_index;
+    uint32_t *up; /* indexes of upstream tasks in run->tasks */
+    uint32_t n_up;
+    uint32_t *down; /* indexes of tasks that need this one */
+    uint32_t n_down;
     task_state_t state;
-    uint32_t waiting;         /* upstream tasks not yet succeeded */
     uint32_t attempts;        /* attempts made */
     uint32_t lost;            /* attempts lost with their agent */
     attempt_t *current;       /* the attempt in flight, if any */
     uint64_t last_attempt_id; /* the latest attempt, in flight or ended */
-    link_t in_queue;
+    link_t in_queue;          /* in the ready queue, or the retry wait list */
+    uint64_t not_before;      /* a retry's earliest start, unix ms; 0: now */
     uint64_t started_ms, ended_ms;
     bool has_exit;
     int exit_code, signal;
-    char *error;
+    char *error; /* why it failed, or why it did not run */
+    json_t *metrics;
 };
 
 struct s_run {
@@ -90,13 +104,15 @@ struct s_run {
     uint32_t version;
     run_state_t state;
     loom_dag_t *dag;
-    task_t *tasks;
-    uint32_t **dependents; /* per task: indexes of tasks that need it */
-    uint32_t *n_dependents;
+    task_t *tasks; /* in topological order of their DAG tasks */
+    uint32_t n_tasks;
     uint32_t n_ended;
     bool cancelling;
     uint64_t created_ms, started_ms, ended_ms;
     char *trigger;
+    json_t *params; /* every parameter, defaults filled in */
+    json_t *event;  /* what triggered it (event payload); NULL for manual runs */
+    char *bundle;   /* code bundle manifest hash, or NULL */
 };
 
 /* One message to send once this turn's writes are committed. */
@@ -129,6 +145,8 @@ struct loom_sched {
     loom_map_t attempts; /* id -> attempt_t*, attempts not ended */
     loom_map_t agents;   /* name -> agent_t*, every agent ever seen */
     link_t ready;        /* tasks ready to dispatch, FIFO */
+    link_t retry_wait;   /* tasks waiting for their retry delay, by not_before */
+    uv_timer_t retry_timer;
 
     outmsg_t *out_head, **out_tail;
     loom_map_t changed_runs; /* run ids to tell the observer about */
@@ -168,20 +186,46 @@ void sched_mark_changed(loom_sched_t *s, uint64_t run_id);
 void sched_mark_output(loom_sched_t *s, uint64_t run_id);
 void sched_request_flush(loom_sched_t *s);
 
-/* sched_run.c: runs, tasks, dispatch */
+/* sched_run.c: runs, their tasks, recovery, cancel */
 int run_create(loom_sched_t *s, uint64_t pipeline_id, const char *pipeline, uint32_t version,
-               const char *source, size_t len, const char *trigger, uint64_t *run_id);
+               const char *source, size_t len, const char *trigger, json_t *params,
+               uint64_t *run_id, char *why, size_t whylen);
 int run_recover(loom_sched_t *s, const loom_run_row_t *row);
 void run_free(run_t *r);
+/* Settles the run once every task has ended. */
+void run_check_done(loom_sched_t *s, run_t *r);
+void save_task(loom_sched_t *s, task_t *t);
+void save_run(loom_sched_t *s, run_t *r);
+const char *task_state_name(task_state_t st);
+const char *run_state_name(run_state_t st);
+bool task_state_parse(const char *name, task_state_t *out);
+static inline bool task_ended(const task_t *t)
+{
+    return t->state >= TASK_SUCCEEDED;
+}
+static inline const loom_dag_task_t *dag_task(const task_t *t)
+{
+    return &t->run->dag->tasks[t->dag_idx];
+}
+
+/* sched_task.c: when tasks are ready, dispatch, attempts and their outcome */
+/* Decides what a pending task does now that (some of) its upstream ended:
+ * nothing yet, queue, skip, or upstream_failed. */
+void task_evaluate(loom_sched_t *s, task_t *t);
+void task_end(loom_sched_t *s, task_t *t, task_state_t st, const char *error);
 void dispatch_ready(loom_sched_t *s);
+void retry_timer_start(loom_sched_t *s);
+/* Waits until not_before (unix ms) before queueing t again. */
+void retry_later(loom_sched_t *s, task_t *t, uint64_t not_before);
+/* The delay before retry number `failures` (1 = first retry), with jitter
+ * drawn from `random` (any 32-bit value). */
+uint64_t retry_delay_ms(const loom_dag_task_t *dt, uint32_t failures, uint32_t random);
 /* An attempt ended: record it and move its task and run on. */
 void attempt_finished(loom_sched_t *s, attempt_t *a, const Loom__Finished *f);
 /* An attempt's agent went away: record it lost and retry the task. */
 void attempt_lost(loom_sched_t *s, attempt_t *a, const char *why);
 void attempt_started(loom_sched_t *s, attempt_t *a, uint64_t started_ms);
 int attempt_log(loom_sched_t *s, attempt_t *a, const Loom__LogChunk *c);
-const char *task_state_name(task_state_t st);
-const char *run_state_name(run_state_t st);
 
 /* objects.c: answers an agent's FetchObject with an ObjectChunk. */
 void objects_on_fetch(loom_sched_t *s, agent_t *a, const loom_msg_t *m);

@@ -64,7 +64,8 @@ int loom_sched_submit(loom_sched_t *s, const char *file, const char *source, siz
 }
 
 int loom_sched_start_run(loom_sched_t *s, const char *pipeline, uint32_t version,
-                         const char *trigger, uint64_t *run_id)
+                         const char *trigger, json_t *params, uint64_t *run_id, char *why,
+                         size_t whylen)
 {
     uint64_t pipeline_id;
     uint32_t found_version;
@@ -73,7 +74,10 @@ int loom_sched_start_run(loom_sched_t *s, const char *pipeline, uint32_t version
     int rc = loom_store_pipeline_source(s->store, pipeline, version, &pipeline_id, &found_version,
                                         &source, &len);
     if (rc) return rc;
-    rc = run_create(s, pipeline_id, pipeline, found_version, source, len, trigger, run_id);
+    json_t *given = params ? json_incref(params) : json_object();
+    rc = run_create(s, pipeline_id, pipeline, found_version, source, len, trigger, given, run_id,
+                    why, whylen);
+    json_decref(given);
     free(source);
     if (rc == 0) rc = loom_sched_commit(s);
     return rc;

@@ -1,23 +1,22 @@
-/* Runs, tasks and attempts: the state machine and dispatch. Everything here
- * is event-driven: a finished task immediately queues its ready dependents,
- * and a queued task goes at once to an agent with a free slot. */
+/* Runs in loomd: building a run's tasks from its DAG (foreach expanded into
+ * copies), checking its parameters, settling it when every task has ended,
+ * rebuilding runs in flight after a restart, and cancelling. */
 #include "sched_internal.h"
 
 #include "loom/err.h"
 #include "loom/log.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 static const char *const task_names[] = {
-    [TASK_PENDING] = "pending",     [TASK_QUEUED] = "queued",
-    [TASK_RUNNING] = "running",     [TASK_SUCCEEDED] = "succeeded",
-    [TASK_FAILED] = "failed",       [TASK_UPSTREAM_FAILED] = "upstream_failed",
-    [TASK_CANCELLED] = "cancelled",
+    [TASK_PENDING] = "pending", [TASK_QUEUED] = "queued",
+    [TASK_RUNNING] = "running", [TASK_SUCCEEDED] = "succeeded",
+    [TASK_FAILED] = "failed",   [TASK_UPSTREAM_FAILED] = "upstream_failed",
+    [TASK_SKIPPED] = "skipped", [TASK_CANCELLED] = "cancelled",
 };
 static const char *const run_names[] = {
     [RUN_QUEUED] = "queued", [RUN_RUNNING] = "running",     [RUN_SUCCEEDED] = "succeeded",
@@ -34,7 +33,7 @@ const char *run_state_name(run_state_t st)
     return run_names[st];
 }
 
-static bool task_state_parse(const char *name, task_state_t *out)
+bool task_state_parse(const char *name, task_state_t *out)
 {
     for (size_t i = 0; name && i < sizeof task_names / sizeof task_names[0]; i++) {
         if (strcmp(task_names[i], name) == 0) {
@@ -45,17 +44,7 @@ static bool task_state_parse(const char *name, task_state_t *out)
     return false;
 }
 
-static bool task_ended(const task_t *t)
-{
-    return t->state >= TASK_SUCCEEDED;
-}
-
-static const loom_dag_task_t *dag_task(const task_t *t)
-{
-    return &t->run->dag->tasks[t->idx];
-}
-
-static void save_task(loom_sched_t *s, task_t *t)
+void save_task(loom_sched_t *s, task_t *t)
 {
     loom_task_row_t row = {
         .id = t->id,
@@ -68,12 +57,13 @@ static void save_task(loom_sched_t *s, task_t *t)
         .exit_code = t->exit_code,
         .signal = t->signal,
         .error = t->error,
+        .not_before_ms = t->not_before,
     };
     loom_store_task_update(s->store, &row);
     sched_mark_changed(s, t->run->id);
 }
 
-static void save_run(loom_sched_t *s, run_t *r)
+void save_run(loom_sched_t *s, run_t *r)
 {
     loom_run_row_t row = {
         .id = r->id,
@@ -88,42 +78,230 @@ static void save_run(loom_sched_t *s, run_t *r)
 void run_free(run_t *r)
 {
     if (!r) return;
-    for (size_t i = 0; r->dependents && i < r->dag->n_tasks; i++) free(r->dependents[i]);
-    for (size_t i = 0; r->tasks && i < r->dag->n_tasks; i++) free(r->tasks[i].error);
-    free(r->dependents);
-    free(r->n_dependents);
+    for (uint32_t i = 0; r->tasks && i < r->n_tasks; i++) {
+        task_t *t = &r->tasks[i];
+        free(t->name);
+        free(t->error);
+        free(t->up);
+        free(t->down);
+        json_decref(t->item);
+        json_decref(t->metrics);
+    }
     free(r->tasks);
     loom_dag_destroy(&r->dag);
+    json_decref(r->params);
+    json_decref(r->event);
     free(r->pipeline);
     free(r->trigger);
+    free(r->bundle);
     free(r);
 }
 
-/* Builds the in-memory run from its DAG; tasks start pending. */
-static run_t *run_build(loom_dag_t *dag, uint64_t id, const char *pipeline)
+/* --- parameters ---------------------------------------------------------------------- */
+
+static const char *const type_names[] = {"string", "int", "float", "bool", "list"};
+
+/* A run's value for a parameter, converted to its type. The CLI sends
+ * everything as text (-p lr=0.1), so strings are parsed; other JSON values
+ * must already have the type. NULL (why set) when it cannot be. */
+static json_t *coerce(const loom_dag_param_t *p, json_t *v, char *why, size_t whylen)
+{
+    const char *text = json_string_value(v);
+    int64_t i;
+    switch (p->type) {
+    case LOOM_PARAM_STRING:
+        if (text) return json_incref(v);
+        break;
+    case LOOM_PARAM_INT:
+        if (json_is_integer(v)) return json_incref(v);
+        if (text && loom_parse_i64(text, INT64_MIN, INT64_MAX, &i) == 0) return json_integer(i);
+        break;
+    case LOOM_PARAM_FLOAT: {
+        if (json_is_number(v)) return json_real(json_number_value(v));
+        char *end = NULL;
+        double d = text && *text ? strtod(text, &end) : 0;
+        if (text && *text && end && *end == '\0') return json_real(d);
+        break;
+    }
+    case LOOM_PARAM_BOOL:
+        if (json_is_boolean(v)) return json_incref(v);
+        if (text && (!strcmp(text, "true") || !strcmp(text, "yes") || !strcmp(text, "1")))
+            return json_true();
+        if (text && (!strcmp(text, "false") || !strcmp(text, "no") || !strcmp(text, "0")))
+            return json_false();
+        break;
+    case LOOM_PARAM_LIST:
+        if (json_is_array(v)) return json_incref(v);
+        if (text) {
+            json_t *list = json_loads(text, JSON_DECODE_ANY, NULL);
+            if (json_is_array(list)) return list;
+            json_decref(list);
+        }
+        break;
+    }
+    char *shown = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    snprintf(why, whylen, "parameter \"%s\" must be %s %s, got %.80s", p->name,
+             p->type == LOOM_PARAM_INT ? "an" : "a", type_names[p->type], shown ? shown : "?");
+    free(shown);
+    return NULL;
+}
+
+/* Every declared parameter: the given value (converted), else the default.
+ * Unknown names and missing required ones are errors. */
+static json_t *resolve_params(const loom_dag_t *dag, json_t *given, char *why, size_t whylen)
+{
+    json_t *out = json_object();
+    const char *key;
+    json_t *v;
+    json_object_foreach(given, key, v)
+    {
+        if (!loom_dag_param(dag, key)) {
+            snprintf(why, whylen, "unknown parameter \"%s\" (pipeline %s declares %zu)", key,
+                     dag->name, dag->n_params);
+            json_decref(out);
+            return NULL;
+        }
+    }
+    for (size_t i = 0; i < dag->n_params; i++) {
+        const loom_dag_param_t *p = &dag->params[i];
+        json_t *value = json_object_get(given, p->name);
+        json_t *got = NULL;
+        if (value)
+            got = coerce(p, value, why, whylen);
+        else if (p->default_json)
+            got = json_loads(p->default_json, JSON_DECODE_ANY, NULL);
+        else
+            snprintf(why, whylen, "parameter \"%s\" is required (type %s)", p->name,
+                     type_names[p->type]);
+        if (!got) {
+            json_decref(out);
+            return NULL;
+        }
+        json_object_set_new(out, p->name, got);
+    }
+    return out;
+}
+
+/* --- building a run's tasks --------------------------------------------------------- */
+
+/* One task of a run, before it exists. */
+typedef struct {
+    uint32_t dag_idx;
+    char *name;
+    json_t *item;
+    int item_index; /* -1: not a copy; -2: stands for a foreach over nothing */
+} spec_t;
+
+static void specs_free(spec_t *specs, uint32_t n)
+{
+    for (uint32_t i = 0; specs && i < n; i++) {
+        free(specs[i].name);
+        json_decref(specs[i].item);
+    }
+    free(specs);
+}
+
+/* The list a foreach task fans out over; NULL when it is not one. */
+static json_t *foreach_items(const loom_dag_task_t *dt, json_t *params, json_t *event)
+{
+    if (dt->foreach_json) return json_loads(dt->foreach_json, JSON_DECODE_ANY, NULL);
+    if (!dt->foreach) return NULL;
+    json_t *v = NULL;
+    if (strncmp(dt->foreach, "params.", 7) == 0) v = json_object_get(params, dt->foreach + 7);
+    if (strcmp(dt->foreach, "trigger.files") == 0 && event) v = json_object_get(event, "files");
+    return json_is_array(v) ? json_incref(v) : json_array();
+}
+
+/* Every task of a new run, DAG tasks in topological order, foreach tasks as
+ * one copy per item ("sweep[0]", "sweep[1]", ...). */
+static int expand(const loom_dag_t *dag, json_t *params, json_t *event, spec_t **out,
+                  uint32_t *n_out, char *why, size_t whylen)
+{
+    spec_t *specs = NULL;
+    size_t n = 0, cap = 0;
+    for (size_t o = 0; o < dag->n_tasks; o++) {
+        const loom_dag_task_t *dt = &dag->tasks[dag->order[o]];
+        json_t *items = foreach_items(dt, params, event);
+        size_t copies = items && json_array_size(items) ? json_array_size(items) : 1;
+        if (n + copies > LOOM_DAG_MAX_TASKS) {
+            snprintf(why, whylen, "the run would have more than %d tasks", LOOM_DAG_MAX_TASKS);
+            json_decref(items);
+            specs_free(specs, (uint32_t)n);
+            return LOOM_ETOOBIG;
+        }
+        if (n + copies > cap) {
+            cap = (n + copies) * 2;
+            specs = loom_xrealloc(specs, cap * sizeof *specs);
+        }
+        for (size_t k = 0; k < copies; k++) {
+            spec_t *sp = &specs[n++];
+            sp->dag_idx = (uint32_t)dag->order[o];
+            sp->item = NULL;
+            sp->item_index = -1;
+            if (!items) {
+                sp->name = loom_xstrdup(dt->name);
+            } else if (json_array_size(items) == 0) {
+                sp->name = loom_xstrdup(dt->name);
+                sp->item_index = -2;
+            } else {
+                sp->name = loom_xasprintf("%s[%zu]", dt->name, k);
+                sp->item = json_incref(json_array_get(items, k));
+                sp->item_index = (int)k;
+            }
+        }
+        json_decref(items);
+    }
+    *out = specs;
+    *n_out = (uint32_t)n;
+    return 0;
+}
+
+/* Builds the in-memory run: every copy of a needed DAG task is upstream of
+ * every copy of the task that needs it. Tasks start pending. Takes the
+ * specs' names and items. */
+static run_t *run_build(loom_dag_t *dag, uint64_t id, const char *pipeline, spec_t *specs,
+                        uint32_t n)
 {
     run_t *r = loom_xcalloc(1, sizeof *r);
-    size_t n = dag->n_tasks;
     r->id = id;
     r->dag = dag;
     r->pipeline = loom_xstrdup(pipeline);
-    r->tasks = loom_xcalloc(n, sizeof *r->tasks);
-    r->dependents = loom_xcalloc(n, sizeof *r->dependents);
-    r->n_dependents = loom_xcalloc(n, sizeof *r->n_dependents);
-    for (size_t i = 0; i < n; i++) {
+    r->n_tasks = n;
+    r->tasks = loom_xcalloc(n ? n : 1, sizeof *r->tasks);
+    uint32_t *first = loom_xcalloc(dag->n_tasks, sizeof *first);
+    uint32_t *count = loom_xcalloc(dag->n_tasks, sizeof *count);
+    for (uint32_t i = n; i-- > 0;) {
+        first[specs[i].dag_idx] = i;
+        count[specs[i].dag_idx]++;
+    }
+    for (uint32_t i = 0; i < n; i++) {
         task_t *t = &r->tasks[i];
         t->run = r;
-        t->idx = (uint32_t)i;
+        t->idx = i;
+        t->dag_idx = specs[i].dag_idx;
+        t->name = specs[i].name;
+        t->item = specs[i].item;
+        t->item_index = specs[i].item_index;
+        specs[i].name = NULL;
+        specs[i].item = NULL;
         t->state = TASK_PENDING;
-        t->waiting = (uint32_t)dag->tasks[i].n_needs;
         link_init(&t->in_queue);
-        for (size_t j = 0; j < dag->tasks[i].n_needs; j++) {
-            size_t up = dag->tasks[i].needs_idx[j];
-            r->dependents[up] =
-                loom_xrealloc(r->dependents[up], (r->n_dependents[up] + 1) * sizeof(uint32_t));
-            r->dependents[up][r->n_dependents[up]++] = (uint32_t)i;
+        const loom_dag_task_t *dt = &dag->tasks[t->dag_idx];
+        for (size_t j = 0; j < dt->n_needs; j++) t->n_up += count[dt->needs_idx[j]];
+        t->up = loom_xcalloc(t->n_up ? t->n_up : 1, sizeof *t->up);
+        t->n_up = 0;
+        for (size_t j = 0; j < dt->n_needs; j++) {
+            size_t need = dt->needs_idx[j];
+            for (uint32_t k = 0; k < count[need]; k++) {
+                task_t *u = &r->tasks[first[need] + k];
+                t->up[t->n_up++] = first[need] + k;
+                u->down = loom_xrealloc(u->down, (u->n_down + 1) * sizeof *u->down);
+                u->down[u->n_down++] = i;
+            }
         }
     }
+    free(first);
+    free(count);
     return r;
 }
 
@@ -136,193 +314,93 @@ static char *needs_json(const loom_dag_task_t *dt)
     return text;
 }
 
-static void enqueue(loom_sched_t *s, task_t *t)
+static int insert_tasks(loom_sched_t *s, run_t *r)
 {
-    t->state = TASK_QUEUED;
-    link_push(&s->ready, &t->in_queue);
+    for (uint32_t i = 0; i < r->n_tasks; i++) {
+        task_t *t = &r->tasks[i];
+        char *needs = needs_json(dag_task(t));
+        char *item = t->item ? json_dumps(t->item, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+        loom_task_row_t row = {.run_id = r->id,
+                               .idx = i,
+                               .name = t->name,
+                               .needs_json = needs,
+                               .state = task_state_name(TASK_PENDING),
+                               .dag_idx = t->dag_idx,
+                               .item_json = item};
+        int rc = loom_store_task_insert(s->store, &row);
+        free(needs);
+        free(item);
+        if (rc) return rc;
+        t->id = row.id;
+    }
+    return 0;
 }
 
 int run_create(loom_sched_t *s, uint64_t pipeline_id, const char *pipeline, uint32_t version,
-               const char *source, size_t len, const char *trigger, uint64_t *run_id)
+               const char *source, size_t len, const char *trigger, json_t *given, uint64_t *run_id,
+               char *why, size_t whylen)
 {
     loom_dag_t *dag = NULL;
-    loom_diags_t diags = {0};
-    if (loom_dag_parse(source, len, pipeline, &dag, &diags) != 0) {
-        loom_diags_free(&diags);
+    if (loom_dag_parse(source, len, pipeline, &dag, NULL) != 0) {
+        snprintf(why, whylen, "stored version %u no longer parses", version);
         return LOOM_EPARSE; /* a stored version is always valid; be safe anyway */
     }
+    json_t *params = resolve_params(dag, given, why, whylen);
+    spec_t *specs = NULL;
+    uint32_t n = 0;
+    int rc = params ? expand(dag, params, NULL, &specs, &n, why, whylen) : LOOM_EINVAL;
+    if (rc) {
+        json_decref(params);
+        loom_dag_destroy(&dag);
+        return rc;
+    }
     uint64_t now = loom_unix_ms();
+    char *params_text = json_dumps(params, JSON_COMPACT | JSON_SORT_KEYS);
     loom_run_row_t row = {.pipeline_id = pipeline_id,
                           .version = version,
                           .state = run_state_name(RUN_QUEUED),
                           .trigger = trigger,
-                          .created_ms = now};
-    int rc = loom_store_run_insert(s->store, &row);
+                          .created_ms = now,
+                          .params_json = params_text};
+    rc = loom_store_run_insert(s->store, &row);
+    free(params_text);
     if (rc) {
+        specs_free(specs, n);
+        json_decref(params);
         loom_dag_destroy(&dag);
         return rc;
     }
-    run_t *r = run_build(dag, row.id, pipeline);
+    run_t *r = run_build(dag, row.id, pipeline, specs, n);
+    specs_free(specs, n);
     r->pipeline_id = pipeline_id;
     r->version = version;
     r->state = RUN_QUEUED;
     r->created_ms = now;
     r->trigger = loom_xstrdup(trigger);
-    for (size_t i = 0; i < dag->n_tasks; i++) {
-        task_t *t = &r->tasks[i];
-        char *needs = needs_json(&dag->tasks[i]);
-        loom_task_row_t trow = {.run_id = r->id,
-                                .idx = (uint32_t)i,
-                                .name = dag->tasks[i].name,
-                                .needs_json = needs,
-                                .state = task_state_name(TASK_PENDING)};
-        rc = loom_store_task_insert(s->store, &trow);
-        free(needs);
-        if (rc) break;
-        t->id = trow.id;
-    }
+    r->params = params;
+    r->bundle = loom_store_version_bundle(s->store, pipeline_id, version);
+    rc = insert_tasks(s, r);
     if (rc) {
         run_free(r);
         return rc;
     }
     loom_map_put(&s->runs, r->id, r);
-    for (size_t i = 0; i < dag->n_tasks; i++) {
-        task_t *t = &r->tasks[dag->order[i]];
-        if (t->waiting == 0) {
-            enqueue(s, t);
-            save_task(s, t);
-        }
-    }
-    sched_mark_changed(s, r->id);
-    LOG_INFO("run created run=%llu pipeline=%s version=%u trigger=%s tasks=%zu",
-             (unsigned long long)r->id, pipeline, version, trigger, dag->n_tasks);
+    LOG_INFO("run created run=%llu pipeline=%s version=%u trigger=%s tasks=%u",
+             (unsigned long long)r->id, pipeline, version, trigger, r->n_tasks);
     *run_id = r->id;
+    sched_mark_changed(s, r->id);
+    for (uint32_t i = 0; i < r->n_tasks && loom_map_get(&s->runs, *run_id); i++)
+        if (r->tasks[i].n_up == 0) task_evaluate(s, &r->tasks[i]);
+    if (loom_map_get(&s->runs, *run_id)) run_check_done(s, r);
     dispatch_ready(s);
     return 0;
 }
 
-/* --- dispatch -------------------------------------------------------------- */
-
-/* Spine placement: the connected agent with the most free slots. The fleet
- * issue replaces this with resource-aware best fit. */
-static agent_t *pick_agent(loom_sched_t *s)
+void run_check_done(loom_sched_t *s, run_t *r)
 {
-    agent_t *best = NULL;
-    void *v;
-    for (size_t i = 0; loom_map_next(&s->agents, &i, &v);) {
-        agent_t *a = v;
-        if (a->state != AGENT_CONNECTED || a->running >= a->slots) continue;
-        if (!best || a->slots - a->running > best->slots - best->running) best = a;
-    }
-    return best;
-}
-
-static void add_env(Loom__EnvVar **vars, size_t *n, const loom_env_t *env, size_t count)
-{
-    for (size_t i = 0; i < count; i++) {
-        loom__env_var__init(vars[*n]);
-        vars[*n]->name = env[i].name;
-        vars[*n]->value = env[i].value;
-        (*n)++;
-    }
-}
-
-static void send_dispatch(loom_sched_t *s, attempt_t *a)
-{
-    const loom_dag_task_t *dt = dag_task(a->task);
-    const loom_dag_t *dag = a->run->dag;
-    size_t n_env = dag->n_env + dt->n_env, used = 0;
-    Loom__EnvVar *storage = loom_xcalloc(n_env ? n_env : 1, sizeof *storage);
-    Loom__EnvVar **vars = loom_xcalloc(n_env ? n_env : 1, sizeof *vars);
-    for (size_t i = 0; i < n_env; i++) vars[i] = &storage[i];
-    add_env(vars, &used, dag->env, dag->n_env);
-    add_env(vars, &used, dt->env, dt->n_env);
-
-    Loom__Dispatch d = LOOM__DISPATCH__INIT;
-    d.attempt_id = a->id;
-    d.run_id = a->run->id;
-    d.pipeline = a->run->pipeline;
-    d.task = dt->name;
-    d.argv = dt->argv;
-    d.n_argv = dt->argv ? dt->argc : 0;
-    d.shell = dt->shell ? dt->shell : "";
-    d.env = vars;
-    d.n_env = used;
-    d.timeout_ms = dt->timeout_ms;
-    d.seq = a->dispatch_seq;
-    d.attempt_number = a->number;
-    loom_msg_t msg = LOOM__ENVELOPE__INIT;
-    msg.body_case = LOOM__ENVELOPE__BODY_DISPATCH;
-    msg.dispatch = &d;
-    sched_send(s, a->agent->name, &msg);
-    free(vars);
-    free(storage);
-}
-
-static void dispatch_task(loom_sched_t *s, task_t *t, agent_t *ag)
-{
-    run_t *r = t->run;
-    uint64_t now = loom_unix_ms();
-    attempt_t *a = loom_xcalloc(1, sizeof *a);
-    a->number = ++t->attempts;
-    a->run = r;
-    a->task = t;
-    a->agent = ag;
-    a->state = ATT_DISPATCHED;
-    a->dispatched_ms = now;
-    a->dispatch_seq = ++ag->dispatch_seq;
-    a->log_fd = -1;
-    loom_attempt_row_t row = {.task_id = t->id,
-                              .run_id = r->id,
-                              .number = a->number,
-                              .agent = ag->name,
-                              .state = "dispatched",
-                              .dispatched_ms = now};
-    if (loom_store_attempt_insert(s->store, &row) != 0) {
-        /* Cannot record it, so cannot run it: leave the task queued. */
-        t->attempts--;
-        free(a);
-        link_push(&s->ready, &t->in_queue);
-        return;
-    }
-    a->id = row.id;
-    link_push(&ag->attempts, &a->on_agent);
-    ag->running++;
-    loom_map_put(&s->attempts, a->id, a);
-    t->current = a;
-    t->last_attempt_id = a->id;
-    t->state = TASK_RUNNING;
-    if (!t->started_ms) t->started_ms = now;
-    save_task(s, t);
-    if (r->state == RUN_QUEUED) {
-        r->state = RUN_RUNNING;
-        r->started_ms = now;
-        save_run(s, r);
-    }
-    s->stats.dispatched++;
-    LOG_DEBUG("dispatch run=%llu task=%s attempt=%llu agent=%s", (unsigned long long)r->id,
-              dag_task(t)->name, (unsigned long long)a->id, ag->name);
-    send_dispatch(s, a);
-}
-
-void dispatch_ready(loom_sched_t *s)
-{
-    while (!link_empty(&s->ready)) {
-        agent_t *ag = pick_agent(s);
-        if (!ag) return;
-        task_t *t = CONTAINER_OF(s->ready.next, task_t, in_queue);
-        link_remove(&t->in_queue);
-        dispatch_task(s, t, ag);
-    }
-}
-
-/* --- task and run transitions ------------------------------------------------ */
-
-static void run_check_done(loom_sched_t *s, run_t *r)
-{
-    if (r->n_ended < r->dag->n_tasks) return;
+    if (r->n_ended < r->n_tasks) return;
     bool failed = false, cancelled = false;
-    for (size_t i = 0; i < r->dag->n_tasks; i++) {
+    for (uint32_t i = 0; i < r->n_tasks; i++) {
         task_state_t st = r->tasks[i].state;
         if (st == TASK_FAILED || st == TASK_UPSTREAM_FAILED) failed = true;
         if (st == TASK_CANCELLED) cancelled = true;
@@ -337,230 +415,57 @@ static void run_check_done(loom_sched_t *s, run_t *r)
     run_free(r);
 }
 
-static void task_end(loom_sched_t *s, task_t *t, task_state_t st, const char *error)
-{
-    if (!link_empty(&t->in_queue)) link_remove(&t->in_queue);
-    t->state = st;
-    t->ended_ms = loom_unix_ms();
-    if (error) {
-        free(t->error);
-        t->error = loom_xstrdup(error);
-    }
-    t->run->n_ended++;
-    save_task(s, t);
-}
-
-/* Marks everything downstream of t that has not started as upstream_failed:
- * those tasks never run. */
-static void fail_downstream(loom_sched_t *s, task_t *t)
-{
-    run_t *r = t->run;
-    for (uint32_t i = 0; i < r->n_dependents[t->idx]; i++) {
-        task_t *d = &r->tasks[r->dependents[t->idx][i]];
-        if (d->state != TASK_PENDING) continue;
-        char *why = loom_xasprintf("upstream task \"%s\" did not succeed", dag_task(t)->name);
-        task_end(s, d, TASK_UPSTREAM_FAILED, why);
-        free(why);
-        fail_downstream(s, d);
-    }
-}
-
-static void task_succeeded(loom_sched_t *s, task_t *t)
-{
-    run_t *r = t->run;
-    task_end(s, t, TASK_SUCCEEDED, NULL);
-    for (uint32_t i = 0; i < r->n_dependents[t->idx]; i++) {
-        task_t *d = &r->tasks[r->dependents[t->idx][i]];
-        if (d->state == TASK_PENDING && --d->waiting == 0 && !r->cancelling) {
-            enqueue(s, d);
-            save_task(s, d);
-        }
-    }
-}
-
-static void task_failed(loom_sched_t *s, task_t *t, const char *error)
-{
-    task_end(s, t, TASK_FAILED, error);
-    fail_downstream(s, t);
-}
-
-/* After an attempt ends: retry, or settle the task, then the run. */
-static void task_after_attempt(loom_sched_t *s, task_t *t, bool ok, bool lost, const char *error)
-{
-    run_t *r = t->run;
-    const loom_dag_task_t *dt = dag_task(t);
-    t->current = NULL;
-    if (r->cancelling) {
-        task_end(s, t, TASK_CANCELLED, error ? error : "cancelled");
-    } else if (ok) {
-        task_succeeded(s, t);
-    } else if ((lost && t->lost <= s->cfg.max_lost_retries) ||
-               (!lost && t->attempts - t->lost <= dt->retries)) {
-        LOG_INFO("retrying run=%llu task=%s after attempt %u: %s", (unsigned long long)r->id,
-                 dt->name, t->attempts, error ? error : "failed");
-        enqueue(s, t);
-        save_task(s, t);
-    } else {
-        task_failed(s, t, error);
-    }
-    run_check_done(s, r);
-}
-
-static void attempt_detach(loom_sched_t *s, attempt_t *a)
-{
-    a->state = ATT_ENDED;
-    link_remove(&a->on_agent);
-    if (a->agent->running > 0) a->agent->running--;
-    loom_map_del(&s->attempts, a->id);
-    if (a->log_fd >= 0) close(a->log_fd);
-    a->log_fd = -1;
-}
-
-static char *describe_exit(const Loom__Finished *f)
-{
-    if (f->error && *f->error) return loom_xstrdup(f->error);
-    if (f->signal)
-        return loom_xasprintf("killed by signal %d (%s)", f->signal, strsignal(f->signal));
-    if (f->exit_code) return loom_xasprintf("exited with status %d", f->exit_code);
-    return NULL;
-}
-
-void attempt_finished(loom_sched_t *s, attempt_t *a, const Loom__Finished *f)
-{
-    task_t *t = a->task;
-    bool ok = f->signal == 0 && f->exit_code == 0 && !f->timed_out && !f->cancelled &&
-              !(f->error && *f->error);
-    char *error = describe_exit(f);
-    const char *state = ok ? "succeeded" : f->cancelled ? "cancelled" : "failed";
-    loom_attempt_row_t row = {.id = a->id,
-                              .state = state,
-                              .started_ms = f->started_unix_ms ? f->started_unix_ms : a->started_ms,
-                              .ended_ms = f->ended_unix_ms ? f->ended_unix_ms : loom_unix_ms(),
-                              .has_exit = true,
-                              .exit_code = f->exit_code,
-                              .signal = f->signal,
-                              .error = error,
-                              .user_cpu_us = f->user_cpu_us,
-                              .sys_cpu_us = f->sys_cpu_us,
-                              .max_rss = f->max_rss_bytes,
-                              .log_seq = a->log_seq,
-                              .log_bytes = a->log_bytes};
-    loom_store_attempt_update(s->store, &row);
-    t->has_exit = true;
-    t->exit_code = f->exit_code;
-    t->signal = f->signal;
-    attempt_detach(s, a);
-    s->stats.finished++;
-    LOG_DEBUG("finished run=%llu task=%s attempt=%llu state=%s", (unsigned long long)a->run->id,
-              dag_task(t)->name, (unsigned long long)a->id, state);
-    task_after_attempt(s, t, ok, false, error);
-    free(error);
-    free(a);
-    dispatch_ready(s);
-}
-
-void attempt_lost(loom_sched_t *s, attempt_t *a, const char *why)
-{
-    task_t *t = a->task;
-    loom_attempt_row_t row = {.id = a->id,
-                              .state = "lost",
-                              .started_ms = a->started_ms,
-                              .ended_ms = loom_unix_ms(),
-                              .error = why,
-                              .log_seq = a->log_seq,
-                              .log_bytes = a->log_bytes};
-    loom_store_attempt_update(s->store, &row);
-    LOG_WARN("attempt lost run=%llu task=%s attempt=%llu agent=%s: %s",
-             (unsigned long long)a->run->id, dag_task(t)->name, (unsigned long long)a->id,
-             a->agent->name, why);
-    attempt_detach(s, a);
-    t->lost++;
-    task_after_attempt(s, t, false, true, why);
-    free(a);
-    dispatch_ready(s);
-}
-
-void attempt_started(loom_sched_t *s, attempt_t *a, uint64_t started_ms)
-{
-    if (a->state != ATT_DISPATCHED) return;
-    a->state = ATT_RUNNING;
-    a->started_ms = started_ms ? started_ms : loom_unix_ms();
-    loom_attempt_row_t row = {.id = a->id,
-                              .state = "running",
-                              .started_ms = a->started_ms,
-                              .log_seq = a->log_seq,
-                              .log_bytes = a->log_bytes};
-    loom_store_attempt_update(s->store, &row);
-    sched_mark_changed(s, a->run->id);
-}
-
-static int open_log(loom_sched_t *s, attempt_t *a)
-{
-    if (a->log_fd >= 0) return 0;
-    char *dir = loom_xasprintf("%s/logs/%llu", s->state_dir, (unsigned long long)a->run->id);
-    char *path = loom_sched_log_path(s, a->run->id, a->id);
-    int rc = loom_mkdirs(dir, 0700);
-    if (rc == 0) {
-        a->log_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-        if (a->log_fd < 0) rc = LOOM_EIO;
-    }
-    if (rc) LOG_ERROR("cannot open log %s: %s", path, strerror(errno));
-    free(dir);
-    free(path);
-    return rc;
-}
-
-/* Appends one chunk exactly once. Returns 0 when the chunk is stored (or was
- * already), so the caller acknowledges it; an error leaves it unacknowledged
- * for the agent to send again. */
-int attempt_log(loom_sched_t *s, attempt_t *a, const Loom__LogChunk *c)
-{
-    if (c->seq <= a->log_seq) return 0; /* a resend of what we have */
-    if (c->seq != a->log_seq + 1) {
-        LOG_WARN("log gap attempt=%llu have=%llu got=%llu", (unsigned long long)a->id,
-                 (unsigned long long)a->log_seq, (unsigned long long)c->seq);
-        return LOOM_EPROTO;
-    }
-    if (open_log(s, a) != 0) return LOOM_EIO;
-    const uint8_t *p = c->data.data;
-    size_t left = c->data.len;
-    while (left > 0) {
-        ssize_t n = write(a->log_fd, p, left);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-            /* Undo a partial append so the file matches the recorded size. */
-            if (ftruncate(a->log_fd, (off_t)a->log_bytes) != 0) { /* reported below */
-            }
-            LOG_ERROR("log write failed attempt=%llu: %s", (unsigned long long)a->id,
-                      strerror(errno));
-            return LOOM_EIO;
-        }
-        p += n;
-        left -= (size_t)n;
-    }
-    a->log_seq = c->seq;
-    a->log_bytes += c->data.len;
-    loom_store_attempt_log(s->store, a->id, a->log_seq, a->log_bytes);
-    sched_mark_output(s, a->run->id);
-    return 0;
-}
-
-/* --- recovery ----------------------------------------------------------------- */
+/* --- recovery --------------------------------------------------------------------- */
 
 typedef struct {
-    loom_sched_t *s;
-    run_t *r;
+    spec_t *specs;
+    loom_task_row_t *rows; /* strings copied */
+    uint32_t n, cap;
+    uint32_t n_dag;
     int rc;
 } recover_ctx_t;
+
+static int collect_task(void *ud, const loom_task_row_t *row)
+{
+    recover_ctx_t *c = ud;
+    if (row->idx != c->n || row->dag_idx >= c->n_dag) {
+        c->rc = LOOM_EINTERNAL; /* rows must be 0..n-1 of this DAG */
+        return c->rc;
+    }
+    if (c->n == c->cap) {
+        c->cap = c->cap ? c->cap * 2 : 16;
+        c->specs = loom_xrealloc(c->specs, c->cap * sizeof *c->specs);
+        c->rows = loom_xrealloc(c->rows, c->cap * sizeof *c->rows);
+    }
+    spec_t *sp = &c->specs[c->n];
+    sp->dag_idx = row->dag_idx;
+    sp->name = loom_xstrdup(row->name);
+    sp->item = row->item_json ? json_loads(row->item_json, JSON_DECODE_ANY, NULL) : NULL;
+    sp->item_index = -1;
+    if (sp->item) {
+        const char *open = strrchr(row->name, '[');
+        sp->item_index = open ? (int)strtol(open + 1, NULL, 10) : 0;
+    }
+    loom_task_row_t *copy = &c->rows[c->n++];
+    *copy = *row;
+    copy->name = NULL;
+    copy->needs_json = NULL;
+    copy->item_json = NULL;
+    copy->state = loom_xstrdup(row->state ? row->state : "pending");
+    copy->error = row->error ? loom_xstrdup(row->error) : NULL;
+    return 0;
+}
 
 /* Re-attaches an attempt that was in flight when loomd stopped. Its agent
  * gets until the agent timeout to say hello and claim it; otherwise it is
  * lost and retried. Log bytes past the recorded size were written but never
  * acknowledged: cut them, the agent sends them again. */
-static void recover_attempt(loom_sched_t *s, task_t *t, uint64_t attempt_id)
+static void recover_attempt(loom_sched_t *s, task_t *t)
 {
     loom_attempt_row_t row;
-    if (loom_store_attempt_get(s->store, attempt_id, &row) != 0) return;
+    if (loom_store_attempt_get(s->store, t->last_attempt_id, &row) != 0) return;
+    if (strcmp(row.state, "succeeded") == 0 && row.metrics_json)
+        t->metrics = json_loads(row.metrics_json, 0, NULL);
     if (strcmp(row.state, "dispatched") != 0 && strcmp(row.state, "running") != 0) return;
     attempt_t *a = loom_xcalloc(1, sizeof *a);
     a->id = row.id;
@@ -584,15 +489,10 @@ static void recover_attempt(loom_sched_t *s, task_t *t, uint64_t attempt_id)
     t->current = a;
 }
 
-static int recover_task(void *ud, const loom_task_row_t *row)
+/* Restores one task's state from its row and puts it back where it was:
+ * in flight on its agent, in the ready queue, or waiting for a retry. */
+static void recover_task(loom_sched_t *s, task_t *t, const loom_task_row_t *row)
 {
-    recover_ctx_t *c = ud;
-    run_t *r = c->r;
-    if (row->idx >= r->dag->n_tasks) {
-        c->rc = LOOM_EINTERNAL;
-        return c->rc;
-    }
-    task_t *t = &r->tasks[row->idx];
     t->id = row->id;
     if (!task_state_parse(row->state, &t->state)) t->state = TASK_PENDING;
     t->attempts = row->attempts;
@@ -603,8 +503,24 @@ static int recover_task(void *ud, const loom_task_row_t *row)
     t->exit_code = row->exit_code;
     t->signal = row->signal;
     t->error = row->error ? loom_xstrdup(row->error) : NULL;
-    if (task_ended(t)) r->n_ended++;
-    return 0;
+    t->not_before = row->not_before_ms;
+    if (task_ended(t)) t->run->n_ended++;
+    if (t->last_attempt_id) recover_attempt(s, t);
+    if (t->state == TASK_RUNNING && !t->current) t->state = TASK_QUEUED; /* it had ended */
+    if (t->state == TASK_QUEUED && t->not_before > loom_unix_ms())
+        retry_later(s, t, t->not_before);
+    else if (t->state == TASK_QUEUED)
+        link_push(&s->ready, &t->in_queue);
+}
+
+static void recover_free(recover_ctx_t *c)
+{
+    specs_free(c->specs, c->n);
+    for (uint32_t i = 0; i < c->n; i++) {
+        free((char *)c->rows[i].state);
+        free((char *)c->rows[i].error);
+    }
+    free(c->rows);
 }
 
 int run_recover(loom_sched_t *s, const loom_run_row_t *row)
@@ -612,51 +528,41 @@ int run_recover(loom_sched_t *s, const loom_run_row_t *row)
     char *source = NULL;
     size_t len = 0;
     loom_dag_t *dag = NULL;
-    loom_diags_t diags = {0};
     int rc = loom_store_run_source(s->store, row->id, &source, &len);
-    if (rc == 0 && loom_dag_parse(source, len, row->pipeline, &dag, &diags) != 0) rc = LOOM_EPARSE;
+    if (rc == 0 && loom_dag_parse(source, len, row->pipeline, &dag, NULL) != 0) rc = LOOM_EPARSE;
     free(source);
-    loom_diags_free(&diags);
+    recover_ctx_t c = {.n_dag = dag ? (uint32_t)dag->n_tasks : 0};
+    if (rc == 0) rc = loom_store_each_task(s->store, row->id, collect_task, &c);
+    if (rc == 0) rc = c.rc;
     if (rc) {
         LOG_ERROR("cannot recover run=%llu: %s", (unsigned long long)row->id, loom_errname(rc));
+        recover_free(&c);
+        loom_dag_destroy(&dag);
         return 0; /* one bad run must not keep loomd down */
     }
-    run_t *r = run_build(dag, row->id, row->pipeline);
+    run_t *r = run_build(dag, row->id, row->pipeline, c.specs, c.n);
     r->pipeline_id = row->pipeline_id;
     r->version = row->version;
     r->state = strcmp(row->state, "running") == 0 ? RUN_RUNNING : RUN_QUEUED;
     r->created_ms = row->created_ms;
     r->started_ms = row->started_ms;
     r->trigger = loom_xstrdup(row->trigger ? row->trigger : "manual");
-    recover_ctx_t c = {s, r, 0};
-    rc = loom_store_each_task(s->store, r->id, recover_task, &c);
-    if (rc || c.rc) {
-        run_free(r);
-        return 0;
-    }
+    r->params = json_loads(row->params_json ? row->params_json : "{}", 0, NULL);
+    if (!r->params) r->params = json_object();
+    r->bundle = loom_store_version_bundle(s->store, r->pipeline_id, r->version);
     loom_map_put(&s->runs, r->id, r);
-    for (size_t i = 0; i < dag->n_tasks; i++) {
-        task_t *t = &r->tasks[dag->order[i]];
-        const loom_dag_task_t *dt = &dag->tasks[t->idx];
-        if (t->state == TASK_PENDING) {
-            t->waiting = 0;
-            for (size_t j = 0; j < dt->n_needs; j++)
-                if (r->tasks[dt->needs_idx[j]].state != TASK_SUCCEEDED) t->waiting++;
-            if (t->waiting == 0) t->state = TASK_QUEUED;
-        }
-        if (t->state == TASK_RUNNING) {
-            recover_attempt(s, t, t->last_attempt_id);
-            if (!t->current) t->state = TASK_QUEUED; /* its attempt had ended: run again */
-        }
-        if (t->state == TASK_QUEUED) link_push(&s->ready, &t->in_queue);
-    }
+    for (uint32_t i = 0; i < r->n_tasks; i++) recover_task(s, &r->tasks[i], &c.rows[i]);
+    recover_free(&c);
+    /* Pending tasks whose upstream ended while loomd was down move on now. */
+    for (uint32_t i = 0; i < r->n_tasks && loom_map_get(&s->runs, row->id); i++)
+        task_evaluate(s, &r->tasks[i]);
     LOG_INFO("recovered run=%llu pipeline=%s state=%s", (unsigned long long)r->id, r->pipeline,
              run_state_name(r->state));
     run_check_done(s, r);
     return 0;
 }
 
-/* --- cancel ------------------------------------------------------------------- */
+/* --- cancel ------------------------------------------------------------------------- */
 
 int loom_sched_cancel_run(loom_sched_t *s, uint64_t run_id, const char *reason)
 {
@@ -667,9 +573,10 @@ int loom_sched_cancel_run(loom_sched_t *s, uint64_t run_id, const char *reason)
         json_decref(j);
         return rc == 0 ? LOOM_ESTATE : LOOM_ENOTFOUND;
     }
+    if (!reason) reason = "by request";
     r->cancelling = true;
-    char *why = loom_xasprintf("cancelled: %s", reason ? reason : "by request");
-    for (size_t i = 0; i < r->dag->n_tasks; i++) {
+    char *why = loom_xasprintf("cancelled: %s", reason);
+    for (uint32_t i = 0; i < r->n_tasks; i++) {
         task_t *t = &r->tasks[i];
         if (t->state == TASK_PENDING || t->state == TASK_QUEUED) {
             task_end(s, t, TASK_CANCELLED, why);
@@ -677,7 +584,7 @@ int loom_sched_cancel_run(loom_sched_t *s, uint64_t run_id, const char *reason)
             attempt_t *a = t->current;
             Loom__Cancel c = LOOM__CANCEL__INIT;
             c.attempt_id = a->id;
-            c.reason = (char *)(reason ? reason : "by request"); /* the agent adds "cancelled: " */
+            c.reason = (char *)reason; /* the agent adds "cancelled: " */
             loom_msg_t msg = LOOM__ENVELOPE__INIT;
             msg.body_case = LOOM__ENVELOPE__BODY_CANCEL;
             msg.cancel = &c;

@@ -269,9 +269,10 @@ static const struct {
     Loom__Envelope__BodyCase kind;
     handler_fn fn;
 } handlers[] = {
-    {LOOM__ENVELOPE__BODY_HELLO, on_hello},       {LOOM__ENVELOPE__BODY_HEARTBEAT, on_heartbeat},
-    {LOOM__ENVELOPE__BODY_STARTED, on_started},   {LOOM__ENVELOPE__BODY_LOG, on_log},
-    {LOOM__ENVELOPE__BODY_FINISHED, on_finished}, {LOOM__ENVELOPE__BODY_ERROR, on_agent_error},
+    {LOOM__ENVELOPE__BODY_HELLO, on_hello},         {LOOM__ENVELOPE__BODY_HEARTBEAT, on_heartbeat},
+    {LOOM__ENVELOPE__BODY_STARTED, on_started},     {LOOM__ENVELOPE__BODY_LOG, on_log},
+    {LOOM__ENVELOPE__BODY_FINISHED, on_finished},   {LOOM__ENVELOPE__BODY_ERROR, on_agent_error},
+    {LOOM__ENVELOPE__BODY_FETCH, objects_on_fetch},
 };
 
 static handler_fn find_handler(Loom__Envelope__BodyCase kind)

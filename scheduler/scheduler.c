@@ -36,6 +36,7 @@ loom_sched_t *loom_sched_new(uv_loop_t *loop, const loom_sched_config_t *cfg)
     s->cfg.state_dir = s->state_dir;
     s->cfg.bind = s->bind;
     link_init(&s->ready);
+    link_init(&s->retry_wait);
     s->out_tail = &s->out_head;
     return s;
 }
@@ -242,9 +243,12 @@ int loom_sched_open(loom_sched_t *s, char *why, size_t whylen)
     s->flush_idle.data = s;
     uv_timer_init(s->loop, &s->liveness_timer);
     s->liveness_timer.data = s;
+    uv_timer_init(s->loop, &s->retry_timer);
+    s->retry_timer.data = s;
     uint64_t every = s->cfg.heartbeat_ms;
     uv_timer_start(&s->liveness_timer, on_liveness_timer, every, every);
-    s->open_handles = 3;
+    s->open_handles = 4;
+    retry_timer_start(s); /* recovered tasks may be waiting for a retry */
     return 0;
 }
 
@@ -320,6 +324,7 @@ void loom_sched_close(loom_sched_t *s, void (*on_closed)(void *ud), void *ud)
         uv_close((uv_handle_t *)&s->flush_prepare, on_handle_closed);
         uv_close((uv_handle_t *)&s->flush_idle, on_handle_closed);
         uv_close((uv_handle_t *)&s->liveness_timer, on_handle_closed);
+        uv_close((uv_handle_t *)&s->retry_timer, on_handle_closed);
     }
 }
 

@@ -65,9 +65,13 @@ typedef struct {
  * bundle differs from the latest one. */
 int loom_sched_submit(loom_sched_t *s, const char *file, const char *source, size_t len,
                       const loom_submit_origin_t *origin, json_t **result, loom_diags_t *diags);
-/* Creates a run of a pipeline version (0: latest) and queues its roots. */
+/* Creates a run of a pipeline version (0: latest) with parameters (a JSON
+ * object, may be NULL; values are checked against the declared types, text
+ * is converted) and queues its first tasks. LOOM_ENOTFOUND for an unknown
+ * pipeline or version, LOOM_EINVAL (why set) for bad parameters. */
 int loom_sched_start_run(loom_sched_t *s, const char *pipeline, uint32_t version,
-                         const char *trigger, uint64_t *run_id);
+                         const char *trigger, json_t *params, uint64_t *run_id, char *why,
+                         size_t whylen);
 /* LOOM_ENOTFOUND, LOOM_ESTATE if the run already ended. */
 int loom_sched_cancel_run(loom_sched_t *s, uint64_t run_id, const char *reason);
 /* True while the run has not ended. */

@@ -100,8 +100,8 @@ static const char *const sql[Q_COUNT] = {
                      " started_ms, ended_ms, params) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,"
                      " coalesce(?8, '{}'))",
     [Q_RUN_UPDATE] = "UPDATE runs SET state = ?2, started_ms = ?3, ended_ms = ?4 WHERE id = ?1",
-    [Q_TASK_INSERT] =
-        "INSERT INTO tasks(run_id, idx, name, needs, state) VALUES (?1, ?2, ?3, ?4, ?5)",
+    [Q_TASK_INSERT] = "INSERT INTO tasks(run_id, idx, name, needs, state, dag_idx, item)"
+                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [Q_TASK_UPDATE] = "UPDATE tasks SET state = ?2, attempts = ?3, current_attempt = ?4,"
                       " started_ms = ?5, ended_ms = ?6, exit_code = ?7, signal = ?8,"
                       " error = ?9, not_before_ms = ?10 WHERE id = ?1",

@@ -74,7 +74,17 @@ typedef struct {
 typedef struct {
     char *text; /* literal text, or the reference path */
     int is_ref;
+    size_t off; /* byte offset in the text as written where the part starts */
+    int quote;  /* a reference in a shell-form run: LOOM_TMPL_BARE, _SQUOTED or _DQUOTED */
 } loom_tmpl_part_t;
+
+/* Where a reference sits in a shell command, which decides how its value is
+ * quoted (see loom_tmpl_render). */
+enum {
+    LOOM_TMPL_BARE,    /* outside quotes: echo ${{ params.x }} */
+    LOOM_TMPL_SQUOTED, /* inside '...' */
+    LOOM_TMPL_DQUOTED, /* inside "..." */
+};
 
 typedef struct {
     loom_tmpl_part_t *parts;
@@ -99,20 +109,20 @@ typedef struct {
      * shell form, argv_tmpl[argc] for the argv form (one per argument). */
     loom_tmpl_t shell_tmpl;
     loom_tmpl_t *argv_tmpl;
-    char *cond;               /* `if` expression source; NULL: always */
-    loom_trigger_rule rule;   /* `trigger_rule` */
-    uint64_t retry_delay_ms;  /* first retry's delay (default 1s) */
+    char *cond;                  /* `if` expression source; NULL: always */
+    loom_trigger_rule rule;      /* `trigger_rule` */
+    uint64_t retry_delay_ms;     /* first retry's delay (default 1s) */
     uint64_t max_retry_delay_ms; /* cap of the exponential backoff (default 5m) */
-    int retry_jitter;         /* 1: +-25% random jitter (default) */
+    int retry_jitter;            /* 1: +-25% random jitter (default) */
     loom_dag_resources_t resources;
-    char *foreach;            /* reference path ("params.lrs") or NULL */
-    char *foreach_json;       /* a literal list, as JSON text, or NULL */
-    char *metrics;            /* `metrics: FILE`, relative to the working folder; NULL: none */
-    char **inputs;            /* `inputs` as written (parsed here, used by the artifacts issue) */
+    char *foreach;      /* reference path ("params.lrs") or NULL */
+    char *foreach_json; /* a literal list, as JSON text, or NULL */
+    char *metrics;      /* `metrics: FILE`, relative to the working folder; NULL: none */
+    char **inputs;      /* `inputs` as written (parsed here, used by the artifacts issue) */
     size_t n_inputs;
-    char **outputs;           /* `outputs` as written */
+    char **outputs; /* `outputs` as written */
     size_t n_outputs;
-    int cache;                /* `cache: true` */
+    int cache; /* `cache: true` */
 } loom_dag_task_t;
 
 typedef struct {
@@ -159,12 +169,28 @@ ssize_t loom_dag_find(const loom_dag_t *dag, const char *name);
 /* The parameter named name, or NULL. */
 const loom_dag_param_t *loom_dag_param(const loom_dag_t *dag, const char *name);
 
+/* Splits text into literal parts and ${{ REF }} references (whitespace in
+ * the braces allowed; REF a dotted path such as params.lr). With shell set,
+ * text is a /bin/sh command: each reference's quoting context is recorded in
+ * its part's quote, and a reference where no quoting is safe is refused (in a
+ * comment, a here-document, `backquotes` or $(( )), or right after a "\" or
+ * "$"). Returns 0, or LOOM_EPARSE with a message in why, the byte offset of
+ * the problem in *err_off, and *out empty. Free with loom_tmpl_free. */
+int loom_tmpl_parse(const char *text, int shell, loom_tmpl_t *out, char *why, size_t whylen,
+                    size_t *err_off);
+void loom_tmpl_free(loom_tmpl_t *t);
+
 /* Renders a template. lookup returns the value of a reference path as text
  * (a new string the renderer frees), or NULL when it has none, in which case
  * rendering fails with the path in why. In shell form (shell_quote) every
  * value is substituted single-quoted, so $(...), backticks, ;, newlines and
  * quotes in it are literal text; in argv form it is inserted as is, always
- * within its one argument. Returns a new string, or NULL. */
+ * within its one argument. Returns a new string, or NULL.
+ *
+ * Shell form in detail, by the part's quote: LOOM_TMPL_BARE wraps the value
+ * in '...' with each ' written '\''; LOOM_TMPL_SQUOTED (already inside '...')
+ * writes only the ' as '\''; LOOM_TMPL_DQUOTED (inside "...") puts a "\"
+ * before each \, ", $ and `. Either way the shell sees the value as text. */
 char *loom_tmpl_render(const loom_tmpl_t *t, int shell_quote,
                        char *(*lookup)(void *ud, const char *path), void *ud, char *why,
                        size_t whylen);

@@ -22,6 +22,15 @@ typedef enum {
     LOOM_YMAP,
 } loom_ykind;
 
+/* How a scalar was written: positions inside its text depend on it. */
+typedef enum {
+    LOOM_YPLAIN,
+    LOOM_YSINGLE,  /* 'quoted' */
+    LOOM_YDOUBLE,  /* "quoted" */
+    LOOM_YLITERAL, /* | block */
+    LOOM_YFOLDED,  /* > block */
+} loom_ystyle;
+
 typedef struct loom_ynode loom_ynode_t;
 
 typedef struct {
@@ -37,6 +46,8 @@ struct loom_ynode {
     char *str;
     size_t len;
     bool plain; /* unquoted, so YAML would give it a type (null, number, bool) */
+    loom_ystyle style;
+    int indent; /* LOOM_YLITERAL, LOOM_YFOLDED: column (0-based) where the text's lines start */
     /* LOOM_YSEQ */
     loom_ynode_t **items;
     size_t n_items;
@@ -74,6 +85,21 @@ bool loom_ynode_is_null(const loom_ynode_t *n);
  * "an empty list" or "an empty mapping"
  * (LOOM_YQUOTE_MAX bytes suffice). */
 void loom_ynode_describe(const loom_ynode_t *n, char *out, size_t outlen);
+/* Where a byte of a scalar's text is written in the file, for a message that
+ * points inside a string: exact in plain and quoted one-line scalars and in
+ * literal blocks, approximate after escapes and in folded text. A cursor
+ * remembers how far it walked, so asking for offsets in increasing order
+ * costs one pass over the text however many are asked. */
+typedef struct {
+    size_t off; /* byte offset in n->str reached so far */
+    int line, col;
+} loom_ycursor_t;
+
+/* Starts a cursor at the first byte of scalar n's text. */
+void loom_ycursor_init(loom_ycursor_t *cur, const loom_ynode_t *n);
+/* Moves cur to byte off of n->str (off <= n->len); backwards restarts. */
+void loom_ycursor_seek(loom_ycursor_t *cur, const loom_ynode_t *n, size_t off);
+
 /* Writes s as a double-quoted string safe to print: control bytes escaped,
  * cut to about 60 bytes with "...". LOOM_YQUOTE_MAX bytes always suffice. */
 void loom_yquote(const char *s, size_t len, char *out, size_t outlen);

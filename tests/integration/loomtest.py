@@ -201,11 +201,18 @@ class ClusterTest(unittest.TestCase):
         self.c.wait_agents(list(self.AGENTS))
 
     def tearDown(self):
-        outcome = getattr(self, "_outcome", None)
-        failed = outcome is not None and not getattr(outcome, "success", True)
-        if failed:
+        if self._failed():
             print(self.c.logs())
         self.c.close()
+
+    def _failed(self):
+        # unittest records a test's errors on its result before tearDown;
+        # outcome.success is only updated afterwards.
+        outcome = getattr(self, "_outcome", None)
+        result = getattr(outcome, "result", None)
+        if result is None:
+            return False
+        return any(t is self for t, _ in result.errors + result.failures)
 
     def tasks(self, run):
         return {t["name"]: t for t in run["tasks"]}

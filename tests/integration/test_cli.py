@@ -19,7 +19,11 @@ class Cli(ClusterTest):
     AGENTS = {"cli-agent": 2}
 
     def write(self, name, text):
-        path = os.path.join(self.c.tmp, name)
+        # A folder of its own: `loom submit` bundles the folder beside the
+        # file, and c.tmp also holds loomd's state and the agents' folders.
+        folder = os.path.join(self.c.tmp, "pipelines")
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, name)
         with open(path, "w") as f:
             f.write(text)
         return path
@@ -27,7 +31,7 @@ class Cli(ClusterTest):
     def test_submit_run_wait_status_logs(self):
         path = self.write("good.yaml", GOOD)
         out = self.c.cli("submit", path, check=0).stdout
-        self.assertIn("submitted good version 1 (2 tasks)", out)
+        self.assertIn("submitted good version 1 (2 tasks", out)
         self.assertIn("unchanged", self.c.cli("submit", path, check=0).stdout)
         run = self.c.cli("run", "good", "--wait", check=0).stdout
         self.assertIn("succeeded", run)
@@ -99,7 +103,8 @@ class Up(unittest.TestCase):
                 p = subprocess.run([CLI, "agents"], capture_output=True, text=True, env=env)
                 return p.returncode == 0 and "connected" in p.stdout
             wait_for(agent_up, "loom up's agent")
-            path = os.path.join(home, "good.yaml")
+            os.makedirs(os.path.join(home, "p"))
+            path = os.path.join(home, "p", "good.yaml")
             with open(path, "w") as f:
                 f.write(GOOD)
             for args in (["submit", path], ["run", "good", "--wait"]):

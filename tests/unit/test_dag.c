@@ -1,70 +1,17 @@
-/* The DAG parser as users meet it: what a valid file becomes, and the exact
- * file:line:col message for each kind of mistake and hostile input. */
+/* The DAG parser as users meet it, for the minimal format: what a valid
+ * file becomes, its task order, and the exact file:line:col message for each
+ * kind of mistake. The full format is in test_dag_format.c, templates in
+ * test_dag_tmpl.c, hostile input in test_dag_hostile.c. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "loom/dag.h"
-#include "loom/err.h"
-#include "loom/util.h"
-#include "loom/ytree.h"
+#include "dag_testutil.h"
 
 #include <dirent.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-/* Parses src from an exact-size heap copy (no NUL after it, so the sanitizer
- * catches any read past len). */
-static int parse(const char *src, size_t len, loom_dag_t **dag, loom_diags_t *d)
-{
-    char *copy = loom_xmalloc(len);
-    memcpy(copy, src, len);
-    *dag = (loom_dag_t *)copy; /* must be overwritten */
-    int rc = loom_dag_parse(copy, len, "dag.yaml", dag, d);
-    free(copy);
-    return rc;
-}
-
-static loom_dag_t *parse_ok(const char *src)
-{
-    loom_diags_t d = {0};
-    loom_dag_t *dag;
-    int rc = parse(src, strlen(src), &dag, &d);
-    if (rc != 0) {
-        char *text = loom_diags_format(&d);
-        print_error("%s", text);
-        free(text);
-    }
-    assert_int_equal(rc, 0);
-    assert_int_equal(d.n, 0);
-    assert_non_null(dag);
-    loom_diags_free(&d);
-    return dag;
-}
-
-/* All the diagnostics for src, formatted, after checking that it failed. */
-static char *errors_of_len(const char *src, size_t len)
-{
-    loom_diags_t d = {0};
-    loom_dag_t *dag;
-    int rc = parse(src, len, &dag, &d);
-    assert_int_equal(rc, LOOM_EPARSE);
-    assert_null(dag);
-    assert_true(d.n > 0);
-    char *text = loom_diags_format(&d);
-    loom_diags_free(&d);
-    return text;
-}
-
-#define assert_errors(src, expected)                                                               \
-    do {                                                                                           \
-        char *got_ = errors_of_len((src), strlen(src));                                            \
-        assert_string_equal(got_, (expected));                                                     \
-        free(got_);                                                                                \
-    } while (0)
+#include <sys/stat.h>
 
 static const char diamond[] = "pipeline: diamond\n"
                               "description: A diamond\n"
@@ -165,8 +112,6 @@ static void test_order_respects_needs_and_is_stable(void **state)
     for (size_t i = 0; i < 3; i++) assert_int_equal(dag->order[i], i);
     loom_dag_destroy(&dag);
 }
-
-static uint64_t next_random(uint64_t *s);
 
 /* The order is exactly "the lowest-numbered task whose needs are all done",
  * checked against that rule written the slow way, on a random DAG of 300
@@ -291,6 +236,64 @@ static void test_quickstart_example(void **state)
     free(path);
 }
 
+/* What the examples show between them: every major key is used somewhere. */
+typedef struct {
+    int files, params, foreach, cond, metrics, triggers, concurrency, argv;
+} example_stats;
+
+static void count_features(const loom_dag_t *dag, example_stats *st)
+{
+    st->files++;
+    st->params += dag->n_params > 0;
+    st->triggers += dag->triggers_json != NULL;
+    st->concurrency += dag->concurrency_json != NULL;
+    for (size_t i = 0; i < dag->n_tasks; i++) {
+        const loom_dag_task_t *t = &dag->tasks[i];
+        st->foreach += t->foreach != NULL || t->foreach_json != NULL;
+        st->cond += t->cond != NULL;
+        st->metrics += t->metrics != NULL;
+        st->argv += t->argv != NULL;
+    }
+}
+
+static void check_example(const char *path, example_stats *st)
+{
+    char *src = NULL;
+    size_t len = 0;
+    assert_int_equal(loom_read_file(path, LOOM_DAG_MAX_BYTES, &src, &len), 0);
+    loom_diags_t diags = {0};
+    loom_dag_t *dag = NULL;
+    if (loom_dag_parse(src, len, path, &dag, &diags) != 0) {
+        char *text = loom_diags_format(&diags);
+        fail_msg("%s", text);
+    }
+    count_features(dag, st);
+    loom_dag_destroy(&dag);
+    free(src);
+}
+
+/* Every .yaml/.yml under dir, sub-folders included. */
+static void walk_examples(const char *dir, int depth, example_stats *st)
+{
+    assert_true(depth < 8);
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    for (struct dirent *e; (e = readdir(d));) {
+        if (e->d_name[0] == '.') continue;
+        char *path = loom_xasprintf("%s/%s", dir, e->d_name);
+        struct stat sb;
+        assert_int_equal(stat(path, &sb), 0);
+        size_t n = strlen(e->d_name);
+        if (S_ISDIR(sb.st_mode))
+            walk_examples(path, depth + 1, st);
+        else if ((n > 5 && strcmp(e->d_name + n - 5, ".yaml") == 0) ||
+                 (n > 4 && strcmp(e->d_name + n - 4, ".yml") == 0))
+            check_example(path, st);
+        free(path);
+    }
+    closedir(d);
+}
+
 /* STYLE.md: every file in dag-examples/ is validated by a test. */
 static void test_every_example_parses(void **state)
 {
@@ -298,31 +301,12 @@ static void test_every_example_parses(void **state)
     const char *root = getenv("LOOM_SOURCE_DIR");
     assert_non_null(root);
     char *dir = loom_xasprintf("%s/dag-examples", root);
-    DIR *d = opendir(dir);
-    assert_non_null(d);
-    int checked = 0;
-    for (struct dirent *e; (e = readdir(d));) {
-        size_t n = strlen(e->d_name);
-        if (n < 5 || (strcmp(e->d_name + n - 5, ".yaml") != 0 && strcmp(e->d_name + n - 4, ".yml")))
-            continue;
-        char *path = loom_xasprintf("%s/%s", dir, e->d_name);
-        char *src = NULL;
-        size_t len = 0;
-        assert_int_equal(loom_read_file(path, LOOM_DAG_MAX_BYTES, &src, &len), 0);
-        loom_diags_t diags = {0};
-        loom_dag_t *dag = NULL;
-        if (loom_dag_parse(src, len, path, &dag, &diags) != 0) {
-            char *text = loom_diags_format(&diags);
-            fail_msg("%s", text);
-        }
-        loom_dag_destroy(&dag);
-        free(src);
-        free(path);
-        checked++;
-    }
-    closedir(d);
+    example_stats st = {0};
+    walk_examples(dir, 0, &st);
     free(dir);
-    assert_true(checked >= 1);
+    assert_true(st.files >= 6);
+    assert_true(st.params > 0 && st.foreach > 0 && st.cond > 0 && st.metrics > 0);
+    assert_true(st.triggers >= 2 && st.concurrency > 0 && st.argv > 0);
 }
 
 static void test_unknown_keys_suggest(void **state)
@@ -496,186 +480,6 @@ static void test_long_cycle_is_shortened(void **state)
     loom_buf_free(&src);
 }
 
-static void test_duplicate_keys(void **state)
-{
-    (void)state;
-    /* Reported with both places; the first copy is kept, so validation goes
-     * on and finds the bad retries too. */
-    assert_errors("pipeline: p\n"
-                  "tasks:\n"
-                  "  a:\n"
-                  "    run: x\n"
-                  "    retries: lots\n"
-                  "    run: y\n"
-                  "  b: {run: x}\n"
-                  "  a: {run: z}\n"
-                  "pipeline: q\n",
-                  "dag.yaml:5:14: error: \"retries\" must be an integer 0..100, got \"lots\"\n"
-                  "dag.yaml:6:5: error: duplicate key \"run\" (first at 4:5)\n"
-                  "dag.yaml:8:3: error: duplicate key \"a\" (first at 3:3)\n"
-                  "dag.yaml:9:1: error: duplicate key \"pipeline\" (first at 1:1)\n");
-    /* Quoting does not make a different key. */
-    assert_errors("pipeline: p\ntasks: {a: {run: x}, \"a\": {run: y}}\n",
-                  "dag.yaml:2:22: error: duplicate key \"a\" (first at 2:9)\n");
-}
-
-static void test_anchors_and_billion_laughs(void **state)
-{
-    (void)state;
-    loom_buf_t src = {0};
-    loom_buf_puts(&src,
-                  "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
-    for (char c = 'b'; c <= 'j'; c++) {
-        loom_buf_printf(&src, "%c: &%c [", c, c);
-        for (int i = 0; i < 9; i++) loom_buf_printf(&src, "%s*%c", i ? "," : "", c - 1);
-        loom_buf_puts(&src, "]\n");
-    }
-    uint64_t t0 = loom_mono_ms();
-    assert_errors(src.data, "dag.yaml:1:4: error: YAML anchors and aliases are not supported\n");
-    /* Expanding it would take 8 * 9^9 strings; refusing takes no time. */
-    assert_true(loom_mono_ms() - t0 < 2000);
-    loom_buf_free(&src);
-
-    assert_errors("pipeline: p\ntasks:\n  a: {run: x}\n  b: {run: *x}\n",
-                  "dag.yaml:4:12: error: YAML anchors and aliases are not supported\n");
-}
-
-static void test_deep_nesting(void **state)
-{
-    (void)state;
-    loom_buf_t src = {0};
-    loom_buf_puts(&src, "pipeline: p\ntasks: {a: {run: x}}\nx: ");
-    for (int i = 0; i < 100000; i++) loom_buf_puts(&src, "[");
-    /* The root mapping is level 1, so the 32nd "[" is one too many. */
-    assert_errors(src.data, "dag.yaml:3:35: error: nesting is deeper than 32 levels\n");
-    loom_buf_free(&src);
-}
-
-static void test_tabs_positioned(void **state)
-{
-    (void)state;
-    assert_errors("pipeline: p\ntasks:\n  a:\n\trun: x\n",
-                  "dag.yaml:4:1: error: invalid YAML: found character that cannot start any token "
-                  "(while scanning for the next token); tabs are not allowed in YAML indentation, "
-                  "use spaces\n");
-}
-
-static void test_syntax_error_has_context(void **state)
-{
-    (void)state;
-    assert_errors("pipeline: p\ntasks:\n  a:\n    run: [x, y\n  b: {run: x}\n",
-                  "dag.yaml:5:4: error: invalid YAML: did not find expected ',' or ']' (while "
-                  "parsing a flow sequence at 4:10)\n");
-}
-
-static void test_binary_junk(void **state)
-{
-    (void)state;
-    static const char nul[] = "pipeline: p\n\0tasks: {}\n";
-    char *got = errors_of_len(nul, sizeof nul - 1);
-    assert_string_equal(got, "dag.yaml:2:1: error: NUL byte in input: a YAML file must be UTF-8 "
-                             "text\n");
-    free(got);
-    assert_errors("pipeline: p\n  \xff\xfe tasks:\n",
-                  "dag.yaml:2:3: error: invalid text: invalid leading UTF-8 octet (0xFF)\n");
-    assert_errors("pipeline: p\ntasks:\n  a:\n    run: \"a\\0b\"\n",
-                  "dag.yaml:4:10: error: NUL characters are not allowed in strings\n");
-}
-
-/* Deterministic pseudo-random bytes (xorshift64): no rand() in loom. */
-static uint64_t next_random(uint64_t *s)
-{
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    return *s;
-}
-
-/* Any input either parses cleanly or fails with diagnostics, never both,
- * never a crash, a leak or a read past the end. */
-static void check_outcome(const char *src, size_t len)
-{
-    loom_diags_t d = {0};
-    loom_dag_t *dag;
-    int rc = parse(src, len, &dag, &d);
-    if (rc == 0) {
-        assert_non_null(dag);
-        assert_int_equal(d.n, 0);
-    } else {
-        assert_int_equal(rc, LOOM_EPARSE);
-        assert_null(dag);
-        assert_true(d.n > 0);
-    }
-    loom_dag_destroy(&dag);
-    loom_diags_free(&d);
-}
-
-static void test_truncated_and_mutated_input(void **state)
-{
-    (void)state;
-    size_t len = strlen(diamond);
-    for (size_t n = 0; n <= len; n++) check_outcome(diamond, n);
-    char *buf = loom_xmalloc(len);
-    uint64_t seed = 0x9E3779B97F4A7C15u;
-    for (int round = 0; round < 500; round++) {
-        memcpy(buf, diamond, len);
-        for (int k = 0; k < 4; k++)
-            buf[next_random(&seed) % len] = (char)(next_random(&seed) & 0xFF);
-        check_outcome(buf, len);
-    }
-    for (size_t i = 0; i < len; i++) buf[i] = (char)(next_random(&seed) & 0xFF);
-    check_outcome(buf, len);
-    free(buf);
-}
-
-static void test_empty_and_comment_only(void **state)
-{
-    (void)state;
-    const char *want = "dag.yaml: error: the file is empty; expected a mapping with \"pipeline\" "
-                       "and \"tasks\"\n";
-    assert_errors("", want);
-    assert_errors("# just a comment\n\n", want);
-}
-
-static void test_one_document_only(void **state)
-{
-    (void)state;
-    assert_errors("pipeline: p\ntasks: {a: {run: x}}\n---\npipeline: q\n",
-                  "dag.yaml:3:1: error: only one YAML document is allowed in a file\n");
-}
-
-static void test_keys_must_be_strings(void **state)
-{
-    (void)state;
-    assert_errors("pipeline: p\n? [a, b]\n: c\n",
-                  "dag.yaml:2:3: error: mapping keys must be strings, got a list\n");
-}
-
-static void test_size_and_count_limits(void **state)
-{
-    (void)state;
-    size_t len = (size_t)LOOM_DAG_MAX_BYTES + 1;
-    char *big = loom_xmalloc(len);
-    memset(big, '#', len);
-    char *got = errors_of_len(big, len);
-    assert_string_equal(got, "dag.yaml: error: file is 4194305 bytes; the limit is 4194304\n");
-    free(got);
-    free(big);
-
-    loom_buf_t src = {0};
-    loom_buf_puts(&src, "pipeline: p\ntasks:\n");
-    for (int i = 0; i <= LOOM_DAG_MAX_TASKS; i++) loom_buf_printf(&src, " t%d: {run: x}\n", i);
-    assert_errors(src.data, "dag.yaml:3:2: error: too many tasks: 100001 (the limit is 100000)\n");
-    loom_buf_free(&src);
-
-    loom_buf_puts(&src, "x: [");
-    for (int i = 0; i < LOOM_YTREE_MAX_NODES; i++) loom_buf_puts(&src, "0,");
-    loom_buf_puts(&src, "0]\n");
-    assert_errors(src.data, "dag.yaml:1:1999999: error: too many YAML nodes (the limit is "
-                            "1000000)\n");
-    loom_buf_free(&src);
-}
-
 static void test_diags_format_and_cap(void **state)
 {
     (void)state;
@@ -712,83 +516,6 @@ static void test_diags_format_and_cap(void **state)
     loom_dag_destroy(&dag);
 }
 
-static void test_ytree_nodes(void **state)
-{
-    (void)state;
-    const char *src = "a: plain\n"
-                      "b: 'quoted'\n"
-                      "c: !!str 7\n"
-                      "d: [~, \"\", {k: v}]\n"
-                      "e:\n";
-    loom_diags_t d = {0};
-    loom_ynode_t *root = NULL;
-    assert_int_equal(loom_ytree_parse(src, strlen(src), "t.yaml", NULL, &root, &d), 0);
-    assert_int_equal(d.n, 0);
-    assert_int_equal(root->kind, LOOM_YMAP);
-    assert_int_equal(root->n_pairs, 5);
-    assert_string_equal(root->pairs[1].key->str, "b");
-    assert_int_equal(root->pairs[1].key->line, 2);
-    assert_int_equal(root->pairs[1].value->col, 4);
-    assert_true(loom_ynode_get(root, "a")->plain);
-    assert_false(loom_ynode_get(root, "b")->plain);
-    assert_string_equal(loom_ynode_get(root, "c")->tag, "tag:yaml.org,2002:str");
-    assert_null(loom_ynode_get(root, "missing"));
-
-    const loom_ynode_t *list = loom_ynode_get(root, "d");
-    assert_int_equal(list->kind, LOOM_YSEQ);
-    assert_int_equal(list->n_items, 3);
-    assert_true(loom_ynode_is_null(list->items[0]));
-    assert_false(loom_ynode_is_null(list->items[1])); /* "" is a string, not null */
-    assert_true(loom_ynode_is_null(loom_ynode_get(root, "e")));
-    assert_false(loom_ynode_is_null(loom_ynode_get(root, "c")));
-    assert_string_equal(loom_ynode_get(list->items[2], "k")->str, "v");
-
-    char out[LOOM_YQUOTE_MAX];
-    loom_ynode_describe(list, out, sizeof out);
-    assert_string_equal(out, "a list");
-    loom_ynode_describe(list->items[0], out, sizeof out);
-    assert_string_equal(out, "an empty value");
-    loom_ynode_describe(loom_ynode_get(root, "b"), out, sizeof out);
-    assert_string_equal(out, "\"quoted\"");
-    loom_ytree_destroy(&root);
-    assert_null(root);
-}
-
-static void test_ytree_quote_and_limits(void **state)
-{
-    (void)state;
-    char out[LOOM_YQUOTE_MAX];
-    loom_yquote("a\"b\\c\n\t\x1b", 8, out, sizeof out);
-    assert_string_equal(out, "\"a\\\"b\\\\c\\n\\t\\x1B\"");
-    char longer[200];
-    memset(longer, 'x', sizeof longer);
-    loom_yquote(longer, sizeof longer, out, sizeof out);
-    assert_true(strlen(out) < 70);
-    assert_string_equal(out + strlen(out) - 4, "...\"");
-
-    loom_ytree_limits_t lim = {.max_bytes = 1000, .max_nodes = 5, .max_depth = 2};
-    loom_diags_t d = {0};
-    loom_ynode_t *root = NULL;
-    const char *six = "[1, 2, 3, 4, 5]";
-    assert_int_equal(loom_ytree_parse(six, strlen(six), "t", &lim, &root, &d), LOOM_EPARSE);
-    assert_null(root);
-    assert_string_equal(d.items[0].message, "too many YAML nodes (the limit is 5)");
-    assert_int_equal(d.items[0].col, 14);
-    const char *deep = "a: [[1]]";
-    assert_int_equal(loom_ytree_parse(deep, strlen(deep), "t", &lim, &root, &d), LOOM_EPARSE);
-    assert_string_equal(d.items[1].message, "nesting is deeper than 2 levels");
-    /* A duplicate is reported but the tree comes back, without it. */
-    lim.max_nodes = 100;
-    const char *dup = "{a: 1, b: 2, a: 3}";
-    assert_int_equal(loom_ytree_parse(dup, strlen(dup), "t", &lim, &root, &d), LOOM_EPARSE);
-    assert_non_null(root);
-    assert_int_equal(root->n_pairs, 2);
-    assert_string_equal(loom_ynode_get(root, "a")->str, "1");
-    assert_string_equal(d.items[2].message, "duplicate key \"a\" (first at 1:2)");
-    loom_ytree_destroy(&root);
-    loom_diags_free(&d);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -807,20 +534,7 @@ int main(void)
         cmocka_unit_test(test_every_error_reported_together),
         cmocka_unit_test(test_cycles_reported_as_paths),
         cmocka_unit_test(test_long_cycle_is_shortened),
-        cmocka_unit_test(test_duplicate_keys),
-        cmocka_unit_test(test_anchors_and_billion_laughs),
-        cmocka_unit_test(test_deep_nesting),
-        cmocka_unit_test(test_tabs_positioned),
-        cmocka_unit_test(test_syntax_error_has_context),
-        cmocka_unit_test(test_binary_junk),
-        cmocka_unit_test(test_truncated_and_mutated_input),
-        cmocka_unit_test(test_empty_and_comment_only),
-        cmocka_unit_test(test_one_document_only),
-        cmocka_unit_test(test_keys_must_be_strings),
-        cmocka_unit_test(test_size_and_count_limits),
         cmocka_unit_test(test_diags_format_and_cap),
-        cmocka_unit_test(test_ytree_nodes),
-        cmocka_unit_test(test_ytree_quote_and_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,7 +16,7 @@
 
 #include "loom/codec.h"
 #include "loom/util.h"
-#include "scheduler.h"
+#include "sched_internal.h"
 
 typedef struct {
     uv_loop_t loop;
@@ -209,7 +209,9 @@ static uint64_t start_run(fixture_t *f)
     assert_int_equal(loom_sched_submit(f->s, "p.yaml", dag, strlen(dag), NULL, &res, &diags), 0);
     json_decref(res);
     uint64_t run_id = 0;
-    assert_int_equal(loom_sched_start_run(f->s, "p", 0, "manual", &run_id), 0);
+    char why[128];
+    assert_int_equal(loom_sched_start_run(f->s, "p", 0, "manual", NULL, &run_id, why, sizeof why),
+                     0);
     return run_id;
 }
 
@@ -356,6 +358,28 @@ static void test_restarted_agent_loses_its_attempts(void **state)
     zmq_close(ag);
 }
 
+static void test_retry_backoff_grows_and_is_capped(void **state)
+{
+    (void)state;
+    loom_dag_task_t dt = {.retry_delay_ms = 1000, .max_retry_delay_ms = 5000, .retry_jitter = 0};
+    assert_int_equal(retry_delay_ms(&dt, 1, 0), 1000);
+    assert_int_equal(retry_delay_ms(&dt, 2, 0), 2000);
+    assert_int_equal(retry_delay_ms(&dt, 3, 0), 4000);
+    assert_int_equal(retry_delay_ms(&dt, 4, 0), 5000);
+    assert_int_equal(retry_delay_ms(&dt, 60, 0), 5000); /* no overflow after many */
+    dt.retry_jitter = 1;
+    uint64_t lo = UINT64_MAX, hi = 0;
+    for (uint32_t r = 0; r < 3000; r++) {
+        uint64_t d = retry_delay_ms(&dt, 2, r);
+        lo = d < lo ? d : lo;
+        hi = d > hi ? d : hi;
+    }
+    assert_int_equal(lo, 1500); /* 2000 -25% */
+    assert_int_equal(hi, 2500); /* 2000 +25% */
+    dt.retry_delay_ms = 0;
+    assert_int_equal(retry_delay_ms(&dt, 3, 12345), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -363,6 +387,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_results_logs_and_fencing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restarted_agent_loses_its_attempts, setup, teardown),
+        cmocka_unit_test(test_retry_backoff_grows_and_is_capped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,753 @@
+/* A task's life in loomd: when it is ready (trigger rule, condition), how it
+ * is dispatched (rendered command, environment, files), what its attempts'
+ * outcomes do to it (retry with backoff, settle), and appending its output.
+ * Everything is event-driven: an upstream task ending re-evaluates its
+ * dependents at once, and a ready task goes straight to a free slot. */
+#include "sched_internal.h"
+
+#include "loom/err.h"
+#include "loom/expr.h"
+#include "loom/log.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* --- values for conditions and templates ------------------------------------- */
+
+/* The state of a DAG task in a run, over all its copies: one failure makes
+ * it failed, all copies succeeded make it succeeded. */
+static const char *dag_task_status(const run_t *r, const char *name)
+{
+    ssize_t di = loom_dag_find(r->dag, name);
+    const char *st = NULL;
+    for (uint32_t i = 0; di >= 0 && i < r->n_tasks; i++) {
+        const task_t *t = &r->tasks[i];
+        if (t->dag_idx != (uint32_t)di) continue;
+        const char *mine = task_state_name(t->state);
+        if (!st || t->state == TASK_FAILED || t->state == TASK_UPSTREAM_FAILED ||
+            (strcmp(st, "succeeded") == 0 && t->state != TASK_SUCCEEDED))
+            st = mine;
+    }
+    return st;
+}
+
+static const task_t *dag_task_single(const run_t *r, const char *name)
+{
+    ssize_t di = loom_dag_find(r->dag, name);
+    for (uint32_t i = 0; di >= 0 && i < r->n_tasks; i++)
+        if (r->tasks[i].dag_idx == (uint32_t)di) return &r->tasks[i];
+    return NULL;
+}
+
+/* Resolves params.X, tasks.T.status, tasks.T.metrics.M, event.F, item. */
+static json_t *lookup_value(const task_t *t, const char *path)
+{
+    const run_t *r = t->run;
+    char buf[256];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return NULL;
+    char *dot = strchr(buf, '.');
+    char *rest = dot ? dot + 1 : NULL;
+    if (dot) *dot = '\0';
+    if (strcmp(buf, "item") == 0 && !rest) return t->item ? json_incref(t->item) : NULL;
+    if (strcmp(buf, "params") == 0 && rest) return json_incref(json_object_get(r->params, rest));
+    if (strcmp(buf, "event") == 0 && rest)
+        return r->event ? json_incref(json_object_get(r->event, rest)) : NULL;
+    if (strcmp(buf, "tasks") != 0 || !rest) return NULL;
+    char *field = strchr(rest, '.');
+    if (!field) return NULL;
+    *field++ = '\0';
+    if (strcmp(field, "status") == 0) {
+        const char *st = dag_task_status(r, rest);
+        return st ? json_string(st) : NULL;
+    }
+    if (strncmp(field, "metrics.", 8) == 0) {
+        const task_t *up = dag_task_single(r, rest);
+        return up && up->metrics ? json_incref(json_object_get(up->metrics, field + 8)) : NULL;
+    }
+    return NULL;
+}
+
+static json_t *on_expr_lookup(void *ud, const char *path)
+{
+    return lookup_value(ud, path);
+}
+
+/* A value as it is substituted into a command: strings as they are, other
+ * JSON values as compact JSON. */
+static char *value_text(json_t *v)
+{
+    return loom_expr_value_text(v, false);
+}
+
+static char *on_tmpl_lookup(void *ud, const char *path)
+{
+    json_t *v = lookup_value(ud, path);
+    if (!v || json_is_null(v)) {
+        json_decref(v);
+        return NULL;
+    }
+    char *text = value_text(v);
+    json_decref(v);
+    return text;
+}
+
+/* --- readiness ----------------------------------------------------------------- */
+
+/* Tasks whose upstream changed, evaluated with an explicit stack rather
+ * than recursion: a failure at the root of a 100,000-task chain must not
+ * run out of C stack. */
+typedef struct {
+    task_t **items;
+    size_t n, cap;
+} tstack_t;
+
+static void push_down(tstack_t *st, const task_t *t)
+{
+    for (uint32_t i = 0; i < t->n_down; i++) {
+        if (st->n == st->cap) {
+            st->cap = st->cap ? st->cap * 2 : 16;
+            st->items = loom_xrealloc(st->items, st->cap * sizeof *st->items);
+        }
+        st->items[st->n++] = &t->run->tasks[t->down[i]];
+    }
+}
+
+static void enqueue(loom_sched_t *s, task_t *t)
+{
+    t->state = TASK_QUEUED;
+    t->not_before = 0;
+    link_push(&s->ready, &t->in_queue);
+    save_task(s, t);
+}
+
+/* Records the end of a task; its dependents are the caller's to evaluate. */
+static void mark_ended(loom_sched_t *s, task_t *t, task_state_t st, const char *error)
+{
+    if (!link_empty(&t->in_queue)) link_remove(&t->in_queue);
+    t->state = st;
+    t->ended_ms = loom_unix_ms();
+    t->not_before = 0;
+    if (error) {
+        free(t->error);
+        t->error = loom_xstrdup(error);
+    }
+    t->run->n_ended++;
+    save_task(s, t);
+    LOG_DEBUG("task ended run=%llu task=%s state=%s", (unsigned long long)t->run->id, t->name,
+              task_state_name(st));
+}
+
+static void end_and_push(loom_sched_t *s, task_t *t, task_state_t st, const char *error,
+                         tstack_t *stack)
+{
+    mark_ended(s, t, st, error);
+    push_down(stack, t);
+}
+
+/* Checks `if`. Returns true to run; false after settling the task as
+ * skipped, with the expression and the values it saw. */
+static bool condition_holds(loom_sched_t *s, task_t *t, tstack_t *stack)
+{
+    const char *src = dag_task(t)->cond;
+    if (!src) return true;
+    loom_expr_t *e = NULL;
+    char why[160];
+    int col;
+    if (loom_expr_parse(src, &e, why, sizeof why, &col) != 0) {
+        char *msg = loom_xasprintf("condition \"%s\": %s", src, why);
+        end_and_push(s, t, TASK_FAILED, msg, stack);
+        free(msg);
+        return false;
+    }
+    char *seen = NULL;
+    bool ok = loom_expr_eval(e, on_expr_lookup, t, &seen);
+    loom_expr_destroy(&e);
+    if (!ok) {
+        char *msg = loom_xasprintf("skipped: condition \"%s\" is false (%s)", src,
+                                   seen && *seen ? seen : "no values");
+        end_and_push(s, t, TASK_SKIPPED, msg, stack);
+        free(msg);
+    }
+    free(seen);
+    return ok;
+}
+
+typedef struct {
+    uint32_t ended, failed, skipped;
+    const task_t *first_bad;
+} upstream_t;
+
+static upstream_t count_upstream(const task_t *t)
+{
+    upstream_t u = {0};
+    for (uint32_t i = 0; i < t->n_up; i++) {
+        const task_t *up = &t->run->tasks[t->up[i]];
+        if (!task_ended(up)) continue;
+        u.ended++;
+        if (up->state == TASK_FAILED || up->state == TASK_UPSTREAM_FAILED) {
+            u.failed++;
+            if (!u.first_bad || u.first_bad->state == TASK_SKIPPED ||
+                u.first_bad->state == TASK_CANCELLED)
+                u.first_bad = up;
+        } else if (up->state != TASK_SUCCEEDED) {
+            u.skipped++;
+            if (!u.first_bad) u.first_bad = up;
+        }
+    }
+    return u;
+}
+
+/* What the trigger rule says now: 1 ready, 0 not yet, -1 settled (ended). */
+static int apply_rule(loom_sched_t *s, task_t *t, tstack_t *stack)
+{
+    upstream_t u = count_upstream(t);
+    bool all_ended = u.ended == t->n_up;
+    char *msg = NULL;
+    int verdict = 0;
+    switch (dag_task(t)->rule) {
+    case LOOM_RULE_ALL_SUCCESS:
+        if (u.failed) {
+            msg = loom_xasprintf("upstream task \"%s\" did not succeed", u.first_bad->name);
+            end_and_push(s, t, TASK_UPSTREAM_FAILED, msg, stack);
+            verdict = -1;
+        } else if (all_ended && u.skipped) {
+            msg = loom_xasprintf("skipped: upstream task \"%s\" was %s", u.first_bad->name,
+                                 task_state_name(u.first_bad->state));
+            end_and_push(s, t, TASK_SKIPPED, msg, stack);
+            verdict = -1;
+        } else {
+            verdict = all_ended;
+        }
+        break;
+    case LOOM_RULE_ALL_DONE:
+        verdict = all_ended;
+        break;
+    case LOOM_RULE_ONE_FAILED:
+        if (u.failed) {
+            verdict = 1;
+        } else if (all_ended) {
+            end_and_push(s, t, TASK_SKIPPED, "skipped: no upstream task failed", stack);
+            verdict = -1;
+        }
+        break;
+    }
+    free(msg);
+    return verdict;
+}
+
+static void evaluate(loom_sched_t *s, task_t *t, tstack_t *stack)
+{
+    if (t->state != TASK_PENDING) return;
+    if (t->run->cancelling) return;
+    if (apply_rule(s, t, stack) != 1) return;
+    if (t->item_index == -2)
+        end_and_push(s, t, TASK_SKIPPED, "skipped: foreach over an empty list", stack);
+    else if (condition_holds(s, t, stack))
+        enqueue(s, t);
+}
+
+static void drain(loom_sched_t *s, tstack_t *stack)
+{
+    while (stack->n) evaluate(s, stack->items[--stack->n], stack);
+    free(stack->items);
+}
+
+void task_evaluate(loom_sched_t *s, task_t *t)
+{
+    tstack_t stack = {0};
+    evaluate(s, t, &stack);
+    drain(s, &stack);
+}
+
+void task_end(loom_sched_t *s, task_t *t, task_state_t st, const char *error)
+{
+    tstack_t stack = {0};
+    end_and_push(s, t, st, error, &stack);
+    drain(s, &stack);
+}
+
+/* --- dispatch -------------------------------------------------------------------- */
+
+/* Spine placement: the connected agent with the most free slots. The fleet
+ * issue replaces this with resource-aware best fit. */
+static agent_t *pick_agent(loom_sched_t *s)
+{
+    agent_t *best = NULL;
+    void *v;
+    for (size_t i = 0; loom_map_next(&s->agents, &i, &v);) {
+        agent_t *a = v;
+        if (a->state != AGENT_CONNECTED || a->running >= a->slots) continue;
+        if (!best || a->slots - a->running > best->slots - best->running) best = a;
+    }
+    return best;
+}
+
+/* A growable list of NAME=VALUE pairs for a Dispatch (strings owned). */
+typedef struct {
+    Loom__EnvVar *vars;
+    Loom__EnvVar **ptrs;
+    size_t n, cap;
+} envlist_t;
+
+static void env_add(envlist_t *l, const char *name, const char *value)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 16;
+        l->vars = loom_xrealloc(l->vars, l->cap * sizeof *l->vars);
+        l->ptrs = loom_xrealloc(l->ptrs, l->cap * sizeof *l->ptrs);
+    }
+    loom__env_var__init(&l->vars[l->n]);
+    l->vars[l->n].name = loom_xstrdup(name);
+    l->vars[l->n].value = loom_xstrdup(value);
+    l->n++;
+}
+
+static void env_free(envlist_t *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->vars[i].name);
+        free(l->vars[i].value);
+    }
+    free(l->vars);
+    free(l->ptrs);
+}
+
+/* Pipeline env, task env, then what loom adds: every parameter as
+ * LOOM_PARAM_<NAME>, the foreach item, the parameters file. */
+static void build_env(const task_t *t, envlist_t *l)
+{
+    const run_t *r = t->run;
+    const loom_dag_task_t *dt = dag_task(t);
+    for (size_t i = 0; i < r->dag->n_env; i++)
+        env_add(l, r->dag->env[i].name, r->dag->env[i].value);
+    for (size_t i = 0; i < dt->n_env; i++) env_add(l, dt->env[i].name, dt->env[i].value);
+    const char *key;
+    json_t *v;
+    json_object_foreach(r->params, key, v)
+    {
+        char name[128] = "LOOM_PARAM_";
+        size_t n = strlen(name);
+        for (const char *c = key; *c && n + 1 < sizeof name; c++)
+            name[n++] = (char)toupper((unsigned char)*c);
+        name[n] = '\0';
+        char *text = value_text(v);
+        env_add(l, name, text);
+        free(text);
+    }
+    if (t->item) {
+        char *text = value_text(t->item);
+        char index[16];
+        snprintf(index, sizeof index, "%d", t->item_index);
+        env_add(l, "LOOM_ITEM", text);
+        env_add(l, "LOOM_ITEM_INDEX", index);
+        free(text);
+    }
+    env_add(l, "LOOM_TRIGGER", r->trigger ? r->trigger : "manual");
+    for (size_t i = 0; i < l->n; i++) l->ptrs[i] = &l->vars[i];
+}
+
+/* The command with its ${{ references }} filled in: shell values quoted,
+ * argv values kept within their argument. Returns false with why set. */
+static bool render_run(const task_t *t, char **shell, char ***argv, size_t *argc, char *why,
+                       size_t whylen)
+{
+    const loom_dag_task_t *dt = dag_task(t);
+    *shell = NULL;
+    *argv = NULL;
+    *argc = 0;
+    if (dt->shell) {
+        *shell = dt->shell_tmpl.n_parts
+                     ? loom_tmpl_render(&dt->shell_tmpl, 1, on_tmpl_lookup, (void *)t, why, whylen)
+                     : loom_xstrdup(dt->shell);
+        return *shell != NULL;
+    }
+    char **out = loom_xcalloc(dt->argc + 1, sizeof *out);
+    for (size_t i = 0; i < dt->argc; i++) {
+        out[i] =
+            dt->argv_tmpl && dt->argv_tmpl[i].n_parts
+                ? loom_tmpl_render(&dt->argv_tmpl[i], 0, on_tmpl_lookup, (void *)t, why, whylen)
+                : loom_xstrdup(dt->argv[i]);
+        if (!out[i]) {
+            for (size_t j = 0; j < i; j++) free(out[j]);
+            free(out);
+            return false;
+        }
+    }
+    *argv = out;
+    *argc = dt->argc;
+    return true;
+}
+
+static void free_argv(char **argv, size_t argc)
+{
+    for (size_t i = 0; argv && i < argc; i++) free(argv[i]);
+    free(argv);
+}
+
+/* Builds and queues the Dispatch. Returns false (why set) when the command
+ * cannot be rendered; nothing is sent then. */
+static bool send_dispatch(loom_sched_t *s, attempt_t *a, char *why, size_t whylen)
+{
+    const task_t *t = a->task;
+    const loom_dag_task_t *dt = dag_task(t);
+    char *shell, **argv;
+    size_t argc;
+    if (!render_run(t, &shell, &argv, &argc, why, whylen)) return false;
+    envlist_t env = {0};
+    build_env(t, &env);
+    char *params = json_dumps(t->run->params, JSON_COMPACT | JSON_SORT_KEYS);
+    Loom__File params_file = LOOM__FILE__INIT;
+    params_file.path = "loom-params.json";
+    params_file.content.data = (uint8_t *)params;
+    params_file.content.len = params ? strlen(params) : 0;
+    params_file.env = "LOOM_PARAMS_FILE";
+    Loom__File *files[] = {&params_file};
+
+    Loom__Dispatch d = LOOM__DISPATCH__INIT;
+    d.attempt_id = a->id;
+    d.run_id = t->run->id;
+    d.pipeline = t->run->pipeline;
+    d.task = t->name;
+    d.argv = argv;
+    d.n_argv = argc;
+    d.shell = shell ? shell : "";
+    d.env = env.ptrs;
+    d.n_env = env.n;
+    d.timeout_ms = dt->timeout_ms;
+    d.seq = a->dispatch_seq;
+    d.attempt_number = a->number;
+    d.bundle = t->run->bundle ? t->run->bundle : "";
+    d.files = files;
+    d.n_files = 1;
+    d.metrics = dt->metrics ? dt->metrics : "";
+    loom_msg_t msg = LOOM__ENVELOPE__INIT;
+    msg.body_case = LOOM__ENVELOPE__BODY_DISPATCH;
+    msg.dispatch = &d;
+    sched_send(s, a->agent->name, &msg);
+    free(params);
+    env_free(&env);
+    free(shell);
+    free_argv(argv, argc);
+    return true;
+}
+
+static void dispatch_task(loom_sched_t *s, task_t *t, agent_t *ag)
+{
+    run_t *r = t->run;
+    uint64_t now = loom_unix_ms();
+    attempt_t *a = loom_xcalloc(1, sizeof *a);
+    a->number = ++t->attempts;
+    a->run = r;
+    a->task = t;
+    a->agent = ag;
+    a->state = ATT_DISPATCHED;
+    a->dispatched_ms = now;
+    a->log_fd = -1;
+    loom_attempt_row_t row = {.task_id = t->id,
+                              .run_id = r->id,
+                              .number = a->number,
+                              .agent = ag->name,
+                              .state = "dispatched",
+                              .dispatched_ms = now};
+    if (loom_store_attempt_insert(s->store, &row) != 0) {
+        /* Cannot record it, so cannot run it: leave the task queued. */
+        t->attempts--;
+        free(a);
+        link_push(&s->ready, &t->in_queue);
+        return;
+    }
+    a->id = row.id;
+    a->dispatch_seq = ag->dispatch_seq + 1;
+    char why[256];
+    if (!send_dispatch(s, a, why, sizeof why)) {
+        loom_attempt_row_t failed = {.id = a->id, .state = "failed", .ended_ms = now, .error = why};
+        loom_store_attempt_update(s->store, &failed);
+        t->last_attempt_id = a->id;
+        free(a);
+        char *msg = loom_xasprintf("cannot render the command: %s", why);
+        task_end(s, t, TASK_FAILED, msg);
+        free(msg);
+        run_check_done(s, r);
+        return;
+    }
+    ag->dispatch_seq++;
+    link_push(&ag->attempts, &a->on_agent);
+    ag->running++;
+    loom_map_put(&s->attempts, a->id, a);
+    t->current = a;
+    t->last_attempt_id = a->id;
+    t->state = TASK_RUNNING;
+    if (!t->started_ms) t->started_ms = now;
+    save_task(s, t);
+    if (r->state == RUN_QUEUED) {
+        r->state = RUN_RUNNING;
+        r->started_ms = now;
+        save_run(s, r);
+    }
+    s->stats.dispatched++;
+    LOG_DEBUG("dispatch run=%llu task=%s attempt=%llu agent=%s", (unsigned long long)r->id, t->name,
+              (unsigned long long)a->id, ag->name);
+}
+
+void dispatch_ready(loom_sched_t *s)
+{
+    while (!link_empty(&s->ready)) {
+        agent_t *ag = pick_agent(s);
+        if (!ag) return;
+        task_t *t = CONTAINER_OF(s->ready.next, task_t, in_queue);
+        link_remove(&t->in_queue);
+        dispatch_task(s, t, ag);
+    }
+}
+
+/* --- retries ----------------------------------------------------------------------- */
+
+uint64_t retry_delay_ms(const loom_dag_task_t *dt, uint32_t failures, uint32_t random)
+{
+    uint64_t delay = dt->retry_delay_ms;
+    for (uint32_t i = 1; i < failures && delay < dt->max_retry_delay_ms; i++) delay *= 2;
+    if (dt->max_retry_delay_ms && delay > dt->max_retry_delay_ms) delay = dt->max_retry_delay_ms;
+    if (dt->retry_jitter && delay > 0) {
+        /* +-25%, so that a hundred tasks failing together do not retry as a herd. */
+        uint64_t span = delay / 2;
+        delay = delay - delay / 4 + (span ? (uint64_t)random % (span + 1) : 0);
+    }
+    return delay;
+}
+
+static void on_retry_timer(uv_timer_t *h)
+{
+    loom_sched_t *s = h->data;
+    uint64_t now = loom_unix_ms();
+    while (!link_empty(&s->retry_wait)) {
+        task_t *t = CONTAINER_OF(s->retry_wait.next, task_t, in_queue);
+        if (t->not_before > now) break;
+        link_remove(&t->in_queue);
+        enqueue(s, t);
+    }
+    retry_timer_start(s);
+    dispatch_ready(s);
+}
+
+void retry_timer_start(loom_sched_t *s)
+{
+    if (!s->retry_timer.loop) return;
+    if (link_empty(&s->retry_wait)) {
+        uv_timer_stop(&s->retry_timer);
+        return;
+    }
+    task_t *first = CONTAINER_OF(s->retry_wait.next, task_t, in_queue);
+    uint64_t now = loom_unix_ms();
+    uv_timer_start(&s->retry_timer, on_retry_timer,
+                   first->not_before > now ? first->not_before - now : 0, 0);
+}
+
+/* Puts t on the retry wait list, kept sorted by not_before. */
+void retry_later(loom_sched_t *s, task_t *t, uint64_t not_before)
+{
+    t->state = TASK_QUEUED;
+    t->not_before = not_before;
+    link_t *l = s->retry_wait.next;
+    while (l != &s->retry_wait && CONTAINER_OF(l, task_t, in_queue)->not_before <= not_before)
+        l = l->next;
+    link_push(l, &t->in_queue); /* before l */
+    save_task(s, t);
+    retry_timer_start(s);
+}
+
+/* --- attempt outcomes ---------------------------------------------------------------- */
+
+/* After an attempt ends: retry (after the backoff), or settle the task. */
+static void task_after_attempt(loom_sched_t *s, task_t *t, bool ok, bool lost, const char *error)
+{
+    run_t *r = t->run;
+    const loom_dag_task_t *dt = dag_task(t);
+    uint32_t failures = t->attempts - t->lost;
+    t->current = NULL;
+    if (r->cancelling) {
+        task_end(s, t, TASK_CANCELLED, error ? error : "cancelled");
+    } else if (ok) {
+        task_end(s, t, TASK_SUCCEEDED, NULL);
+    } else if (lost && t->lost <= s->cfg.max_lost_retries) {
+        LOG_INFO("retrying run=%llu task=%s: %s", (unsigned long long)r->id, t->name, error);
+        enqueue(s, t); /* not the task's fault: no backoff */
+    } else if (!lost && failures <= dt->retries) {
+        uint64_t delay = retry_delay_ms(dt, failures, randombytes_random());
+        LOG_INFO("retrying run=%llu task=%s in %llu ms after attempt %u: %s",
+                 (unsigned long long)r->id, t->name, (unsigned long long)delay, t->attempts,
+                 error ? error : "failed");
+        if (delay)
+            retry_later(s, t, loom_unix_ms() + delay);
+        else
+            enqueue(s, t);
+    } else {
+        task_end(s, t, TASK_FAILED, error);
+    }
+    run_check_done(s, r);
+}
+
+static void attempt_detach(loom_sched_t *s, attempt_t *a)
+{
+    a->state = ATT_ENDED;
+    link_remove(&a->on_agent);
+    if (a->agent->running > 0) a->agent->running--;
+    loom_map_del(&s->attempts, a->id);
+    if (a->log_fd >= 0) close(a->log_fd);
+    a->log_fd = -1;
+}
+
+static char *describe_exit(const Loom__Finished *f, bool metrics_bad)
+{
+    if (f->error && *f->error) return loom_xstrdup(f->error);
+    if (f->signal)
+        return loom_xasprintf("killed by signal %d (%s)", f->signal, strsignal(f->signal));
+    if (f->exit_code) return loom_xasprintf("exited with status %d", f->exit_code);
+    if (metrics_bad) return loom_xasprintf("metrics: %s", f->metrics_error);
+    return NULL;
+}
+
+/* Metrics a successful attempt reported: a JSON object of numbers. */
+static json_t *parse_metrics(const Loom__Finished *f)
+{
+    if (!f->metrics_json || !*f->metrics_json) return NULL;
+    json_t *m = json_loads(f->metrics_json, 0, NULL);
+    const char *key;
+    json_t *v;
+    bool ok = json_is_object(m);
+    json_object_foreach(m, key, v) if (!json_is_number(v)) ok = false;
+    if (!ok) json_decref(m);
+    return ok ? m : NULL;
+}
+
+void attempt_finished(loom_sched_t *s, attempt_t *a, const Loom__Finished *f)
+{
+    task_t *t = a->task;
+    bool metrics_bad = dag_task(t)->metrics && f->metrics_error && *f->metrics_error;
+    bool ok = f->signal == 0 && f->exit_code == 0 && !f->timed_out && !f->cancelled &&
+              !(f->error && *f->error) && !metrics_bad;
+    json_t *metrics = ok ? parse_metrics(f) : NULL;
+    char *metrics_text = metrics ? json_dumps(metrics, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    char *error = describe_exit(f, metrics_bad);
+    const char *state = ok ? "succeeded" : f->cancelled ? "cancelled" : "failed";
+    loom_attempt_row_t row = {.id = a->id,
+                              .state = state,
+                              .started_ms = f->started_unix_ms ? f->started_unix_ms : a->started_ms,
+                              .ended_ms = f->ended_unix_ms ? f->ended_unix_ms : loom_unix_ms(),
+                              .has_exit = true,
+                              .exit_code = f->exit_code,
+                              .signal = f->signal,
+                              .error = error,
+                              .user_cpu_us = f->user_cpu_us,
+                              .sys_cpu_us = f->sys_cpu_us,
+                              .max_rss = f->max_rss_bytes,
+                              .log_seq = a->log_seq,
+                              .log_bytes = a->log_bytes,
+                              .metrics_json = metrics_text};
+    loom_store_attempt_update(s->store, &row);
+    t->has_exit = true;
+    t->exit_code = f->exit_code;
+    t->signal = f->signal;
+    json_decref(t->metrics);
+    t->metrics = metrics;
+    attempt_detach(s, a);
+    s->stats.finished++;
+    LOG_DEBUG("finished run=%llu task=%s attempt=%llu state=%s", (unsigned long long)a->run->id,
+              t->name, (unsigned long long)a->id, state);
+    task_after_attempt(s, t, ok, false, error);
+    free(metrics_text);
+    free(error);
+    free(a);
+    dispatch_ready(s);
+}
+
+void attempt_lost(loom_sched_t *s, attempt_t *a, const char *why)
+{
+    task_t *t = a->task;
+    loom_attempt_row_t row = {.id = a->id,
+                              .state = "lost",
+                              .started_ms = a->started_ms,
+                              .ended_ms = loom_unix_ms(),
+                              .error = why,
+                              .log_seq = a->log_seq,
+                              .log_bytes = a->log_bytes};
+    loom_store_attempt_update(s->store, &row);
+    LOG_WARN("attempt lost run=%llu task=%s attempt=%llu agent=%s: %s",
+             (unsigned long long)a->run->id, t->name, (unsigned long long)a->id, a->agent->name,
+             why);
+    attempt_detach(s, a);
+    t->lost++;
+    task_after_attempt(s, t, false, true, why);
+    free(a);
+    dispatch_ready(s);
+}
+
+void attempt_started(loom_sched_t *s, attempt_t *a, uint64_t started_ms)
+{
+    if (a->state != ATT_DISPATCHED) return;
+    a->state = ATT_RUNNING;
+    a->started_ms = started_ms ? started_ms : loom_unix_ms();
+    loom_attempt_row_t row = {.id = a->id,
+                              .state = "running",
+                              .started_ms = a->started_ms,
+                              .log_seq = a->log_seq,
+                              .log_bytes = a->log_bytes};
+    loom_store_attempt_update(s->store, &row);
+    sched_mark_changed(s, a->run->id);
+}
+
+static int open_log(loom_sched_t *s, attempt_t *a)
+{
+    if (a->log_fd >= 0) return 0;
+    char *dir = loom_xasprintf("%s/logs/%llu", s->state_dir, (unsigned long long)a->run->id);
+    char *path = loom_sched_log_path(s, a->run->id, a->id);
+    int rc = loom_mkdirs(dir, 0700);
+    if (rc == 0) {
+        a->log_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        if (a->log_fd < 0) rc = LOOM_EIO;
+    }
+    if (rc) LOG_ERROR("cannot open log %s: %s", path, strerror(errno));
+    free(dir);
+    free(path);
+    return rc;
+}
+
+/* Appends one chunk exactly once. Returns 0 when the chunk is stored (or was
+ * already), so the caller acknowledges it; an error leaves it unacknowledged
+ * for the agent to send again. */
+int attempt_log(loom_sched_t *s, attempt_t *a, const Loom__LogChunk *c)
+{
+    if (c->seq <= a->log_seq) return 0; /* a resend of what we have */
+    if (c->seq != a->log_seq + 1) {
+        LOG_WARN("log gap attempt=%llu have=%llu got=%llu", (unsigned long long)a->id,
+                 (unsigned long long)a->log_seq, (unsigned long long)c->seq);
+        return LOOM_EPROTO;
+    }
+    if (open_log(s, a) != 0) return LOOM_EIO;
+    const uint8_t *p = c->data.data;
+    size_t left = c->data.len;
+    while (left > 0) {
+        ssize_t n = write(a->log_fd, p, left);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            LOG_ERROR("log write failed attempt=%llu: %s", (unsigned long long)a->id,
+                      strerror(errno));
+            /* Undo a partial append so the file matches the recorded size. */
+            if (ftruncate(a->log_fd, (off_t)a->log_bytes) != 0)
+                LOG_ERROR("cannot trim log attempt=%llu", (unsigned long long)a->id);
+            return LOOM_EIO;
+        }
+        p += n;
+        left -= (size_t)n;
+    }
+    a->log_seq = c->seq;
+    a->log_bytes += c->data.len;
+    loom_store_attempt_log(s->store, a->id, a->log_seq, a->log_bytes);
+    sched_mark_output(s, a->run->id);
+    return 0;
+}
