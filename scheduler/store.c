@@ -2,6 +2,7 @@
  * and cached; schema changes are numbered migrations tracked with
  * PRAGMA user_version. */
 #include "store.h"
+#include "store_int.h"
 
 #include "loom/err.h"
 #include "loom/log.h"
@@ -131,8 +132,6 @@ struct loom_store {
     bool in_txn;
 };
 
-static sqlite3_stmt *prepare(loom_store_t *s, const char *q);
-
 static int db_err(loom_store_t *s, const char *what)
 {
     LOG_ERROR("database: %s: %s", what, sqlite3_errmsg(s->db));
@@ -162,7 +161,7 @@ static int step_done(loom_store_t *s, sqlite3_stmt *st, const char *what)
     return 0;
 }
 
-static void bind_text(sqlite3_stmt *st, int i, const char *v)
+void store_bind_text(sqlite3_stmt *st, int i, const char *v)
 {
     if (v)
         sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT);
@@ -184,7 +183,7 @@ static uint64_t col_u64(sqlite3_stmt *st, int i)
     return (uint64_t)sqlite3_column_int64(st, i);
 }
 
-static const char *col_text(sqlite3_stmt *st, int i)
+const char *store_col_text(sqlite3_stmt *st, int i)
 {
     return (const char *)sqlite3_column_text(st, i);
 }
@@ -311,13 +310,13 @@ int loom_store_pipeline_submit(loom_store_t *s, const char *name, const char *fi
 {
     sqlite3_stmt *st = stmt(s, Q_PIPE_LATEST);
     if (!st || loom_store_begin(s)) return LOOM_EDB;
-    bind_text(st, 1, name);
+    store_bind_text(st, 1, name);
     memset(res, 0, sizeof *res);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         res->pipeline_id = col_u64(st, 0);
         res->version = (uint32_t)sqlite3_column_int(st, 1);
-        bool same = strcmp(col_text(st, 2), hash_hex) == 0;
+        bool same = strcmp(store_col_text(st, 2), hash_hex) == 0;
         sqlite3_reset(st);
         if (same) return 0;
         res->version++;
@@ -332,7 +331,7 @@ int loom_store_pipeline_submit(loom_store_t *s, const char *name, const char *fi
         if (rc != SQLITE_DONE) return db_err(s, "find pipeline");
         st = stmt(s, Q_PIPE_INSERT);
         if (!st) return LOOM_EDB;
-        bind_text(st, 1, name);
+        store_bind_text(st, 1, name);
         sqlite3_bind_int64(st, 2, (sqlite3_int64)now_ms);
         if (step_done(s, st, "insert pipeline")) return LOOM_EDB;
         res->pipeline_id = (uint64_t)sqlite3_last_insert_rowid(s->db);
@@ -342,8 +341,8 @@ int loom_store_pipeline_submit(loom_store_t *s, const char *name, const char *fi
     if (!st) return LOOM_EDB;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)res->pipeline_id);
     sqlite3_bind_int(st, 2, (int)res->version);
-    bind_text(st, 3, hash_hex);
-    bind_text(st, 4, file);
+    store_bind_text(st, 3, hash_hex);
+    store_bind_text(st, 4, file);
     sqlite3_bind_blob(st, 5, source, (int)len, SQLITE_TRANSIENT);
     sqlite3_bind_int(st, 6, (int)n_tasks);
     sqlite3_bind_int64(st, 7, (sqlite3_int64)now_ms);
@@ -355,8 +354,8 @@ int loom_store_pipeline_submit(loom_store_t *s, const char *name, const char *fi
 int loom_store_version_origin(loom_store_t *s, uint64_t pipeline_id, uint32_t version,
                               const char *bundle, const char *git_commit, int git_dirty)
 {
-    sqlite3_stmt *st = prepare(s, "UPDATE pipeline_versions SET bundle = ?3, git_commit = ?4,"
-                                  " git_dirty = ?5 WHERE pipeline_id = ?1 AND version = ?2");
+    sqlite3_stmt *st = store_prepare(s, "UPDATE pipeline_versions SET bundle = ?3, git_commit = ?4,"
+                                        " git_dirty = ?5 WHERE pipeline_id = ?1 AND version = ?2");
     if (!st) return LOOM_EDB;
     if (loom_store_begin(s)) {
         sqlite3_finalize(st);
@@ -364,8 +363,8 @@ int loom_store_version_origin(loom_store_t *s, uint64_t pipeline_id, uint32_t ve
     }
     sqlite3_bind_int64(st, 1, (sqlite3_int64)pipeline_id);
     sqlite3_bind_int(st, 2, (int)version);
-    bind_text(st, 3, bundle);
-    bind_text(st, 4, git_commit);
+    store_bind_text(st, 3, bundle);
+    store_bind_text(st, 4, git_commit);
     if (git_dirty >= 0) sqlite3_bind_int(st, 5, git_dirty);
     int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(s, "version origin");
     sqlite3_finalize(st);
@@ -374,13 +373,14 @@ int loom_store_version_origin(loom_store_t *s, uint64_t pipeline_id, uint32_t ve
 
 char *loom_store_version_bundle(loom_store_t *s, uint64_t pipeline_id, uint32_t version)
 {
-    sqlite3_stmt *st = prepare(s, "SELECT bundle FROM pipeline_versions"
-                                  " WHERE pipeline_id = ?1 AND version = ?2");
+    sqlite3_stmt *st = store_prepare(s, "SELECT bundle FROM pipeline_versions"
+                                        " WHERE pipeline_id = ?1 AND version = ?2");
     if (!st) return NULL;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)pipeline_id);
     sqlite3_bind_int(st, 2, (int)version);
     char *out = NULL;
-    if (sqlite3_step(st) == SQLITE_ROW && col_text(st, 0)) out = loom_xstrdup(col_text(st, 0));
+    if (sqlite3_step(st) == SQLITE_ROW && store_col_text(st, 0))
+        out = loom_xstrdup(store_col_text(st, 0));
     sqlite3_finalize(st);
     return out;
 }
@@ -399,7 +399,7 @@ int loom_store_pipeline_source(loom_store_t *s, const char *name, uint32_t versi
 {
     sqlite3_stmt *st = stmt(s, Q_VERSION_SOURCE);
     if (!st) return LOOM_EDB;
-    bind_text(st, 1, name);
+    store_bind_text(st, 1, name);
     sqlite3_bind_int(st, 2, (int)version);
     int rc = sqlite3_step(st);
     if (rc != SQLITE_ROW) {
@@ -419,12 +419,12 @@ int loom_store_run_insert(loom_store_t *s, loom_run_row_t *row)
     if (!st || loom_store_begin(s)) return LOOM_EDB;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)row->pipeline_id);
     sqlite3_bind_int(st, 2, (int)row->version);
-    bind_text(st, 3, row->state);
-    bind_text(st, 4, row->trigger);
+    store_bind_text(st, 3, row->state);
+    store_bind_text(st, 4, row->trigger);
     sqlite3_bind_int64(st, 5, (sqlite3_int64)row->created_ms);
     bind_ms(st, 6, row->started_ms);
     bind_ms(st, 7, row->ended_ms);
-    bind_text(st, 8, row->params_json);
+    store_bind_text(st, 8, row->params_json);
     if (step_done(s, st, "insert run")) return LOOM_EDB;
     row->id = (uint64_t)sqlite3_last_insert_rowid(s->db);
     return 0;
@@ -435,7 +435,7 @@ int loom_store_run_update(loom_store_t *s, const loom_run_row_t *row)
     sqlite3_stmt *st = stmt(s, Q_RUN_UPDATE);
     if (!st || loom_store_begin(s)) return LOOM_EDB;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)row->id);
-    bind_text(st, 2, row->state);
+    store_bind_text(st, 2, row->state);
     bind_ms(st, 3, row->started_ms);
     bind_ms(st, 4, row->ended_ms);
     return step_done(s, st, "update run");
@@ -447,11 +447,11 @@ int loom_store_task_insert(loom_store_t *s, loom_task_row_t *row)
     if (!st || loom_store_begin(s)) return LOOM_EDB;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)row->run_id);
     sqlite3_bind_int(st, 2, (int)row->idx);
-    bind_text(st, 3, row->name);
-    bind_text(st, 4, row->needs_json ? row->needs_json : "[]");
-    bind_text(st, 5, row->state);
+    store_bind_text(st, 3, row->name);
+    store_bind_text(st, 4, row->needs_json ? row->needs_json : "[]");
+    store_bind_text(st, 5, row->state);
     sqlite3_bind_int(st, 6, (int)row->dag_idx);
-    bind_text(st, 7, row->item_json);
+    store_bind_text(st, 7, row->item_json);
     if (step_done(s, st, "insert task")) return LOOM_EDB;
     row->id = (uint64_t)sqlite3_last_insert_rowid(s->db);
     return 0;
@@ -462,7 +462,7 @@ int loom_store_task_update(loom_store_t *s, const loom_task_row_t *row)
     sqlite3_stmt *st = stmt(s, Q_TASK_UPDATE);
     if (!st || loom_store_begin(s)) return LOOM_EDB;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)row->id);
-    bind_text(st, 2, row->state);
+    store_bind_text(st, 2, row->state);
     sqlite3_bind_int(st, 3, (int)row->attempts);
     bind_ms(st, 4, row->current_attempt);
     bind_ms(st, 5, row->started_ms);
@@ -471,7 +471,7 @@ int loom_store_task_update(loom_store_t *s, const loom_task_row_t *row)
         sqlite3_bind_int(st, 7, row->exit_code);
         sqlite3_bind_int(st, 8, row->signal);
     }
-    bind_text(st, 9, row->error);
+    store_bind_text(st, 9, row->error);
     bind_ms(st, 10, row->not_before_ms);
     return step_done(s, st, "update task");
 }
@@ -483,8 +483,8 @@ int loom_store_attempt_insert(loom_store_t *s, loom_attempt_row_t *row)
     sqlite3_bind_int64(st, 1, (sqlite3_int64)row->task_id);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)row->run_id);
     sqlite3_bind_int(st, 3, (int)row->number);
-    bind_text(st, 4, row->agent);
-    bind_text(st, 5, row->state);
+    store_bind_text(st, 4, row->agent);
+    store_bind_text(st, 5, row->state);
     sqlite3_bind_int64(st, 6, (sqlite3_int64)row->dispatched_ms);
     if (step_done(s, st, "insert attempt")) return LOOM_EDB;
     row->id = (uint64_t)sqlite3_last_insert_rowid(s->db);
@@ -496,7 +496,7 @@ int loom_store_attempt_update(loom_store_t *s, const loom_attempt_row_t *row)
     sqlite3_stmt *st = stmt(s, Q_ATTEMPT_UPDATE);
     if (!st || loom_store_begin(s)) return LOOM_EDB;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)row->id);
-    bind_text(st, 2, row->state);
+    store_bind_text(st, 2, row->state);
     bind_ms(st, 3, row->started_ms);
     bind_ms(st, 4, row->ended_ms);
     if (row->has_exit) {
@@ -506,10 +506,10 @@ int loom_store_attempt_update(loom_store_t *s, const loom_attempt_row_t *row)
         sqlite3_bind_int64(st, 9, (sqlite3_int64)row->sys_cpu_us);
         sqlite3_bind_int64(st, 10, (sqlite3_int64)row->max_rss);
     }
-    bind_text(st, 7, row->error);
+    store_bind_text(st, 7, row->error);
     sqlite3_bind_int64(st, 11, (sqlite3_int64)row->log_seq);
     sqlite3_bind_int64(st, 12, (sqlite3_int64)row->log_bytes);
-    bind_text(st, 13, row->metrics_json);
+    store_bind_text(st, 13, row->metrics_json);
     return step_done(s, st, "update attempt");
 }
 
@@ -530,21 +530,21 @@ static void read_attempt(sqlite3_stmt *st, loom_attempt_row_t *row)
     row->task_id = col_u64(st, 1);
     row->run_id = col_u64(st, 2);
     row->number = (uint32_t)sqlite3_column_int(st, 3);
-    row->agent = col_text(st, 4);
-    row->state = col_text(st, 5);
+    row->agent = store_col_text(st, 4);
+    row->state = store_col_text(st, 5);
     row->dispatched_ms = col_u64(st, 6);
     row->started_ms = col_u64(st, 7);
     row->ended_ms = col_u64(st, 8);
     row->has_exit = sqlite3_column_type(st, 9) != SQLITE_NULL;
     row->exit_code = sqlite3_column_int(st, 9);
     row->signal = sqlite3_column_int(st, 10);
-    row->error = col_text(st, 11);
+    row->error = store_col_text(st, 11);
     row->user_cpu_us = col_u64(st, 12);
     row->sys_cpu_us = col_u64(st, 13);
     row->max_rss = col_u64(st, 14);
     row->log_seq = col_u64(st, 15);
     row->log_bytes = col_u64(st, 16);
-    row->metrics_json = col_text(st, 17);
+    row->metrics_json = store_col_text(st, 17);
 }
 
 int loom_store_attempt_get(loom_store_t *s, uint64_t attempt_id, loom_attempt_row_t *row)
@@ -563,7 +563,7 @@ int loom_store_attempt_get(loom_store_t *s, uint64_t attempt_id, loom_attempt_ro
 }
 
 /* Prepares an ad-hoc (uncached) query; used by the rarely run reads. */
-static sqlite3_stmt *prepare(loom_store_t *s, const char *q)
+sqlite3_stmt *store_prepare(loom_store_t *s, const char *q)
 {
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(s->db, q, -1, &st, NULL) != SQLITE_OK) {
@@ -578,26 +578,22 @@ static void read_run(sqlite3_stmt *st, loom_run_row_t *row)
     memset(row, 0, sizeof *row);
     row->id = col_u64(st, 0);
     row->pipeline_id = col_u64(st, 1);
-    row->pipeline = col_text(st, 2);
+    row->pipeline = store_col_text(st, 2);
     row->version = (uint32_t)sqlite3_column_int(st, 3);
-    row->state = col_text(st, 4);
-    row->trigger = col_text(st, 5);
+    row->state = store_col_text(st, 4);
+    row->trigger = store_col_text(st, 5);
     row->created_ms = col_u64(st, 6);
     row->started_ms = col_u64(st, 7);
     row->ended_ms = col_u64(st, 8);
-    row->params_json = col_text(st, 9);
+    row->params_json = store_col_text(st, 9);
 }
-
-#define RUN_COLUMNS                                                                                \
-    "r.id, r.pipeline_id, p.name, r.version, r.state, r.trigger, r.created_ms, "                   \
-    "r.started_ms, r.ended_ms, r.params"
 
 int loom_store_each_active_run(loom_store_t *s, int (*cb)(void *ud, const loom_run_row_t *row),
                                void *ud)
 {
-    sqlite3_stmt *st = prepare(s, "SELECT " RUN_COLUMNS " FROM runs r JOIN pipelines p"
-                                  " ON p.id = r.pipeline_id"
-                                  " WHERE r.state IN ('queued', 'running') ORDER BY r.id");
+    sqlite3_stmt *st = store_prepare(s, "SELECT " RUN_COLUMNS " FROM runs r JOIN pipelines p"
+                                        " ON p.id = r.pipeline_id"
+                                        " WHERE r.state IN ('queued', 'running') ORDER BY r.id");
     if (!st) return LOOM_EDB;
     int rc = 0, step;
     while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
@@ -615,9 +611,9 @@ static void read_task(sqlite3_stmt *st, loom_task_row_t *row)
     row->id = col_u64(st, 0);
     row->run_id = col_u64(st, 1);
     row->idx = (uint32_t)sqlite3_column_int(st, 2);
-    row->name = col_text(st, 3);
-    row->needs_json = col_text(st, 4);
-    row->state = col_text(st, 5);
+    row->name = store_col_text(st, 3);
+    row->needs_json = store_col_text(st, 4);
+    row->state = store_col_text(st, 5);
     row->attempts = (uint32_t)sqlite3_column_int(st, 6);
     row->current_attempt = col_u64(st, 7);
     row->started_ms = col_u64(st, 8);
@@ -625,22 +621,17 @@ static void read_task(sqlite3_stmt *st, loom_task_row_t *row)
     row->has_exit = sqlite3_column_type(st, 10) != SQLITE_NULL;
     row->exit_code = sqlite3_column_int(st, 10);
     row->signal = sqlite3_column_int(st, 11);
-    row->error = col_text(st, 12);
+    row->error = store_col_text(st, 12);
     row->dag_idx = (uint32_t)sqlite3_column_int(st, 13);
-    row->item_json = col_text(st, 14);
+    row->item_json = store_col_text(st, 14);
     row->not_before_ms = col_u64(st, 15);
 }
-
-#define TASK_COLUMNS                                                                               \
-    "t.id, t.run_id, t.idx, t.name, t.needs, t.state, t.attempts, t.current_attempt, "             \
-    "t.started_ms, t.ended_ms, t.exit_code, t.signal, t.error, t.dag_idx, t.item, "                \
-    "t.not_before_ms"
 
 int loom_store_each_task(loom_store_t *s, uint64_t run_id,
                          int (*cb)(void *ud, const loom_task_row_t *row), void *ud)
 {
     sqlite3_stmt *st =
-        prepare(s, "SELECT " TASK_COLUMNS " FROM tasks t WHERE t.run_id = ?1 ORDER BY t.idx");
+        store_prepare(s, "SELECT " TASK_COLUMNS " FROM tasks t WHERE t.run_id = ?1 ORDER BY t.idx");
     if (!st) return LOOM_EDB;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)run_id);
     int rc = 0;
@@ -655,9 +646,10 @@ int loom_store_each_task(loom_store_t *s, uint64_t run_id,
 
 int loom_store_run_source(loom_store_t *s, uint64_t run_id, char **source, size_t *len)
 {
-    sqlite3_stmt *st = prepare(s, "SELECT v.source FROM runs r JOIN pipeline_versions v"
-                                  " ON v.pipeline_id = r.pipeline_id AND v.version = r.version"
-                                  " WHERE r.id = ?1");
+    sqlite3_stmt *st =
+        store_prepare(s, "SELECT v.source FROM runs r JOIN pipeline_versions v"
+                         " ON v.pipeline_id = r.pipeline_id AND v.version = r.version"
+                         " WHERE r.id = ?1");
     if (!st) return LOOM_EDB;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)run_id);
     int rc = LOOM_ENOTFOUND;
@@ -672,14 +664,14 @@ int loom_store_run_source(loom_store_t *s, uint64_t run_id, char **source, size_
 int loom_store_find_attempt(loom_store_t *s, uint64_t run_id, const char *task, uint32_t number,
                             uint64_t *attempt_id, uint32_t *number_out)
 {
-    sqlite3_stmt *st = prepare(s, "SELECT t.id, a.id, a.number FROM tasks t"
-                                  " LEFT JOIN attempts a ON a.task_id = t.id"
-                                  " AND (?3 = 0 OR a.number = ?3)"
-                                  " WHERE t.run_id = ?1 AND t.name = ?2"
-                                  " ORDER BY a.number DESC LIMIT 1");
+    sqlite3_stmt *st = store_prepare(s, "SELECT t.id, a.id, a.number FROM tasks t"
+                                        " LEFT JOIN attempts a ON a.task_id = t.id"
+                                        " AND (?3 = 0 OR a.number = ?3)"
+                                        " WHERE t.run_id = ?1 AND t.name = ?2"
+                                        " ORDER BY a.number DESC LIMIT 1");
     if (!st) return LOOM_EDB;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)run_id);
-    bind_text(st, 2, task);
+    store_bind_text(st, 2, task);
     sqlite3_bind_int(st, 3, (int)number);
     int rc = LOOM_ENOTFOUND;
     *attempt_id = 0;
@@ -697,14 +689,14 @@ int loom_store_agent_upsert(loom_store_t *s, const loom_agent_row_t *row)
 {
     sqlite3_stmt *st = stmt(s, Q_AGENT_UPSERT);
     if (!st || loom_store_begin(s)) return LOOM_EDB;
-    bind_text(st, 1, row->name);
-    bind_text(st, 2, row->hostname);
-    bind_text(st, 3, row->version);
+    store_bind_text(st, 1, row->name);
+    store_bind_text(st, 2, row->hostname);
+    store_bind_text(st, 3, row->version);
     sqlite3_bind_int(st, 4, (int)row->cpus);
     sqlite3_bind_int64(st, 5, (sqlite3_int64)row->memory_bytes);
     sqlite3_bind_int(st, 6, (int)row->slots);
-    bind_text(st, 7, row->labels_json ? row->labels_json : "{}");
-    bind_text(st, 8, row->state);
+    store_bind_text(st, 7, row->labels_json ? row->labels_json : "{}");
+    store_bind_text(st, 8, row->state);
     bind_ms(st, 9, row->connected_ms);
     bind_ms(st, 10, row->last_seen_ms);
     return step_done(s, st, "upsert agent");
@@ -715,8 +707,8 @@ int loom_store_agent_state(loom_store_t *s, const char *name, const char *state,
 {
     sqlite3_stmt *st = stmt(s, Q_AGENT_STATE);
     if (!st || loom_store_begin(s)) return LOOM_EDB;
-    bind_text(st, 1, name);
-    bind_text(st, 2, state);
+    store_bind_text(st, 1, name);
+    store_bind_text(st, 2, state);
     bind_ms(st, 3, last_seen_ms);
     return step_done(s, st, "agent state");
 }
@@ -724,21 +716,21 @@ int loom_store_agent_state(loom_store_t *s, const char *name, const char *state,
 int loom_store_each_agent(loom_store_t *s, int (*cb)(void *ud, const loom_agent_row_t *row),
                           void *ud)
 {
-    sqlite3_stmt *st = prepare(s, "SELECT name, hostname, version, cpus, memory_bytes, slots,"
-                                  " labels, state, connected_ms, last_seen_ms FROM agents"
-                                  " ORDER BY name");
+    sqlite3_stmt *st = store_prepare(s, "SELECT name, hostname, version, cpus, memory_bytes, slots,"
+                                        " labels, state, connected_ms, last_seen_ms FROM agents"
+                                        " ORDER BY name");
     if (!st) return LOOM_EDB;
     int rc = 0;
     while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
         loom_agent_row_t row = {
-            .name = col_text(st, 0),
-            .hostname = col_text(st, 1),
-            .version = col_text(st, 2),
+            .name = store_col_text(st, 0),
+            .hostname = store_col_text(st, 1),
+            .version = store_col_text(st, 2),
             .cpus = (uint32_t)sqlite3_column_int(st, 3),
             .memory_bytes = col_u64(st, 4),
             .slots = (uint32_t)sqlite3_column_int(st, 5),
-            .labels_json = col_text(st, 6),
-            .state = col_text(st, 7),
+            .labels_json = store_col_text(st, 6),
+            .state = store_col_text(st, 7),
             .connected_ms = col_u64(st, 8),
             .last_seen_ms = col_u64(st, 9),
         };
@@ -746,208 +738,4 @@ int loom_store_each_agent(loom_store_t *s, int (*cb)(void *ud, const loom_agent_
     }
     sqlite3_finalize(st);
     return rc;
-}
-
-/* --- JSON for the API ------------------------------------------------------- */
-
-static json_t *json_ms(sqlite3_stmt *st, int i)
-{
-    return sqlite3_column_type(st, i) == SQLITE_NULL ? json_null()
-                                                     : json_integer(sqlite3_column_int64(st, i));
-}
-
-static json_t *json_str(sqlite3_stmt *st, int i)
-{
-    const char *t = col_text(st, i);
-    return t ? json_string(t) : json_null();
-}
-
-int loom_store_json_pipelines(loom_store_t *s, json_t **out)
-{
-    sqlite3_stmt *st = prepare(
-        s, "SELECT p.name, p.latest_version, v.n_tasks, p.created_ms, p.updated_ms,"
-           " (SELECT r.id FROM runs r WHERE r.pipeline_id = p.id ORDER BY r.id DESC LIMIT 1),"
-           " (SELECT r.state FROM runs r WHERE r.pipeline_id = p.id ORDER BY r.id DESC LIMIT 1)"
-           " FROM pipelines p JOIN pipeline_versions v ON v.pipeline_id = p.id"
-           " AND v.version = p.latest_version ORDER BY p.name");
-    if (!st) return LOOM_EDB;
-    json_t *list = json_array();
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        json_t *last = json_null();
-        if (sqlite3_column_type(st, 5) != SQLITE_NULL)
-            last =
-                json_pack("{s:I,s:o}", "id", sqlite3_column_int64(st, 5), "state", json_str(st, 6));
-        json_array_append_new(list, json_pack("{s:o,s:i,s:i,s:o,s:o,s:o}", "name", json_str(st, 0),
-                                              "latest_version", sqlite3_column_int(st, 1), "tasks",
-                                              sqlite3_column_int(st, 2), "created_unix_ms",
-                                              json_ms(st, 3), "updated_unix_ms", json_ms(st, 4),
-                                              "last_run", last));
-    }
-    sqlite3_finalize(st);
-    *out = json_pack("{s:o}", "pipelines", list);
-    return 0;
-}
-
-int loom_store_json_pipeline(loom_store_t *s, const char *name, uint32_t version, json_t **out)
-{
-    sqlite3_stmt *st = prepare(s, "SELECT v.version, v.hash, v.created_ms, v.n_tasks, v.source,"
-                                  " p.latest_version, v.file, v.bundle, v.git_commit, v.git_dirty"
-                                  " FROM pipelines p JOIN pipeline_versions v"
-                                  " ON v.pipeline_id = p.id WHERE p.name = ?1"
-                                  " ORDER BY v.version");
-    if (!st) return LOOM_EDB;
-    bind_text(st, 1, name);
-    json_t *versions = json_array();
-    json_t *source = NULL;
-    int latest = 0;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        latest = sqlite3_column_int(st, 5);
-        int v = sqlite3_column_int(st, 0);
-        json_t *git = sqlite3_column_type(st, 8) == SQLITE_NULL
-                          ? json_null()
-                          : json_pack("{s:o,s:o}", "commit", json_str(st, 8), "dirty",
-                                      sqlite3_column_type(st, 9) == SQLITE_NULL
-                                          ? json_null()
-                                          : json_boolean(sqlite3_column_int(st, 9)));
-        json_array_append_new(versions,
-                              json_pack("{s:i,s:o,s:o,s:i,s:o,s:o,s:o}", "version", v, "hash",
-                                        json_str(st, 1), "created_unix_ms", json_ms(st, 2), "tasks",
-                                        sqlite3_column_int(st, 3), "file", json_str(st, 6),
-                                        "bundle", json_str(st, 7), "git", git));
-        if ((version == 0 && v == latest) || (uint32_t)v == version) {
-            json_decref(source);
-            source = json_stringn_nocheck(sqlite3_column_blob(st, 4),
-                                          (size_t)sqlite3_column_bytes(st, 4));
-        }
-    }
-    sqlite3_finalize(st);
-    if (json_array_size(versions) == 0 || !source) {
-        json_decref(versions);
-        json_decref(source);
-        return LOOM_ENOTFOUND;
-    }
-    *out = json_pack("{s:s,s:i,s:i,s:o,s:o}", "name", name, "latest_version", latest, "version",
-                     version ? (int)version : latest, "versions", versions, "source", source);
-    return 0;
-}
-
-/* A JSON column, parsed; fallback when it is NULL or unreadable. */
-static json_t *json_col(sqlite3_stmt *st, int i, json_t *fallback)
-{
-    const char *t = col_text(st, i);
-    json_t *v = t ? json_loads(t, JSON_DECODE_ANY, NULL) : NULL;
-    if (v) {
-        json_decref(fallback);
-        return v;
-    }
-    return fallback;
-}
-
-static json_t *run_json(sqlite3_stmt *st)
-{
-    return json_pack("{s:I,s:o,s:i,s:o,s:o,s:o,s:o,s:o,s:o}", "id", sqlite3_column_int64(st, 0),
-                     "pipeline", json_str(st, 2), "version", sqlite3_column_int(st, 3), "state",
-                     json_str(st, 4), "trigger", json_str(st, 5), "created_unix_ms", json_ms(st, 6),
-                     "started_unix_ms", json_ms(st, 7), "ended_unix_ms", json_ms(st, 8), "params",
-                     json_col(st, 9, json_object()));
-}
-
-int loom_store_json_runs(loom_store_t *s, const char *pipeline, int limit, json_t **out)
-{
-    sqlite3_stmt *st = prepare(s, "SELECT " RUN_COLUMNS " FROM runs r JOIN pipelines p"
-                                  " ON p.id = r.pipeline_id WHERE (?1 IS NULL OR p.name = ?1)"
-                                  " ORDER BY r.id DESC LIMIT ?2");
-    if (!st) return LOOM_EDB;
-    bind_text(st, 1, pipeline);
-    sqlite3_bind_int(st, 2, limit);
-    json_t *list = json_array();
-    while (sqlite3_step(st) == SQLITE_ROW) json_array_append_new(list, run_json(st));
-    sqlite3_finalize(st);
-    *out = json_pack("{s:o}", "runs", list);
-    return 0;
-}
-
-static json_t *task_json(sqlite3_stmt *st)
-{
-    bool exited = sqlite3_column_type(st, 10) != SQLITE_NULL;
-    int sig = sqlite3_column_int(st, 11);
-    json_t *exit_code = exited && sig == 0 ? json_integer(sqlite3_column_int(st, 10)) : json_null();
-    json_t *signal = exited && sig != 0 ? json_integer(sig) : json_null();
-    json_t *t = json_pack("{s:o,s:o,s:o,s:i,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "name", json_str(st, 3),
-                          "state", json_str(st, 5), "needs", json_col(st, 4, json_array()),
-                          "attempts", sqlite3_column_int(st, 6), "attempt_id", json_ms(st, 7),
-                          "agent", json_str(st, 16), "exit_code", exit_code, "signal", signal,
-                          "error", json_str(st, 12), "started_unix_ms", json_ms(st, 8),
-                          "ended_unix_ms", json_ms(st, 9));
-    json_object_set_new(t, "metrics", json_col(st, 17, json_null()));
-    if (sqlite3_column_type(st, 14) != SQLITE_NULL)
-        json_object_set_new(t, "item", json_col(st, 14, json_null()));
-    json_object_set_new(t, "retry_at_unix_ms", json_ms(st, 15));
-    return t;
-}
-
-int loom_store_json_run(loom_store_t *s, uint64_t run_id, json_t **out)
-{
-    sqlite3_stmt *st = prepare(s, "SELECT " RUN_COLUMNS " FROM runs r JOIN pipelines p"
-                                  " ON p.id = r.pipeline_id WHERE r.id = ?1");
-    if (!st) return LOOM_EDB;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)run_id);
-    if (sqlite3_step(st) != SQLITE_ROW) {
-        sqlite3_finalize(st);
-        return LOOM_ENOTFOUND;
-    }
-    json_t *run = run_json(st);
-    sqlite3_finalize(st);
-    st = prepare(s, "SELECT " TASK_COLUMNS ", a.agent, a.metrics FROM tasks t"
-                    " LEFT JOIN attempts a ON a.id = t.current_attempt"
-                    " WHERE t.run_id = ?1 ORDER BY t.idx");
-    if (!st) {
-        json_decref(run);
-        return LOOM_EDB;
-    }
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)run_id);
-    json_t *tasks = json_array();
-    while (sqlite3_step(st) == SQLITE_ROW) json_array_append_new(tasks, task_json(st));
-    sqlite3_finalize(st);
-    json_object_set_new(run, "tasks", tasks);
-    *out = run;
-    return 0;
-}
-
-int loom_store_json_attempts(loom_store_t *s, uint64_t run_id, const char *task, json_t **out)
-{
-    sqlite3_stmt *st = prepare(s, "SELECT a.id, a.number, a.agent, a.state, a.dispatched_ms,"
-                                  " a.started_ms, a.ended_ms, a.exit_code, a.signal, a.error,"
-                                  " a.user_cpu_us, a.sys_cpu_us, a.max_rss, a.log_bytes, t.id"
-                                  " FROM tasks t LEFT JOIN attempts a ON a.task_id = t.id"
-                                  " WHERE t.run_id = ?1 AND t.name = ?2 ORDER BY a.number");
-    if (!st) return LOOM_EDB;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)run_id);
-    bind_text(st, 2, task);
-    json_t *list = json_array();
-    bool found = false;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        found = true;
-        if (sqlite3_column_type(st, 0) == SQLITE_NULL) continue; /* task without attempts */
-        int sig = sqlite3_column_int(st, 8);
-        bool exited = sqlite3_column_type(st, 7) != SQLITE_NULL;
-        json_array_append_new(
-            list,
-            json_pack(
-                "{s:I,s:i,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:I}", "id",
-                sqlite3_column_int64(st, 0), "number", sqlite3_column_int(st, 1), "agent",
-                json_str(st, 2), "state", json_str(st, 3), "dispatched_unix_ms", json_ms(st, 4),
-                "started_unix_ms", json_ms(st, 5), "ended_unix_ms", json_ms(st, 6), "exit_code",
-                exited && sig == 0 ? json_integer(sqlite3_column_int(st, 7)) : json_null(),
-                "signal", exited && sig ? json_integer(sig) : json_null(), "error", json_str(st, 9),
-                "user_cpu_us", json_ms(st, 10), "sys_cpu_us", json_ms(st, 11), "max_rss_bytes",
-                json_ms(st, 12), "log_bytes", sqlite3_column_int64(st, 13)));
-    }
-    sqlite3_finalize(st);
-    if (!found) {
-        json_decref(list);
-        return LOOM_ENOTFOUND;
-    }
-    *out = json_pack("{s:o}", "attempts", list);
-    return 0;
 }

@@ -1,0 +1,25 @@
+/* What store.c shares with store_json.c: statement helpers and the column
+ * lists the row readers and the JSON builders agree on. */
+#ifndef LOOM_STORE_INT_H
+#define LOOM_STORE_INT_H
+
+#include <sqlite3.h>
+
+#include "store.h"
+
+/* Prepares an ad-hoc (uncached) query; NULL after logging on error. */
+sqlite3_stmt *store_prepare(loom_store_t *s, const char *q);
+/* Binds text, or NULL for a NULL pointer. */
+void store_bind_text(sqlite3_stmt *st, int i, const char *v);
+const char *store_col_text(sqlite3_stmt *st, int i);
+
+#define RUN_COLUMNS                                                                                \
+    "r.id, r.pipeline_id, p.name, r.version, r.state, r.trigger, r.created_ms, "                   \
+    "r.started_ms, r.ended_ms, r.params"
+
+#define TASK_COLUMNS                                                                               \
+    "t.id, t.run_id, t.idx, t.name, t.needs, t.state, t.attempts, t.current_attempt, "             \
+    "t.started_ms, t.ended_ms, t.exit_code, t.signal, t.error, t.dag_idx, t.item, "                \
+    "t.not_before_ms"
+
+#endif
