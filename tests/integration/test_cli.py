@@ -60,6 +60,20 @@ class Cli(ClusterTest):
         v = self.c.cli("validate", path, check=1)
         self.assertIn("broken.yaml:5:13: error:", v.stderr)
 
+    def test_graph_draws_the_dag(self):
+        path = self.write("diamond.yaml", "pipeline: d\ntasks:\n  a:\n    run: x\n"
+                          "  b:\n    needs: a\n    run: x\n  c:\n    needs: a\n    run: x\n"
+                          "  z:\n    needs: [b, c]\n    run: x\n")
+        dot = self.c.cli("graph", path, "--dot", check=0).stdout
+        self.assertTrue(dot.startswith('digraph "d" {'), dot)
+        for edge in ('"a" -> "b"', '"a" -> "c"', '"b" -> "z"', '"c" -> "z"'):
+            self.assertIn(edge, dot)
+        self.assertNotIn('"a" -> "z"', dot)
+        bad = self.write("cycle.yaml", "pipeline: c\ntasks:\n  a:\n    needs: b\n    run: x\n"
+                         "  b:\n    needs: a\n    run: x\n")
+        p = self.c.cli("graph", bad, check=1)
+        self.assertIn("cycle", p.stderr)
+
     def test_usage_and_unreachable_server(self):
         self.assertEqual(self.c.cli("frobnicate").returncode, 2)
         self.assertEqual(self.c.cli("run").returncode, 2)

@@ -5,6 +5,7 @@ import signal
 import sys
 import textwrap
 import threading
+import time
 import unittest
 import urllib.request
 
@@ -219,6 +220,23 @@ class BadInput(ClusterTest):
         self.assertIn('did you mean "needs"', diags[0]["message"])
         self.assertIn('"run"', diags[1]["message"])
         self.assertIn('unknown task "zz"', diags[2]["message"])
+        self.assertEqual(self.c.get("/api/v1/pipelines")["pipelines"], [])
+
+    def test_hostile_dags_are_refused_quickly_through_the_api(self):
+        laughs = "pipeline: p\ntasks:\n  a:\n    run: &a [x, x]\n" + "".join(
+            "    env%d: &a%d [*a, *a]\n" % (i, i) for i in range(30))
+        deep = "pipeline: p\ntasks:\n  a:\n    run: " + "[" * 5000 + "]" * 5000 + "\n"
+        junk = bytes(range(1, 256)).decode("latin-1") * 64
+        for src in (laughs, deep, junk, "\t", "pipeline: [unclosed"):
+            started = time.monotonic()
+            status, body = self.status_of("POST", "/api/v1/pipelines", {"source": src})
+            self.assertEqual(status, 422)
+            self.assertTrue(json.loads(body)["diagnostics"][0]["message"])
+            self.assertLess(time.monotonic() - started, 5)
+        # A NUL byte cannot even reach the parser: the JSON layer refuses it.
+        status, body = self.status_of("POST", "/api/v1/pipelines", {"source": "a\x00b"})
+        self.assertEqual(status, 400)
+        self.assertIn("request body", json.loads(body)["error"])
         self.assertEqual(self.c.get("/api/v1/pipelines")["pipelines"], [])
 
     def test_bad_requests_get_4xx_with_a_message(self):
