@@ -178,6 +178,20 @@ static void task_retries(pctx *c, void *obj, const loom_ynode_t *k, const loom_y
     t->retries = (uint32_t)n;
 }
 
+static void task_priority(pctx *c, void *obj, const loom_ynode_t *k, const loom_ynode_t *v)
+{
+    loom_dag_task_t *t = obj;
+    if (loom_ynode_is_null(v)) return;
+    int64_t n;
+    if (v->kind != LOOM_YSCALAR || loom_parse_i64(v->str, -1000, 1000, &n) != 0) {
+        char got[LOOM_YQUOTE_MAX];
+        loom_ynode_describe(v, got, sizeof got);
+        dag_error(c, v, "\"priority\" must be an integer -1000..1000, got %s", got);
+        return;
+    }
+    t->priority = (int32_t)n;
+}
+
 /* ---- retry backoff, trigger rule, condition, cache ---- */
 
 static void task_retry_delay(pctx *c, void *obj, const loom_ynode_t *k, const loom_ynode_t *v)
@@ -488,6 +502,7 @@ static const key_handler task_keys[] = {
     {"env", task_env},
     {"timeout", task_timeout},
     {"retries", task_retries},
+    {"priority", task_priority},
     {"retry_delay", task_retry_delay},
     {"max_retry_delay", task_max_retry_delay},
     {"retry_jitter", task_retry_jitter},

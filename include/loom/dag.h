@@ -123,6 +123,7 @@ typedef struct {
     char **outputs; /* `outputs` as written */
     size_t n_outputs;
     int cache; /* `cache: true` */
+    int32_t priority; /* higher runs first among queued tasks; -1000..1000, default 0 */
 } loom_dag_task_t;
 
 typedef struct {
