@@ -236,6 +236,23 @@ int loom_parse_size(const char *s, uint64_t *out)
     return 0;
 }
 
+void loom_format_size(uint64_t bytes, char *out, size_t outlen)
+{
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+    double v = (double)bytes;
+    size_t u = 0;
+    while (v >= 1024 && u + 1 < sizeof units / sizeof units[0]) {
+        v /= 1024;
+        u++;
+    }
+    if (u == 0)
+        snprintf(out, outlen, "%llu B", (unsigned long long)bytes);
+    else if (v == (double)(uint64_t)v)
+        snprintf(out, outlen, "%.0f %s", v, units[u]);
+    else
+        snprintf(out, outlen, "%.1f %s", v, units[u]);
+}
+
 void loom_format_duration(uint64_t ms, char *out, size_t outlen)
 {
     if (ms < 60000)

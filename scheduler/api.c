@@ -337,6 +337,7 @@ static enum MHD_Result run_response(req_t *r, unsigned status, uint64_t run_id, 
     if (err == LOOM_ENOTFOUND)
         return respond_error(r, MHD_HTTP_NOT_FOUND, "no run %llu", (unsigned long long)run_id);
     if (err) return respond_loom_error(r, err, "run");
+    loom_sched_annotate_run(r->api->sched, run);
     return respond_json(r, status, wrap ? json_pack("{s:o}", "run", run) : run);
 }
 
@@ -421,6 +422,31 @@ static enum MHD_Result post_cancel(req_t *r, const path_t *p)
     if (err) return respond_loom_error(r, err, "cancel");
     loom_sched_commit(r->api->sched);
     return run_response(r, MHD_HTTP_OK, run_id, false);
+}
+
+static enum MHD_Result post_agent_op(req_t *r, const path_t *p)
+{
+    const char *op = p->segs[4];
+    bool cordon = strcmp(op, "uncordon") != 0;
+    bool drain = strcmp(op, "drain") == 0;
+    if (!drain && strcmp(op, "cordon") != 0 && strcmp(op, "uncordon") != 0)
+        return respond_error(r, MHD_HTTP_NOT_FOUND,
+                             "no agent operation \"%s\" (drain, cordon, uncordon)", op);
+    int err = loom_sched_agent_cordon(r->api->sched, p->segs[3], cordon, drain);
+    if (err == LOOM_ENOTFOUND)
+        return respond_error(r, MHD_HTTP_NOT_FOUND, "no agent named \"%s\"", p->segs[3]);
+    if (err) return respond_loom_error(r, err, op);
+    json_t *all = loom_sched_agents_json(r->api->sched);
+    json_t *found = NULL;
+    size_t i;
+    json_t *a;
+    json_array_foreach(json_object_get(all, "agents"), i, a)
+    {
+        if (strcmp(json_string_value(json_object_get(a, "name")), p->segs[3]) == 0) found = a;
+    }
+    json_t *out = json_incref(found);
+    json_decref(all);
+    return respond_json(r, MHD_HTTP_OK, out ? out : json_object());
 }
 
 static enum MHD_Result get_agents(req_t *r, const path_t *p)
@@ -648,6 +674,7 @@ static const struct {
     {"GET", "runs/*/tasks/*/log", get_log},
     {"GET", "runs/*/tasks/*/attempts", get_attempts},
     {"GET", "agents", get_agents},
+    {"POST", "agents/*/*", post_agent_op},
 };
 
 /* Splits "/api/v1/a/b" into segments in buf; false if too deep. */

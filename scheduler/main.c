@@ -22,6 +22,8 @@ typedef struct {
     const char *bind;
     uint64_t heartbeat_ms, agent_timeout_ms;
     loom_sync_mode sync;
+    const char *pools[64];
+    size_t n_pools;
 } options_t;
 
 typedef struct {
@@ -44,6 +46,7 @@ static void usage(FILE *out)
           "  --agent-timeout DUR    silence before an agent is lost (default 10s)\n"
           "  --sync normal|full     SQLite durability (default normal: survives a crash of\n"
           "                         loomd; full also survives power loss, slower)\n"
+          "  --pool NAME=LIMIT      at most LIMIT tasks of pool NAME at once (repeatable)\n"
           "  --log-level LEVEL      debug, info, warn, error (default info)\n"
           "  --version, --help\n"
           "Once listening, loomd writes STATE_DIR/loomd.json with the bound addresses.\n",
@@ -85,6 +88,7 @@ static int parse_args(int argc, char **argv, options_t *o)
                                              {"heartbeat", required_argument, NULL, 'h'},
                                              {"agent-timeout", required_argument, NULL, 't'},
                                              {"sync", required_argument, NULL, 'y'},
+                                             {"pool", required_argument, NULL, 'p'},
                                              {"log-level", required_argument, NULL, 'l'},
                                              {"version", no_argument, NULL, 'V'},
                                              {"help", no_argument, NULL, '?'},
@@ -119,6 +123,11 @@ static int parse_args(int argc, char **argv, options_t *o)
                 o->sync = LOOM_SYNC_FULL;
             else
                 return fail_flag("--sync", optarg, "want normal or full");
+            break;
+        case 'p':
+            if (o->n_pools == sizeof o->pools / sizeof o->pools[0])
+                return fail_flag("--pool", optarg, "too many pools");
+            o->pools[o->n_pools++] = optarg;
             break;
         case 'l':
             if (loom_log_parse_level(optarg, &level))
@@ -198,7 +207,9 @@ int main(int argc, char **argv)
                                .bind = o.bind,
                                .heartbeat_ms = (uint32_t)o.heartbeat_ms,
                                .agent_timeout_ms = (uint32_t)o.agent_timeout_ms,
-                               .sync = o.sync};
+                               .sync = o.sync,
+                               .pools = o.pools,
+                               .n_pools = o.n_pools};
     char why[512] = "", endpoint[256] = "";
     uint16_t port = 0;
     d.sched = loom_sched_new(d.loop, &cfg);

@@ -36,6 +36,14 @@ typedef enum {
 } task_state_t;
 typedef enum { RUN_QUEUED, RUN_RUNNING, RUN_SUCCEEDED, RUN_FAILED, RUN_CANCELLED } run_state_t;
 
+typedef struct {
+    uint32_t index;
+    char *uuid;
+    char *model;
+    uint64_t memory_bytes;
+    uint64_t busy; /* attempt id using it; 0: free */
+} gpu_t;
+
 struct s_agent {
     char *name;
     char *hostname;
@@ -51,6 +59,19 @@ struct s_agent {
     uint64_t last_seen_unix;
     uint64_t dispatch_seq; /* last Dispatch.seq sent since Welcome */
     link_t attempts;       /* attempts placed here and not yet ended */
+
+    /* What placement needs (placement.c). */
+    double cpus_total, cpus_used; /* usable CPUs; reserved by attempts */
+    uint64_t memory_used;         /* reserved by attempts (memory_bytes is the total) */
+    gpu_t *gpus;
+    uint32_t n_gpus;
+    char *gpu_source;
+    loom_env_t *labels; /* parsed from labels_json */
+    size_t n_labels;
+    bool cordoned; /* takes no new work (loom agents cordon / drain) */
+    bool draining; /* the agent itself said it is going away (SIGTERM) */
+    bool drain_requested;
+    json_t *usage; /* the latest Heartbeat.usage, as JSON */
 };
 
 struct s_attempt {
@@ -66,6 +87,12 @@ struct s_attempt {
     uint64_t log_seq, log_bytes;
     int log_fd;
     bool cancel_sent;
+    /* Resources reserved on the agent until the attempt ends. */
+    double cpus;
+    uint64_t memory_bytes;
+    uint32_t *gpus; /* indexes */
+    uint32_t n_gpus;
+    char *pool;
 };
 
 /* A task of a run: one per DAG task, or one per item of a foreach task
@@ -95,7 +122,22 @@ struct s_task {
     int exit_code, signal;
     char *error; /* why it failed, or why it did not run */
     json_t *metrics;
+    bool in_tq; /* queued in its run's placement queue (placement.c) */
 };
+
+/* Queued tasks of one DAG task of one run: they all ask for the same
+ * resources at the same priority, so if the first cannot be placed none
+ * can, and placement looks at one task per queue (placement.c). */
+typedef struct {
+    run_t *run;
+    uint32_t dag_idx;
+    link_t tasks;    /* FIFO */
+    link_t active;   /* in s->tqs while it has tasks */
+    uint64_t since;  /* order in which queues became non-empty */
+    uint64_t passed; /* the dispatch round that last passed it over */
+    uint64_t reason_epoch;
+    char *reason; /* why its first task waits, computed on demand */
+} tq_t;
 
 struct s_run {
     uint64_t id;
@@ -113,6 +155,7 @@ struct s_run {
     json_t *params; /* every parameter, defaults filled in */
     json_t *event;  /* what triggered it (event payload); NULL for manual runs */
     char *bundle;   /* code bundle manifest hash, or NULL */
+    tq_t *tqs;      /* one placement queue per DAG task */
 };
 
 /* One message to send once this turn's writes are committed. */
@@ -144,8 +187,12 @@ struct loom_sched {
     loom_map_t runs;     /* id -> run_t*, runs in flight */
     loom_map_t attempts; /* id -> attempt_t*, attempts not ended */
     loom_map_t agents;   /* name -> agent_t*, every agent ever seen */
-    link_t ready;        /* tasks ready to dispatch, FIFO */
-    link_t retry_wait;   /* tasks waiting for their retry delay, by not_before */
+    link_t tqs;          /* placement queues that hold tasks (placement.c) */
+    uint64_t tq_seq;
+    uint64_t capacity_epoch;     /* bumped whenever free capacity may have grown */
+    loom_map_t pools;            /* name -> pool_t*: concurrency caps (--pool) */
+    loom_map_t pipeline_running; /* pipeline id -> attempts in flight, for fair share */
+    link_t retry_wait;           /* tasks waiting for their retry delay, by not_before */
     uv_timer_t retry_timer;
 
     outmsg_t *out_head, **out_tail;
@@ -208,7 +255,34 @@ static inline const loom_dag_task_t *dag_task(const task_t *t)
     return &t->run->dag->tasks[t->dag_idx];
 }
 
+/* placement.c: which agent runs a queued task, and on which GPUs */
+typedef struct {
+    char *name;
+    uint32_t limit, used;
+} pool_t;
+
+void placement_queue(loom_sched_t *s, task_t *t);
+void placement_unqueue(loom_sched_t *s, task_t *t);
+/* Places as many queued tasks as fit, highest priority first, pipelines
+ * sharing fairly (fewest attempts in flight first). */
+void dispatch_ready(loom_sched_t *s);
+/* Reserves t's resources on a (assigning GPUs) for attempt x. */
+void placement_reserve(loom_sched_t *s, agent_t *a, attempt_t *x);
+void placement_release(loom_sched_t *s, attempt_t *x);
+/* Marks the GPUs x holds as busy on a (after a's resources were reset). */
+void placement_mark_gpus(agent_t *a, const attempt_t *x);
+/* Why t is still queued ("needs 2 GPUs with ≥ 40 GiB; largest free: 1"). */
+const char *placement_wait_reason(loom_sched_t *s, task_t *t);
+/* NULL if some known agent could ever run a task asking for r; else why
+ * not (caller frees). */
+char *placement_never_fits(loom_sched_t *s, const loom_dag_resources_t *r);
+void agent_set_resources(agent_t *a, const Loom__Resources *res);
+void agent_free_resources(agent_t *a);
+void tq_free(tq_t *q);
+
 /* sched_task.c: when tasks are ready, dispatch, attempts and their outcome */
+/* Starts an attempt of t on agent a (placement has checked it fits). */
+void dispatch_task(loom_sched_t *s, task_t *t, agent_t *a);
 /* Decides what a pending task does now that (some of) its upstream ended:
  * nothing yet, queue, skip, or upstream_failed. */
 void task_evaluate(loom_sched_t *s, task_t *t);

@@ -25,6 +25,20 @@ static void version_hash(const char *data, size_t len, const char *bundle, char 
     sodium_bin2hex(out, 65, h, sizeof h);
 }
 
+/* Tasks that no agent loomd knows could ever run: not an error (the right
+ * agent may join later), but worth saying at submit time. */
+static json_t *fit_warnings(loom_sched_t *s, const loom_dag_t *dag)
+{
+    json_t *list = json_array();
+    for (size_t i = 0; i < dag->n_tasks; i++) {
+        char *why = placement_never_fits(s, &dag->tasks[i].resources);
+        if (!why) continue;
+        json_array_append_new(list, json_sprintf("task \"%s\" %s", dag->tasks[i].name, why));
+        free(why);
+    }
+    return list;
+}
+
 int loom_sched_submit(loom_sched_t *s, const char *file, const char *source, size_t len,
                       const loom_submit_origin_t *origin, json_t **result, loom_diags_t *diags)
 {
@@ -56,6 +70,7 @@ int loom_sched_submit(loom_sched_t *s, const char *file, const char *source, siz
         *result =
             json_pack("{s:s,s:i,s:b,s:i,s:s}", "pipeline", dag->name, "version", (int)res.version,
                       "created", res.created, "tasks", (int)dag->n_tasks, "hash", hex);
+        json_object_set_new(*result, "warnings", fit_warnings(s, dag));
         LOG_INFO("pipeline submitted pipeline=%s version=%u created=%d bundle=%s", dag->name,
                  res.version, res.created, origin->bundle ? origin->bundle : "-");
     }
@@ -101,6 +116,43 @@ static int by_name(const void *a, const void *b)
     return strcmp(x->name, y->name);
 }
 
+static json_t *agent_gpus_json(const agent_t *a)
+{
+    json_t *arr = json_array();
+    for (uint32_t i = 0; i < a->n_gpus; i++) {
+        const gpu_t *g = &a->gpus[i];
+        json_array_append_new(arr,
+                              json_pack("{s:i,s:s,s:s,s:I,s:o}", "index", (int)g->index, "uuid",
+                                        g->uuid, "model", g->model, "memory_bytes",
+                                        (json_int_t)g->memory_bytes, "attempt_id",
+                                        g->busy ? json_integer((json_int_t)g->busy) : json_null()));
+    }
+    return arr;
+}
+
+static json_t *agent_json(const agent_t *a)
+{
+    json_t *labels = json_loads(a->labels_json ? a->labels_json : "{}", 0, NULL);
+    json_t *j =
+        json_pack("{s:s,s:s,s:s,s:s,s:i,s:i,s:i,s:I,s:o,s:I,s:I}", "name", a->name, "hostname",
+                  a->hostname ? a->hostname : "", "version", a->version ? a->version : "", "state",
+                  agent_state_name(a->state), "slots", (int)a->slots, "running", (int)a->running,
+                  "cpus", (int)a->cpus, "memory_bytes", (json_int_t)a->memory_bytes, "labels",
+                  labels ? labels : json_object(), "connected_unix_ms", (json_int_t)a->connected_ms,
+                  "last_seen_unix_ms", (json_int_t)a->last_seen_unix);
+    json_object_set_new(j, "cpus_usable", json_real(a->cpus_total));
+    json_object_set_new(j, "cpus_used", json_real(a->cpus_used));
+    json_object_set_new(j, "memory_used_bytes", json_integer((json_int_t)a->memory_used));
+    json_object_set_new(j, "gpus", agent_gpus_json(a));
+    json_object_set_new(j, "gpu_source", json_string(a->gpu_source ? a->gpu_source : ""));
+    json_object_set_new(j, "usage", a->usage ? json_incref(a->usage) : json_null());
+    json_object_set_new(j, "cordoned", json_boolean(a->cordoned));
+    json_object_set_new(j, "draining", json_boolean(a->draining || a->drain_requested));
+    json_object_set_new(j, "schedulable",
+                        json_boolean(a->state == AGENT_CONNECTED && !a->cordoned && !a->draining));
+    return j;
+}
+
 json_t *loom_sched_agents_json(loom_sched_t *s)
 {
     size_t n = 0;
@@ -109,19 +161,32 @@ json_t *loom_sched_agents_json(loom_sched_t *s)
     for (size_t i = 0; loom_map_next(&s->agents, &i, &v);) list[n++] = v;
     qsort(list, n, sizeof *list, by_name);
     json_t *arr = json_array();
-    for (size_t i = 0; i < n; i++) {
-        agent_t *a = list[i];
-        json_t *labels = json_loads(a->labels_json ? a->labels_json : "{}", 0, NULL);
-        json_array_append_new(
-            arr,
-            json_pack("{s:s,s:s,s:s,s:s,s:i,s:i,s:i,s:I,s:o,s:I,s:I}", "name", a->name, "hostname",
-                      a->hostname ? a->hostname : "", "version", a->version ? a->version : "",
-                      "state", agent_state_name(a->state), "slots", (int)a->slots, "running",
-                      (int)a->running, "cpus", (int)a->cpus, "memory_bytes",
-                      (json_int_t)a->memory_bytes, "labels", labels ? labels : json_object(),
-                      "connected_unix_ms", (json_int_t)a->connected_ms, "last_seen_unix_ms",
-                      (json_int_t)a->last_seen_unix));
-    }
+    for (size_t i = 0; i < n; i++) json_array_append_new(arr, agent_json(list[i]));
     free(list);
     return json_pack("{s:o}", "agents", arr);
+}
+
+int loom_sched_agent_cordon(loom_sched_t *s, const char *name, bool cordon, bool drain)
+{
+    agent_t *a = loom_smap_get(&s->agents, name);
+    if (!a) return LOOM_ENOTFOUND;
+    a->cordoned = cordon;
+    a->drain_requested = cordon && drain;
+    int rc = loom_store_agent_cordon(s->store, name, cordon);
+    if (rc == 0) rc = loom_sched_commit(s);
+    LOG_INFO("agent %s agent=%s", cordon ? (drain ? "draining" : "cordoned") : "uncordoned", name);
+    if (!cordon) dispatch_ready(s);
+    return rc;
+}
+
+void loom_sched_annotate_run(loom_sched_t *s, json_t *run)
+{
+    json_t *jid = json_object_get(run, "id");
+    run_t *r = jid ? loom_map_get(&s->runs, (uint64_t)json_integer_value(jid)) : NULL;
+    json_t *tasks = json_object_get(run, "tasks");
+    if (!r || json_array_size(tasks) != r->n_tasks) return;
+    for (uint32_t i = 0; i < r->n_tasks; i++) {
+        const char *why = placement_wait_reason(s, &r->tasks[i]);
+        if (why) json_object_set_new(json_array_get(tasks, i), "waiting", json_string(why));
+    }
 }

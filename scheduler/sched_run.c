@@ -88,6 +88,8 @@ void run_free(run_t *r)
         json_decref(t->metrics);
     }
     free(r->tasks);
+    for (size_t i = 0; r->tqs && i < r->dag->n_tasks; i++) tq_free(&r->tqs[i]);
+    free(r->tqs);
     loom_dag_destroy(&r->dag);
     json_decref(r->params);
     json_decref(r->event);
@@ -487,6 +489,15 @@ static void recover_attempt(loom_sched_t *s, task_t *t)
     a->agent->running++;
     loom_map_put(&s->attempts, a->id, a);
     t->current = a;
+    json_t *gpus = row.gpus_json ? json_loads(row.gpus_json, 0, NULL) : NULL;
+    if (json_array_size(gpus)) {
+        a->gpus = loom_xcalloc(json_array_size(gpus), sizeof *a->gpus);
+        for (size_t i = 0; i < json_array_size(gpus); i++)
+            a->gpus[a->n_gpus++] = (uint32_t)json_integer_value(json_array_get(gpus, i));
+    }
+    json_decref(gpus);
+    /* The agent's GPUs are known again at its hello, which marks these. */
+    placement_reserve(s, a->agent, a);
 }
 
 /* Restores one task's state from its row and puts it back where it was:
@@ -510,7 +521,7 @@ static void recover_task(loom_sched_t *s, task_t *t, const loom_task_row_t *row)
     if (t->state == TASK_QUEUED && t->not_before > loom_unix_ms())
         retry_later(s, t, t->not_before);
     else if (t->state == TASK_QUEUED)
-        link_push(&s->ready, &t->in_queue);
+        placement_queue(s, t);
 }
 
 static void recover_free(recover_ctx_t *c)

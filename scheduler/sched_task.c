@@ -122,14 +122,17 @@ static void enqueue(loom_sched_t *s, task_t *t)
 {
     t->state = TASK_QUEUED;
     t->not_before = 0;
-    link_push(&s->ready, &t->in_queue);
+    placement_queue(s, t);
     save_task(s, t);
 }
 
 /* Records the end of a task; its dependents are the caller's to evaluate. */
 static void mark_ended(loom_sched_t *s, task_t *t, task_state_t st, const char *error)
 {
-    if (!link_empty(&t->in_queue)) link_remove(&t->in_queue);
+    if (t->in_tq)
+        placement_unqueue(s, t);
+    else if (!link_empty(&t->in_queue))
+        link_remove(&t->in_queue); /* waiting for a retry */
     t->state = st;
     t->ended_ms = loom_unix_ms();
     t->not_before = 0;
@@ -274,20 +277,6 @@ void task_end(loom_sched_t *s, task_t *t, task_state_t st, const char *error)
 
 /* --- dispatch -------------------------------------------------------------------- */
 
-/* Spine placement: the connected agent with the most free slots. The fleet
- * issue replaces this with resource-aware best fit. */
-static agent_t *pick_agent(loom_sched_t *s)
-{
-    agent_t *best = NULL;
-    void *v;
-    for (size_t i = 0; loom_map_next(&s->agents, &i, &v);) {
-        agent_t *a = v;
-        if (a->state != AGENT_CONNECTED || a->running >= a->slots) continue;
-        if (!best || a->slots - a->running > best->slots - best->running) best = a;
-    }
-    return best;
-}
-
 /* A growable list of NAME=VALUE pairs for a Dispatch (strings owned). */
 typedef struct {
     Loom__EnvVar *vars;
@@ -426,6 +415,10 @@ static bool send_dispatch(loom_sched_t *s, attempt_t *a, char *why, size_t whyle
     d.files = files;
     d.n_files = 1;
     d.metrics = dt->metrics ? dt->metrics : "";
+    d.gpus = a->gpus;
+    d.n_gpus = a->n_gpus;
+    d.cpus = a->cpus;
+    d.memory_bytes = a->memory_bytes;
     loom_msg_t msg = LOOM__ENVELOPE__INIT;
     msg.body_case = LOOM__ENVELOPE__BODY_DISPATCH;
     msg.dispatch = &d;
@@ -437,7 +430,7 @@ static bool send_dispatch(loom_sched_t *s, attempt_t *a, char *why, size_t whyle
     return true;
 }
 
-static void dispatch_task(loom_sched_t *s, task_t *t, agent_t *ag)
+void dispatch_task(loom_sched_t *s, task_t *t, agent_t *ag)
 {
     run_t *r = t->run;
     uint64_t now = loom_unix_ms();
@@ -459,13 +452,23 @@ static void dispatch_task(loom_sched_t *s, task_t *t, agent_t *ag)
         /* Cannot record it, so cannot run it: leave the task queued. */
         t->attempts--;
         free(a);
-        link_push(&s->ready, &t->in_queue);
+        placement_queue(s, t);
         return;
     }
     a->id = row.id;
     a->dispatch_seq = ag->dispatch_seq + 1;
+    placement_reserve(s, ag, a);
+    if (a->n_gpus) {
+        json_t *g = json_array();
+        for (uint32_t i = 0; i < a->n_gpus; i++) json_array_append_new(g, json_integer(a->gpus[i]));
+        char *text = json_dumps(g, JSON_COMPACT);
+        loom_store_attempt_gpus(s->store, a->id, text);
+        free(text);
+        json_decref(g);
+    }
     char why[256];
     if (!send_dispatch(s, a, why, sizeof why)) {
+        placement_release(s, a);
         loom_attempt_row_t failed = {.id = a->id, .state = "failed", .ended_ms = now, .error = why};
         loom_store_attempt_update(s->store, &failed);
         t->last_attempt_id = a->id;
@@ -493,17 +496,6 @@ static void dispatch_task(loom_sched_t *s, task_t *t, agent_t *ag)
     s->stats.dispatched++;
     LOG_DEBUG("dispatch run=%llu task=%s attempt=%llu agent=%s", (unsigned long long)r->id, t->name,
               (unsigned long long)a->id, ag->name);
-}
-
-void dispatch_ready(loom_sched_t *s)
-{
-    while (!link_empty(&s->ready)) {
-        agent_t *ag = pick_agent(s);
-        if (!ag) return;
-        task_t *t = CONTAINER_OF(s->ready.next, task_t, in_queue);
-        link_remove(&t->in_queue);
-        dispatch_task(s, t, ag);
-    }
 }
 
 /* --- retries ----------------------------------------------------------------------- */
@@ -594,6 +586,7 @@ static void task_after_attempt(loom_sched_t *s, task_t *t, bool ok, bool lost, c
 
 static void attempt_detach(loom_sched_t *s, attempt_t *a)
 {
+    placement_release(s, a);
     a->state = ATT_ENDED;
     link_remove(&a->on_agent);
     if (a->agent->running > 0) a->agent->running--;

@@ -35,12 +35,15 @@ void agent_free(agent_t *a)
         attempt_t *x = CONTAINER_OF(a->attempts.next, attempt_t, on_agent);
         link_remove(&x->on_agent);
         if (x->log_fd >= 0) close(x->log_fd);
+        free(x->gpus);
+        free(x->pool);
         free(x);
     }
     free(a->name);
     free(a->hostname);
     free(a->version);
     free(a->labels_json);
+    agent_free_resources(a);
     free(a);
 }
 
@@ -121,6 +124,10 @@ static void on_hello(loom_sched_t *s, agent_t *a, const loom_msg_t *m)
     a->cpus = res ? res->cpus : 0;
     a->memory_bytes = res ? res->memory_bytes : 0;
     a->slots = res && res->slots ? res->slots : 1;
+    agent_set_resources(a, res);
+    a->draining = false;
+    for (link_t *l = a->attempts.next; l != &a->attempts; l = l->next)
+        placement_mark_gpus(a, CONTAINER_OF(l, attempt_t, on_agent));
     memcpy(a->session, h->session.data, h->session.len);
     a->session_len = h->session.len;
     a->state = AGENT_CONNECTED;
@@ -163,6 +170,22 @@ static void on_hello(loom_sched_t *s, agent_t *a, const loom_msg_t *m)
 static void on_heartbeat(loom_sched_t *s, agent_t *a, const loom_msg_t *m)
 {
     const Loom__Heartbeat *hb = m->heartbeat;
+    if (hb->draining != a->draining) {
+        LOG_INFO("agent %s agent=%s", hb->draining ? "draining" : "no longer draining", a->name);
+        a->draining = hb->draining;
+    }
+    if (hb->usage) {
+        json_t *gpus = json_array();
+        for (size_t i = 0; i < hb->usage->n_gpus; i++)
+            json_array_append_new(
+                gpus,
+                json_pack("{s:i,s:i,s:I}", "index", (int)hb->usage->gpus[i]->index,
+                          "utilization_percent", (int)hb->usage->gpus[i]->utilization_percent,
+                          "memory_used_bytes", (json_int_t)hb->usage->gpus[i]->memory_used_bytes));
+        json_decref(a->usage);
+        a->usage = json_pack("{s:f,s:I,s:o}", "load1", hb->usage->load1, "memory_available_bytes",
+                             (json_int_t)hb->usage->memory_available_bytes, "gpus", gpus);
+    }
     /* Attempts dispatched up to the echoed sequence have reached the agent;
      * if it does not hold one of them, it is gone. Later ones are in flight. */
     link_t *l = a->attempts.next;

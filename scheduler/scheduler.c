@@ -35,7 +35,7 @@ loom_sched_t *loom_sched_new(uv_loop_t *loop, const loom_sched_config_t *cfg)
     s->bind = loom_xstrdup(cfg->bind ? cfg->bind : "tcp://127.0.0.1:8421");
     s->cfg.state_dir = s->state_dir;
     s->cfg.bind = s->bind;
-    link_init(&s->ready);
+    link_init(&s->tqs);
     link_init(&s->retry_wait);
     s->out_tail = &s->out_head;
     return s;
@@ -198,6 +198,7 @@ static int load_agent(void *ud, const loom_agent_row_t *row)
     a->memory_bytes = row->memory_bytes;
     a->connected_ms = row->connected_ms;
     a->last_seen_unix = row->last_seen_ms;
+    a->cordoned = row->cordoned;
     /* Until it says hello again it cannot take work; its running attempts
      * get until the agent timeout (counted from now) to be reclaimed. */
     a->state = AGENT_DISCONNECTED;
@@ -210,8 +211,34 @@ static int recover_run(void *ud, const loom_run_row_t *row)
     return run_recover(ud, row);
 }
 
+static int add_pools(loom_sched_t *s, char *why, size_t whylen)
+{
+    for (size_t i = 0; i < s->cfg.n_pools; i++) {
+        const char *spec = s->cfg.pools[i];
+        const char *eq = strchr(spec, '=');
+        int64_t limit;
+        char *name = eq ? loom_xstrndup(spec, (size_t)(eq - spec)) : NULL;
+        if (!name || !loom_name_valid(name) || loom_parse_i64(eq + 1, 1, 1000000, &limit) != 0) {
+            snprintf(why, whylen, "pool \"%s\": want NAME=LIMIT, LIMIT 1..1000000", spec);
+            free(name);
+            return LOOM_EINVAL;
+        }
+        pool_t *p = loom_smap_get(&s->pools, name);
+        if (!p) {
+            p = loom_xcalloc(1, sizeof *p);
+            p->name = name;
+            loom_smap_put(&s->pools, p->name, p);
+        } else {
+            free(name);
+        }
+        p->limit = (uint32_t)limit;
+    }
+    return 0;
+}
+
 int loom_sched_open(loom_sched_t *s, char *why, size_t whylen)
 {
+    if (add_pools(s, why, whylen) != 0) return LOOM_EINVAL;
     char *logs = loom_xasprintf("%s/logs", s->state_dir);
     int rc = loom_mkdirs(s->state_dir, 0700);
     if (rc == 0) rc = loom_mkdirs(logs, 0700);
@@ -335,6 +362,13 @@ void loom_sched_destroy(loom_sched_t **sp)
     void *v;
     for (size_t i = 0; loom_map_next(&s->runs, &i, &v);) run_free(v);
     for (size_t i = 0; loom_map_next(&s->agents, &i, &v);) agent_free(v);
+    for (size_t i = 0; loom_map_next(&s->pools, &i, &v);) {
+        pool_t *p = v;
+        free(p->name);
+        free(p);
+    }
+    loom_map_free(&s->pools);
+    loom_map_free(&s->pipeline_running);
     loom_map_free(&s->runs);
     loom_map_free(&s->attempts);
     loom_map_free(&s->agents);

@@ -23,6 +23,8 @@ typedef struct {
     uint32_t agent_timeout_ms; /* silence before an agent is lost; default 10000 */
     uint32_t max_lost_retries; /* extra attempts when agents die; default 3 */
     loom_sync_mode sync;
+    const char *const *pools; /* "NAME=LIMIT": at most LIMIT tasks of the pool at once */
+    size_t n_pools;
     void *zmq_ctx;      /* optional shared context */
     loom_clock_t clock; /* zero value: the real monotonic clock */
 } loom_sched_config_t;
@@ -81,6 +83,12 @@ bool loom_sched_attempt_active(loom_sched_t *s, uint64_t attempt_id);
 /* Path of an attempt's log file; caller frees. */
 char *loom_sched_log_path(loom_sched_t *s, uint64_t run_id, uint64_t attempt_id);
 json_t *loom_sched_agents_json(loom_sched_t *s);
+/* Stops (cordon) or resumes placing work on an agent; drain also shows it
+ * as draining until what it runs has finished. LOOM_ENOTFOUND if unknown. */
+int loom_sched_agent_cordon(loom_sched_t *s, const char *name, bool cordon, bool drain);
+/* Adds "waiting" (why it is still queued) to the queued tasks of a run's
+ * JSON, when the run is in flight. */
+void loom_sched_annotate_run(loom_sched_t *s, json_t *run);
 
 /* Counters for tests and benchmarks. */
 typedef struct {

@@ -59,6 +59,9 @@ static const char *const migrations[] = {
     "ALTER TABLE tasks ADD COLUMN not_before_ms INTEGER;"
     "ALTER TABLE attempts ADD COLUMN metrics TEXT;"
     "UPDATE tasks SET dag_idx = idx;",
+    /* 3: the fleet (GPU assignments, cordoned agents) */
+    "ALTER TABLE attempts ADD COLUMN gpus TEXT;"
+    "ALTER TABLE agents ADD COLUMN cordoned INTEGER NOT NULL DEFAULT 0;",
 };
 
 enum {
@@ -115,7 +118,7 @@ static const char *const sql[Q_COUNT] = {
     [Q_ATTEMPT_LOG] = "UPDATE attempts SET log_seq = ?2, log_bytes = ?3 WHERE id = ?1",
     [Q_ATTEMPT_GET] = "SELECT id, task_id, run_id, number, agent, state, dispatched_ms,"
                       " started_ms, ended_ms, exit_code, signal, error, user_cpu_us,"
-                      " sys_cpu_us, max_rss, log_seq, log_bytes, metrics FROM attempts"
+                      " sys_cpu_us, max_rss, log_seq, log_bytes, metrics, gpus FROM attempts"
                       " WHERE id = ?1",
     [Q_AGENT_UPSERT] = "INSERT INTO agents(name, hostname, version, cpus, memory_bytes, slots,"
                        " labels, state, connected_ms, last_seen_ms)"
@@ -371,6 +374,36 @@ int loom_store_version_origin(loom_store_t *s, uint64_t pipeline_id, uint32_t ve
     return rc;
 }
 
+int loom_store_attempt_gpus(loom_store_t *s, uint64_t attempt_id, const char *gpus_json)
+{
+    sqlite3_stmt *st = store_prepare(s, "UPDATE attempts SET gpus = ?2 WHERE id = ?1");
+    if (!st) return LOOM_EDB;
+    if (loom_store_begin(s)) {
+        sqlite3_finalize(st);
+        return LOOM_EDB;
+    }
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)attempt_id);
+    store_bind_text(st, 2, gpus_json);
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(s, "attempt gpus");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int loom_store_agent_cordon(loom_store_t *s, const char *name, bool cordoned)
+{
+    sqlite3_stmt *st = store_prepare(s, "UPDATE agents SET cordoned = ?2 WHERE name = ?1");
+    if (!st) return LOOM_EDB;
+    if (loom_store_begin(s)) {
+        sqlite3_finalize(st);
+        return LOOM_EDB;
+    }
+    store_bind_text(st, 1, name);
+    sqlite3_bind_int(st, 2, cordoned);
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(s, "agent cordon");
+    sqlite3_finalize(st);
+    return rc;
+}
+
 char *loom_store_version_bundle(loom_store_t *s, uint64_t pipeline_id, uint32_t version)
 {
     sqlite3_stmt *st = store_prepare(s, "SELECT bundle FROM pipeline_versions"
@@ -545,6 +578,7 @@ static void read_attempt(sqlite3_stmt *st, loom_attempt_row_t *row)
     row->log_seq = col_u64(st, 15);
     row->log_bytes = col_u64(st, 16);
     row->metrics_json = store_col_text(st, 17);
+    row->gpus_json = store_col_text(st, 18);
 }
 
 int loom_store_attempt_get(loom_store_t *s, uint64_t attempt_id, loom_attempt_row_t *row)
@@ -716,9 +750,10 @@ int loom_store_agent_state(loom_store_t *s, const char *name, const char *state,
 int loom_store_each_agent(loom_store_t *s, int (*cb)(void *ud, const loom_agent_row_t *row),
                           void *ud)
 {
-    sqlite3_stmt *st = store_prepare(s, "SELECT name, hostname, version, cpus, memory_bytes, slots,"
-                                        " labels, state, connected_ms, last_seen_ms FROM agents"
-                                        " ORDER BY name");
+    sqlite3_stmt *st =
+        store_prepare(s, "SELECT name, hostname, version, cpus, memory_bytes, slots,"
+                         " labels, state, connected_ms, last_seen_ms, cordoned FROM agents"
+                         " ORDER BY name");
     if (!st) return LOOM_EDB;
     int rc = 0;
     while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
@@ -733,6 +768,7 @@ int loom_store_each_agent(loom_store_t *s, int (*cb)(void *ud, const loom_agent_
             .state = store_col_text(st, 7),
             .connected_ms = col_u64(st, 8),
             .last_seen_ms = col_u64(st, 9),
+            .cordoned = sqlite3_column_int(st, 10) != 0,
         };
         rc = cb(ud, &row);
     }

@@ -103,6 +103,7 @@ typedef struct {
     uint64_t user_cpu_us, sys_cpu_us, max_rss;
     uint64_t log_seq, log_bytes;
     const char *metrics_json; /* NULL: none */
+    const char *gpus_json;    /* GPU indexes assigned, a JSON array; NULL: none */
 } loom_attempt_row_t;
 
 int loom_store_run_insert(loom_store_t *s, loom_run_row_t *row); /* sets row->id */
@@ -112,6 +113,8 @@ int loom_store_task_update(loom_store_t *s, const loom_task_row_t *row);
 int loom_store_attempt_insert(loom_store_t *s, loom_attempt_row_t *row); /* sets row->id */
 int loom_store_attempt_update(loom_store_t *s, const loom_attempt_row_t *row);
 int loom_store_attempt_log(loom_store_t *s, uint64_t attempt_id, uint64_t seq, uint64_t bytes);
+/* Records the GPUs an attempt was given (a JSON array of indexes). */
+int loom_store_attempt_gpus(loom_store_t *s, uint64_t attempt_id, const char *gpus_json);
 /* Reads one attempt (strings borrowed until the next store call). */
 int loom_store_attempt_get(loom_store_t *s, uint64_t attempt_id, loom_attempt_row_t *row);
 
@@ -139,11 +142,13 @@ typedef struct {
     const char *labels_json;
     const char *state;
     uint64_t connected_ms, last_seen_ms;
+    bool cordoned;
 } loom_agent_row_t;
 
 int loom_store_agent_upsert(loom_store_t *s, const loom_agent_row_t *row);
 int loom_store_agent_state(loom_store_t *s, const char *name, const char *state,
                            uint64_t last_seen_ms);
+int loom_store_agent_cordon(loom_store_t *s, const char *name, bool cordoned);
 int loom_store_each_agent(loom_store_t *s, int (*cb)(void *ud, const loom_agent_row_t *row),
                           void *ud);
 

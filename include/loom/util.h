@@ -52,6 +52,8 @@ int loom_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out);
 int loom_parse_duration_ms(const char *s, uint64_t *out);
 /* "512", "64k", "100M", "2G" (powers of 1024, optional trailing "B"/"iB"). */
 int loom_parse_size(const char *s, uint64_t *out);
+/* Formats a byte count as "512 B", "1.5 KiB", "40 GiB" into out. */
+void loom_format_size(uint64_t bytes, char *out, size_t outlen);
 /* Formats milliseconds as "1.234s" / "2m03s" into out. */
 void loom_format_duration(uint64_t ms, char *out, size_t outlen);
 

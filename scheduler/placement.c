@@ -1,0 +1,423 @@
+/* Placement: which connected agent runs a queued task, and on which GPUs.
+ *
+ * Queued tasks wait in one FIFO per (run, DAG task): copies of one DAG task
+ * ask for the same resources at the same priority, so placement only ever
+ * looks at the first task of each queue, and a queue whose first task does
+ * not fit is passed over as a whole (other queues' smaller tasks backfill).
+ * Among queues, the highest priority goes first; at equal priority the
+ * pipeline with the fewest attempts in flight goes first, so one pipeline's
+ * 10,000-task fan-out cannot starve another's retrain. Among agents, best
+ * fit: GPU machines are kept for GPU work, and the agent left with the
+ * least unused capacity wins. */
+#include "sched_internal.h"
+
+#include "loom/err.h"
+#include "loom/log.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* --- agents' resources ------------------------------------------------------- */
+
+void agent_free_resources(agent_t *a)
+{
+    for (uint32_t i = 0; i < a->n_gpus; i++) {
+        free(a->gpus[i].uuid);
+        free(a->gpus[i].model);
+    }
+    free(a->gpus);
+    for (size_t i = 0; i < a->n_labels; i++) {
+        free(a->labels[i].name);
+        free(a->labels[i].value);
+    }
+    free(a->labels);
+    free(a->gpu_source);
+    json_decref(a->usage);
+    a->gpus = NULL;
+    a->n_gpus = 0;
+    a->labels = NULL;
+    a->n_labels = 0;
+    a->gpu_source = NULL;
+    a->usage = NULL;
+}
+
+void agent_set_resources(agent_t *a, const Loom__Resources *res)
+{
+    /* GPUs in use by attempts still running keep their reservation: the
+     * agent came back with the same devices (or its attempts are lost). */
+    uint64_t busy[64] = {0};
+    for (uint32_t i = 0; i < a->n_gpus && i < 64; i++) busy[i] = a->gpus[i].busy;
+    json_t *usage = json_incref(a->usage);
+    agent_free_resources(a);
+    a->usage = usage;
+    if (!res) return;
+    a->cpus_total = res->cpus_usable > 0 ? res->cpus_usable : (double)res->cpus;
+    a->memory_bytes = res->memory_bytes;
+    a->gpu_source = loom_xstrdup(res->gpu_source ? res->gpu_source : "");
+    a->n_gpus = (uint32_t)(res->n_gpus < 64 ? res->n_gpus : 64);
+    a->gpus = loom_xcalloc(a->n_gpus ? a->n_gpus : 1, sizeof *a->gpus);
+    for (uint32_t i = 0; i < a->n_gpus; i++) {
+        const Loom__Gpu *g = res->gpus[i];
+        a->gpus[i].index = g->index;
+        a->gpus[i].uuid = loom_xstrdup(g->uuid ? g->uuid : "");
+        a->gpus[i].model = loom_xstrdup(g->model ? g->model : "");
+        a->gpus[i].memory_bytes = g->memory_bytes;
+        a->gpus[i].busy = busy[i];
+    }
+    a->n_labels = res->n_labels;
+    a->labels = loom_xcalloc(a->n_labels ? a->n_labels : 1, sizeof *a->labels);
+    for (size_t i = 0; i < res->n_labels; i++) {
+        a->labels[i].name = loom_xstrdup(res->labels[i]->key);
+        a->labels[i].value = loom_xstrdup(res->labels[i]->value);
+    }
+}
+
+static bool has_label(const agent_t *a, const loom_env_t *want)
+{
+    for (size_t i = 0; i < a->n_labels; i++)
+        if (strcmp(a->labels[i].name, want->name) == 0 &&
+            strcmp(a->labels[i].value, want->value) == 0)
+            return true;
+    return false;
+}
+
+static bool gpu_matches(const gpu_t *g, const loom_dag_resources_t *r)
+{
+    if (r->gpu_model && !strcasestr(g->model, r->gpu_model)) return false;
+    return g->memory_bytes >= r->gpu_memory_bytes;
+}
+
+/* GPUs of a that match r: all of them, or only the free ones. */
+static uint32_t matching_gpus(const agent_t *a, const loom_dag_resources_t *r, bool free_only)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < a->n_gpus; i++)
+        if (gpu_matches(&a->gpus[i], r) && (!free_only || !a->gpus[i].busy)) n++;
+    return n;
+}
+
+static bool labels_match(const agent_t *a, const loom_dag_resources_t *r)
+{
+    for (size_t i = 0; i < r->n_labels; i++)
+        if (!has_label(a, &r->labels[i])) return false;
+    return true;
+}
+
+/* Whether a could run it at all, were it idle. */
+static bool could_fit(const agent_t *a, const loom_dag_resources_t *r)
+{
+    return labels_match(a, r) && r->cpus <= a->cpus_total + 1e-9 &&
+           r->memory_bytes <= a->memory_bytes && matching_gpus(a, r, false) >= r->gpus;
+}
+
+static bool schedulable(const agent_t *a)
+{
+    return a->state == AGENT_CONNECTED && !a->cordoned && !a->draining && a->running < a->slots;
+}
+
+static bool fits_now(const agent_t *a, const loom_dag_resources_t *r)
+{
+    return schedulable(a) && r->cpus <= a->cpus_total - a->cpus_used + 1e-9 &&
+           r->memory_bytes <= a->memory_bytes - a->memory_used &&
+           matching_gpus(a, r, true) >= r->gpus && labels_match(a, r);
+}
+
+/* Lower is better: keep GPU machines for GPU work, then leave the least
+ * capacity unused (best fit), so large requests find room later. */
+static double fit_score(const agent_t *a, const loom_dag_resources_t *r)
+{
+    double score = 0;
+    if (a->n_gpus && !r->gpus) score += 1000;
+    score += 10.0 * (matching_gpus(a, r, true) - r->gpus);
+    if (a->cpus_total > 0) score += (a->cpus_total - a->cpus_used - r->cpus) / a->cpus_total;
+    if (a->memory_bytes)
+        score +=
+            (double)(a->memory_bytes - a->memory_used - r->memory_bytes) / (double)a->memory_bytes;
+    score += (double)(a->running + 1) / (double)(a->slots ? a->slots : 1) * 0.01;
+    return score;
+}
+
+static agent_t *best_agent(loom_sched_t *s, const loom_dag_resources_t *r)
+{
+    agent_t *best = NULL;
+    double best_score = INFINITY;
+    void *v;
+    for (size_t i = 0; loom_map_next(&s->agents, &i, &v);) {
+        agent_t *a = v;
+        if (!fits_now(a, r)) continue;
+        double score = fit_score(a, r);
+        if (score < best_score) {
+            best = a;
+            best_score = score;
+        }
+    }
+    return best;
+}
+
+/* --- pools and fair share ---------------------------------------------------------- */
+
+static pool_t *pool_of(loom_sched_t *s, const loom_dag_resources_t *r)
+{
+    return r->pool ? loom_smap_get(&s->pools, r->pool) : NULL;
+}
+
+static bool pool_full(loom_sched_t *s, const loom_dag_resources_t *r)
+{
+    pool_t *p = pool_of(s, r);
+    return p && p->used >= p->limit;
+}
+
+static uint32_t pipeline_running(loom_sched_t *s, uint64_t pipeline_id)
+{
+    return (uint32_t)(uintptr_t)loom_map_get(&s->pipeline_running, pipeline_id);
+}
+
+static void pipeline_running_add(loom_sched_t *s, uint64_t pipeline_id, int delta)
+{
+    uint32_t n = pipeline_running(s, pipeline_id);
+    n = delta > 0 ? n + 1 : (n ? n - 1 : 0);
+    if (n)
+        loom_map_put(&s->pipeline_running, pipeline_id, (void *)(uintptr_t)n);
+    else
+        loom_map_del(&s->pipeline_running, pipeline_id);
+}
+
+/* --- queues ---------------------------------------------------------------------------- */
+
+static tq_t *tq_of(task_t *t)
+{
+    run_t *r = t->run;
+    if (!r->tqs) {
+        r->tqs = loom_xcalloc(r->dag->n_tasks, sizeof *r->tqs);
+        for (size_t i = 0; i < r->dag->n_tasks; i++) {
+            r->tqs[i].run = r;
+            r->tqs[i].dag_idx = (uint32_t)i;
+            link_init(&r->tqs[i].tasks);
+            link_init(&r->tqs[i].active);
+        }
+    }
+    return &r->tqs[t->dag_idx];
+}
+
+void tq_free(tq_t *q)
+{
+    free(q->reason);
+    q->reason = NULL;
+}
+
+void placement_queue(loom_sched_t *s, task_t *t)
+{
+    tq_t *q = tq_of(t);
+    if (link_empty(&q->tasks)) {
+        q->since = ++s->tq_seq;
+        link_push(&s->tqs, &q->active);
+    }
+    link_push(&q->tasks, &t->in_queue);
+    t->in_tq = true;
+}
+
+void placement_unqueue(loom_sched_t *s, task_t *t)
+{
+    (void)s;
+    if (!t->in_tq) return;
+    tq_t *q = tq_of(t);
+    link_remove(&t->in_queue);
+    t->in_tq = false;
+    if (link_empty(&q->tasks)) link_remove(&q->active);
+}
+
+static const loom_dag_resources_t *tq_request(const tq_t *q)
+{
+    return &q->run->dag->tasks[q->dag_idx].resources;
+}
+
+/* Whether queue a should be served before queue b. */
+static bool tq_before(loom_sched_t *s, const tq_t *a, const tq_t *b)
+{
+    int32_t pa = a->run->dag->tasks[a->dag_idx].priority;
+    int32_t pb = b->run->dag->tasks[b->dag_idx].priority;
+    if (pa != pb) return pa > pb;
+    uint32_t ra = pipeline_running(s, a->run->pipeline_id);
+    uint32_t rb = pipeline_running(s, b->run->pipeline_id);
+    if (ra != rb) return ra < rb;
+    return a->since < b->since;
+}
+
+/* The best queue not yet passed over in this round, or NULL. */
+static tq_t *next_queue(loom_sched_t *s, uint64_t round)
+{
+    tq_t *best = NULL;
+    for (link_t *l = s->tqs.next; l != &s->tqs; l = l->next) {
+        tq_t *q = CONTAINER_OF(l, tq_t, active);
+        if (q->passed == round) continue; /* passed over this round */
+        if (!best || tq_before(s, q, best)) best = q;
+    }
+    return best;
+}
+
+void dispatch_ready(loom_sched_t *s)
+{
+    /* A round ends when every queue has been passed over: each queue is
+     * tried until its first task does not fit, then left for the next
+     * round (the next change of capacity). Queue epochs mark the passing
+     * over; they are only compared for equality. */
+    uint64_t round = ++s->tq_seq;
+    tq_t *q;
+    while ((q = next_queue(s, round)) != NULL) {
+        const loom_dag_resources_t *r = tq_request(q);
+        agent_t *a = pool_full(s, r) ? NULL : best_agent(s, r);
+        if (!a) {
+            q->passed = round;
+            continue;
+        }
+        task_t *t = CONTAINER_OF(q->tasks.next, task_t, in_queue);
+        placement_unqueue(s, t);
+        dispatch_task(s, t, a);
+    }
+}
+
+/* --- reserving ------------------------------------------------------------------------ */
+
+void placement_mark_gpus(agent_t *a, const attempt_t *x)
+{
+    for (uint32_t i = 0; i < x->n_gpus; i++)
+        for (uint32_t j = 0; j < a->n_gpus; j++)
+            if (a->gpus[j].index == x->gpus[i]) a->gpus[j].busy = x->id;
+}
+
+void placement_reserve(loom_sched_t *s, agent_t *a, attempt_t *x)
+{
+    const loom_dag_resources_t *r = &dag_task(x->task)->resources;
+    x->cpus = r->cpus;
+    x->memory_bytes = r->memory_bytes;
+    a->cpus_used += r->cpus;
+    a->memory_used += r->memory_bytes;
+    if (x->gpus) {
+        /* Recovered after a restart: the GPUs it was given stay its own. */
+        placement_mark_gpus(a, x);
+    } else {
+        x->gpus = loom_xcalloc(r->gpus ? r->gpus : 1, sizeof *x->gpus);
+        for (uint32_t i = 0; i < a->n_gpus && x->n_gpus < r->gpus; i++) {
+            gpu_t *g = &a->gpus[i];
+            if (g->busy || !gpu_matches(g, r)) continue;
+            g->busy = x->id;
+            x->gpus[x->n_gpus++] = g->index;
+        }
+    }
+    pool_t *p = pool_of(s, r);
+    if (p) {
+        p->used++;
+        x->pool = loom_xstrdup(p->name);
+    }
+    pipeline_running_add(s, x->run->pipeline_id, +1);
+}
+
+void placement_release(loom_sched_t *s, attempt_t *x)
+{
+    agent_t *a = x->agent;
+    a->cpus_used = a->cpus_used > x->cpus ? a->cpus_used - x->cpus : 0;
+    a->memory_used = a->memory_used > x->memory_bytes ? a->memory_used - x->memory_bytes : 0;
+    for (uint32_t i = 0; i < a->n_gpus; i++)
+        if (a->gpus[i].busy == x->id) a->gpus[i].busy = 0;
+    if (x->pool) {
+        pool_t *p = loom_smap_get(&s->pools, x->pool);
+        if (p && p->used) p->used--;
+    }
+    pipeline_running_add(s, x->run->pipeline_id, -1);
+    free(x->gpus);
+    free(x->pool);
+    x->gpus = NULL;
+    x->pool = NULL;
+    x->n_gpus = 0;
+    s->capacity_epoch++;
+}
+
+/* --- explaining --------------------------------------------------------------------------- */
+
+static void describe_request(const loom_dag_resources_t *r, loom_buf_t *b)
+{
+    char size[32];
+    const char *sep = "";
+    if (r->gpus) {
+        loom_buf_printf(b, "%u GPU%s", r->gpus, r->gpus == 1 ? "" : "s");
+        if (r->gpu_model) loom_buf_printf(b, " (%s)", r->gpu_model);
+        if (r->gpu_memory_bytes) {
+            loom_format_size(r->gpu_memory_bytes, size, sizeof size);
+            loom_buf_printf(b, " with ≥ %s", size);
+        }
+        sep = ", ";
+    }
+    if (r->cpus > 0) {
+        loom_buf_printf(b, "%s%g CPUs", sep, r->cpus);
+        sep = ", ";
+    }
+    if (r->memory_bytes) {
+        loom_format_size(r->memory_bytes, size, sizeof size);
+        loom_buf_printf(b, "%s%s memory", sep, size);
+        sep = ", ";
+    }
+    for (size_t i = 0; i < r->n_labels; i++) {
+        loom_buf_printf(b, "%slabel %s=%s", sep, r->labels[i].name, r->labels[i].value);
+        sep = ", ";
+    }
+    if (!*sep) loom_buf_puts(b, "a free slot");
+}
+
+char *placement_never_fits(loom_sched_t *s, const loom_dag_resources_t *r)
+{
+    void *v;
+    for (size_t i = 0; loom_map_next(&s->agents, &i, &v);)
+        if (could_fit(v, r)) return NULL;
+    loom_buf_t b = {0};
+    loom_buf_puts(&b, "needs ");
+    describe_request(r, &b);
+    loom_buf_printf(&b, "; no known agent (of %zu) has that", s->agents.count);
+    return loom_buf_steal(&b);
+}
+
+/* Why q's first task waits; recomputed when capacity has changed. */
+static const char *tq_reason(loom_sched_t *s, tq_t *q)
+{
+    if (q->reason && q->reason_epoch == s->capacity_epoch) return q->reason;
+    const loom_dag_resources_t *r = tq_request(q);
+    loom_buf_t b = {0};
+    uint32_t free_gpus = 0, schedulable_agents = 0, could = 0;
+    void *v;
+    for (size_t i = 0; loom_map_next(&s->agents, &i, &v);) {
+        agent_t *a = v;
+        if (could_fit(a, r)) could++;
+        if (!schedulable(a)) continue;
+        schedulable_agents++;
+        if (labels_match(a, r)) {
+            uint32_t g = matching_gpus(a, r, true);
+            if (g > free_gpus) free_gpus = g;
+        }
+    }
+    pool_t *p = pool_of(s, r);
+    if (p && p->used >= p->limit) {
+        loom_buf_printf(&b, "waiting: pool %s is full (%u/%u)", p->name, p->used, p->limit);
+    } else {
+        loom_buf_puts(&b, "waiting: needs ");
+        describe_request(r, &b);
+        if (!could)
+            loom_buf_puts(&b, "; no connected agent could ever run it");
+        else if (r->gpus)
+            loom_buf_printf(&b, "; largest free: %u", free_gpus);
+        else if (!schedulable_agents)
+            loom_buf_puts(&b, "; no agent has a free slot");
+        else
+            loom_buf_puts(&b, "; no agent has that free now");
+    }
+    free(q->reason);
+    q->reason = loom_buf_steal(&b);
+    q->reason_epoch = s->capacity_epoch;
+    return q->reason;
+}
+
+const char *placement_wait_reason(loom_sched_t *s, task_t *t)
+{
+    if (!t->in_tq) return NULL;
+    return tq_reason(s, tq_of(t));
+}
