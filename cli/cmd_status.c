@@ -33,14 +33,22 @@ static void print_run_header(const json_t *run, uint64_t now)
     free(line);
 }
 
-static bool any_error(const json_t *tasks)
+/* What the NOTE column says of a task: why it failed or did not run, or
+ * why it is still queued. */
+static const char *task_note(const json_t *t)
+{
+    const char *note = cli_jstr(t, "error");
+    if (!note || !*note) note = cli_jstr(t, "waiting");
+    return note && *note ? note : NULL;
+}
+
+static bool any_note(const json_t *tasks)
 {
     size_t i;
     json_t *t;
     json_array_foreach(tasks, i, t)
     {
-        const char *err = cli_jstr(t, "error");
-        if (err && *err) return true;
+        if (task_note(t)) return true;
     }
     return false;
 }
@@ -52,9 +60,9 @@ void cli_print_run(const json_t *run)
     json_t *tasks = cli_jarr(run, "tasks");
     if (!tasks || json_array_size(tasks) == 0) return;
     static const char *const headers[] = {"TASK", "STATE",    "ATTEMPTS", "AGENT",
-                                          "EXIT", "DURATION", "ERROR"};
-    /* The ERROR column only when some task has one: it is usually empty. */
-    bool errors = any_error(tasks);
+                                          "EXIT", "DURATION", "NOTE"};
+    /* The NOTE column only when some task has one: it is usually empty. */
+    bool errors = any_note(tasks);
     cli_table_t *t = cli_table_new(headers, errors ? 7 : 6);
     cli_table_align_right(t, 2);
     cli_table_align_right(t, 5);
@@ -78,7 +86,7 @@ void cli_print_run(const json_t *run)
         cli_table_add(t, cli_jstr(task, "agent"));
         cli_table_add(t, exit_text);
         cli_table_add(t, dur);
-        if (errors) cli_table_add(t, cli_jstr(task, "error"));
+        if (errors) cli_table_add(t, task_note(task));
     }
     putchar('\n');
     cli_table_print(t, stdout);

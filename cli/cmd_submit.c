@@ -365,6 +365,15 @@ static void print_submitted(const json_t *resp, const bundle_t *b)
         printf("submitted %s version %lld (%lld task%s%s)\n", safe, (long long)version,
                (long long)tasks, tasks == 1 ? "" : "s", extra);
     free(safe);
+    size_t i;
+    json_t *w;
+    json_array_foreach(cli_jarr(resp, "warnings"), i, w)
+    {
+        if (!json_is_string(w)) continue;
+        char *text = cli_sanitize(json_string_value(w));
+        fprintf(stderr, "loom: warning: %s\n", text);
+        free(text);
+    }
 }
 
 /* The request body: the DAG text, and the bundle and git origin if any. */

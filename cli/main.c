@@ -49,7 +49,11 @@ static const cli_cmd_t commands[] = {
      "  show NAME         the versions and the latest source\n"
      "  show NAME --version N   the source of version N\n"
      "  history NAME      every version: hash, code bundle, git commit, when\n"},
-    {"agents", cmd_agents, "agents", "List the agents loomd knows and their state.", NULL},
+    {"agents", cmd_agents, "agents [drain|cordon|uncordon NAME]",
+     "List agents (slots, CPUs, memory, GPUs in use), or stop/resume giving one work.",
+     "  drain NAME     take no new work, finish what runs (shown as draining)\n"
+     "  cordon NAME    take no new work\n"
+     "  uncordon NAME  take work again\n"},
     {"up", cmd_up, "up [--home DIR] [--http HOST:PORT] [--bind ENDPOINT] [--slots N] [--name NAME]",
      "Run loomd and one loom-agent on this machine, until Ctrl-C.",
      "  --home DIR        state folder (default: $LOOM_HOME, else ~/.loom)\n"

@@ -109,7 +109,8 @@ typedef struct {
 
 static void push_down(tstack_t *st, const task_t *t)
 {
-    for (uint32_t i = 0; i < t->n_down; i++) {
+    /* Pushed last-first, so they are evaluated (and queued) in task order. */
+    for (uint32_t i = t->n_down; i-- > 0;) {
         if (st->n == st->cap) {
             st->cap = st->cap ? st->cap * 2 : 16;
             st->items = loom_xrealloc(st->items, st->cap * sizeof *st->items);

@@ -1,144 +1,7 @@
 /* The scheduler in-process against fake agents: real ZeroMQ DEALER sockets
  * speaking the wire protocol by hand, so the test can send what a real agent
  * never would (garbage, unknown kinds, stale attempts). */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <cmocka.h>
-
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <ftw.h>
-#include <unistd.h>
-#include <zmq.h>
-
-#include "loom/codec.h"
-#include "loom/util.h"
-#include "sched_internal.h"
-
-typedef struct {
-    uv_loop_t loop;
-    loom_sched_t *s;
-    void *zctx;
-    char endpoint[256];
-    char dir[64];
-} fixture_t;
-
-static int setup(void **state)
-{
-    fixture_t *f = loom_xcalloc(1, sizeof *f);
-    snprintf(f->dir, sizeof f->dir, "/tmp/loom-sched-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    uv_loop_init(&f->loop);
-    f->zctx = zmq_ctx_new();
-    loom_sched_config_t cfg = {.state_dir = f->dir,
-                               .bind = "tcp://127.0.0.1:*",
-                               .heartbeat_ms = 100,
-                               .agent_timeout_ms = 5000,
-                               .zmq_ctx = f->zctx};
-    char why[256];
-    f->s = loom_sched_new(&f->loop, &cfg);
-    assert_int_equal(loom_sched_open(f->s, why, sizeof why), 0);
-    assert_int_equal(loom_sched_bind(f->s, f->endpoint, sizeof f->endpoint, why, sizeof why), 0);
-    *state = f;
-    return 0;
-}
-
-static void on_closed(void *ud)
-{
-    (void)ud;
-}
-
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static int teardown(void **state)
-{
-    fixture_t *f = *state;
-    loom_sched_close(f->s, on_closed, NULL);
-    uv_run(&f->loop, UV_RUN_DEFAULT);
-    loom_sched_destroy(&f->s);
-    uv_loop_close(&f->loop);
-    zmq_ctx_term(f->zctx);
-    nftw(f->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-    free(f);
-    return 0;
-}
-
-static void *dealer(fixture_t *f, const char *name)
-{
-    void *d = zmq_socket(f->zctx, ZMQ_DEALER);
-    int zero = 0;
-    zmq_setsockopt(d, ZMQ_LINGER, &zero, sizeof zero);
-    zmq_setsockopt(d, ZMQ_ROUTING_ID, name, strlen(name));
-    assert_int_equal(zmq_connect(d, f->endpoint), 0);
-    return d;
-}
-
-static void send_raw(void *d, const void *data, size_t len)
-{
-    assert_true(zmq_send(d, data, len, 0) >= 0);
-}
-
-static void send_msg(void *d, loom_msg_t *m)
-{
-    uint8_t *buf;
-    size_t len;
-    assert_int_equal(loom_codec_encode(m, &buf, &len), 0);
-    send_raw(d, buf, len);
-    free(buf);
-}
-
-/* Turns the scheduler's loop until the fake agent receives a message of the
- * wanted kind (others are skipped), or fails after 5 s. */
-static loom_msg_t *expect(fixture_t *f, void *d, Loom__Envelope__BodyCase kind)
-{
-    uint64_t end = loom_mono_ms() + 5000;
-    while (loom_mono_ms() < end) {
-        uv_run(&f->loop, UV_RUN_NOWAIT);
-        zmq_pollitem_t it = {d, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&it, 1, 5) <= 0) continue;
-        zmq_msg_t m;
-        zmq_msg_init(&m);
-        assert_true(zmq_msg_recv(&m, d, 0) >= 0);
-        loom_msg_t *msg = NULL;
-        char why[128];
-        assert_int_equal(
-            loom_codec_decode(zmq_msg_data(&m), zmq_msg_size(&m), &msg, why, sizeof why), 0);
-        zmq_msg_close(&m);
-        if (msg->body_case == kind) return msg;
-        loom_codec_free(msg);
-    }
-    fail_msg("no %s arrived", loom_codec_kind_name(kind));
-    return NULL;
-}
-
-static void hello(fixture_t *f, void *d, const char *name, uint32_t slots)
-{
-    Loom__Resources res = LOOM__RESOURCES__INIT;
-    res.slots = slots;
-    Loom__Hello h = LOOM__HELLO__INIT;
-    h.name = (char *)name;
-    uint8_t session[16] = {1, 2, 3};
-    session[15] = (uint8_t)name[0];
-    h.session.data = session;
-    h.session.len = sizeof session;
-    h.resources = &res;
-    loom_msg_t m = LOOM__ENVELOPE__INIT;
-    m.body_case = LOOM__ENVELOPE__BODY_HELLO;
-    m.hello = &h;
-    send_msg(d, &m);
-    loom_msg_t *w = expect(f, d, LOOM__ENVELOPE__BODY_WELCOME);
-    assert_int_equal(w->welcome->heartbeat_ms, 100);
-    loom_codec_free(w);
-}
+#include "sched_fixture.h"
 
 static void test_bad_messages_are_answered_and_dropped(void **state)
 {
@@ -190,8 +53,6 @@ static void test_bad_messages_are_answered_and_dropped(void **state)
     loom_sched_stats_t st;
     loom_sched_stats(f->s, &st);
     assert_int_equal(st.bad_messages, 3);
-    zmq_close(bad);
-    zmq_close(good);
 }
 
 static const char dag[] = "pipeline: p\n"
@@ -313,8 +174,6 @@ static void test_results_logs_and_fencing(void **state)
     assert_string_equal(text, "one\ntwo\n");
     free(text);
     free(path);
-    zmq_close(ag);
-    zmq_close(other);
 }
 
 static void test_restarted_agent_loses_its_attempts(void **state)
@@ -355,7 +214,6 @@ static void test_restarted_agent_loses_its_attempts(void **state)
     json_t *keep;
     assert_string_equal(task_state(f, run_id, 0, &keep), "running");
     json_decref(keep);
-    zmq_close(ag);
 }
 
 static void test_retry_backoff_grows_and_is_capped(void **state)
