@@ -175,11 +175,12 @@ int loom_store_json_run(loom_store_t *s, uint64_t run_id, json_t **out)
 
 int loom_store_json_attempts(loom_store_t *s, uint64_t run_id, const char *task, json_t **out)
 {
-    sqlite3_stmt *st = store_prepare(s, "SELECT a.id, a.number, a.agent, a.state, a.dispatched_ms,"
-                                        " a.started_ms, a.ended_ms, a.exit_code, a.signal, a.error,"
-                                        " a.user_cpu_us, a.sys_cpu_us, a.max_rss, a.log_bytes, t.id"
-                                        " FROM tasks t LEFT JOIN attempts a ON a.task_id = t.id"
-                                        " WHERE t.run_id = ?1 AND t.name = ?2 ORDER BY a.number");
+    sqlite3_stmt *st =
+        store_prepare(s, "SELECT a.id, a.number, a.agent, a.state, a.dispatched_ms,"
+                         " a.started_ms, a.ended_ms, a.exit_code, a.signal, a.error,"
+                         " a.user_cpu_us, a.sys_cpu_us, a.max_rss, a.log_bytes, t.id, a.gpus"
+                         " FROM tasks t LEFT JOIN attempts a ON a.task_id = t.id"
+                         " WHERE t.run_id = ?1 AND t.name = ?2 ORDER BY a.number");
     if (!st) return LOOM_EDB;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)run_id);
     store_bind_text(st, 2, task);
@@ -190,17 +191,17 @@ int loom_store_json_attempts(loom_store_t *s, uint64_t run_id, const char *task,
         if (sqlite3_column_type(st, 0) == SQLITE_NULL) continue; /* task without attempts */
         int sig = sqlite3_column_int(st, 8);
         bool exited = sqlite3_column_type(st, 7) != SQLITE_NULL;
-        json_array_append_new(
-            list,
-            json_pack(
-                "{s:I,s:i,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:I}", "id",
-                sqlite3_column_int64(st, 0), "number", sqlite3_column_int(st, 1), "agent",
-                json_str(st, 2), "state", json_str(st, 3), "dispatched_unix_ms", json_ms(st, 4),
-                "started_unix_ms", json_ms(st, 5), "ended_unix_ms", json_ms(st, 6), "exit_code",
-                exited && sig == 0 ? json_integer(sqlite3_column_int(st, 7)) : json_null(),
-                "signal", exited && sig ? json_integer(sig) : json_null(), "error", json_str(st, 9),
-                "user_cpu_us", json_ms(st, 10), "sys_cpu_us", json_ms(st, 11), "max_rss_bytes",
-                json_ms(st, 12), "log_bytes", sqlite3_column_int64(st, 13)));
+        json_t *a = json_pack(
+            "{s:I,s:i,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:I}", "id",
+            sqlite3_column_int64(st, 0), "number", sqlite3_column_int(st, 1), "agent",
+            json_str(st, 2), "state", json_str(st, 3), "dispatched_unix_ms", json_ms(st, 4),
+            "started_unix_ms", json_ms(st, 5), "ended_unix_ms", json_ms(st, 6), "exit_code",
+            exited && sig == 0 ? json_integer(sqlite3_column_int(st, 7)) : json_null(), "signal",
+            exited && sig ? json_integer(sig) : json_null(), "error", json_str(st, 9),
+            "user_cpu_us", json_ms(st, 10), "sys_cpu_us", json_ms(st, 11), "max_rss_bytes",
+            json_ms(st, 12), "log_bytes", sqlite3_column_int64(st, 13));
+        json_object_set_new(a, "gpus", json_col(st, 15, json_array()));
+        json_array_append_new(list, a);
     }
     sqlite3_finalize(st);
     if (!found) {

@@ -95,13 +95,13 @@ class Cluster:
         self.loomd = None
         return rc
 
-    def start_agent(self, name, slots=2):
+    def start_agent(self, name, slots=2, extra=(), env=None):
         work = os.path.join(self.tmp, "agent-" + name)
         log = open(os.path.join(self.tmp, "agent-%s.log" % name), "ab")
         p = subprocess.Popen(
             [AGENT, "--server", self.zmq, "--name", name, "--work-dir", work,
-             "--slots", str(slots), "--log-level", self.log_level],
-            stdout=log, stderr=subprocess.STDOUT)
+             "--slots", str(slots), "--log-level", self.log_level] + list(extra),
+            stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
         self.agents[name] = p
         return p
