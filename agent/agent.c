@@ -10,11 +10,9 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <sched.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/sysinfo.h>
 #include <unistd.h>
 
 #define DEFAULT_HELLO_MS 1000
@@ -27,21 +25,6 @@
 #define SEND_RETRY_MS 50
 #define RECONNECT_IVL_MS 100
 #define RECONNECT_IVL_MAX_MS 5000
-
-static uint32_t cpu_count(void)
-{
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0) return (uint32_t)CPU_COUNT(&set);
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (uint32_t)n : 1;
-}
-
-static uint64_t memory_bytes(void)
-{
-    struct sysinfo si;
-    if (sysinfo(&si) != 0) return 0;
-    return (uint64_t)si.totalram * si.mem_unit;
-}
 
 static char *host_name(void)
 {
@@ -59,7 +42,7 @@ loom_agent_t *loom_agent_new(uv_loop_t *loop, const loom_agent_config_t *cfg)
     a->name = loom_xstrdup(cfg->name ? cfg->name : a->hostname);
     a->server = loom_xstrdup(cfg->server ? cfg->server : "tcp://127.0.0.1:8421");
     a->work_dir = loom_xstrdup(cfg->work_dir ? cfg->work_dir : ".");
-    a->slots = cfg->slots ? cfg->slots : cpu_count();
+    a->slots = cfg->slots; /* 0: the usable CPUs, once known (host_init) */
     a->n_labels = cfg->n_labels;
     a->labels = loom_xcalloc(cfg->n_labels + 1, sizeof *a->labels);
     for (size_t i = 0; i < cfg->n_labels; i++) a->labels[i] = loom_xstrdup(cfg->labels[i]);
@@ -68,6 +51,14 @@ loom_agent_t *loom_agent_new(uv_loop_t *loop, const loom_agent_config_t *cfg)
     a->max_unacked = cfg->max_unacked_bytes ? cfg->max_unacked_bytes : DEFAULT_MAX_UNACKED;
     a->zctx = cfg->zmq_ctx;
     a->clock = cfg->clock.now_ms ? cfg->clock : loom_clock_real();
+    a->gpu_specs = loom_xcalloc(cfg->n_gpus + 1, sizeof *a->gpu_specs);
+    for (size_t i = 0; i < cfg->n_gpus; i++) a->gpu_specs[i] = loom_xstrdup(cfg->gpus[i]);
+    a->n_gpu_specs = cfg->n_gpus;
+    a->no_gpu_detect = cfg->no_gpu_detect;
+    a->nvml_library = cfg->nvml_library ? loom_xstrdup(cfg->nvml_library) : NULL;
+    a->gpu_timeout_ms = cfg->gpu_detect_timeout_ms;
+    a->sys_root = loom_xstrdup(cfg->sys_root ? cfg->sys_root : "");
+    a->gpus.source = "none";
     if (sodium_init() < 0) abort(); /* no randomness: nothing safe to do */
     randombytes_buf(a->session, sizeof a->session);
     return a;
@@ -103,6 +94,11 @@ const uint8_t *loom_agent_session(const loom_agent_t *a)
     return a->session;
 }
 
+const char *loom_agent_limit_mechanism(const loom_agent_t *a)
+{
+    return a->limits ? limits_mechanism(a->limits) : "rlimit";
+}
+
 int agent_send(loom_agent_t *a, loom_msg_t *m)
 {
     uint8_t *data;
@@ -128,28 +124,11 @@ int agent_send_raw(loom_agent_t *a, const uint8_t *data, size_t len)
 static int send_hello(loom_agent_t *a)
 {
     Loom__Hello hello = LOOM__HELLO__INIT;
-    Loom__Resources res = LOOM__RESOURCES__INIT;
-    Loom__Resources__LabelsEntry *entries = loom_xcalloc(a->n_labels + 1, sizeof *entries);
-    Loom__Resources__LabelsEntry **ptrs = loom_xcalloc(a->n_labels + 1, sizeof *ptrs);
-    char **keys = loom_xcalloc(a->n_labels + 1, sizeof *keys);
-    for (size_t i = 0; i < a->n_labels; i++) {
-        const char *eq = strchr(a->labels[i], '=');
-        loom__resources__labels_entry__init(&entries[i]);
-        keys[i] = loom_xstrndup(a->labels[i], (size_t)(eq - a->labels[i]));
-        entries[i].key = keys[i];
-        entries[i].value = (char *)eq + 1;
-        ptrs[i] = &entries[i];
-    }
-    res.cpus = cpu_count();
-    res.memory_bytes = memory_bytes();
-    res.n_labels = a->n_labels;
-    res.labels = ptrs;
-    res.slots = a->slots;
     hello.name = a->name;
     hello.agent_version = (char *)LOOM_VERSION;
     hello.session.data = a->session;
     hello.session.len = sizeof a->session;
-    hello.resources = &res;
+    hello.resources = host_resources(a);
     hello.attempts = agent_held_ids(a, &hello.n_attempts);
     hello.hostname = a->hostname;
     loom_msg_t m = LOOM__ENVELOPE__INIT;
@@ -158,10 +137,7 @@ static int send_hello(loom_agent_t *a)
     int rc = agent_send(a, &m);
     LOG_DEBUG("hello %s agent=%s held=%zu", rc == 0 ? "sent" : "not sent (no connection)", a->name,
               hello.n_attempts);
-    for (size_t i = 0; i < a->n_labels; i++) free(keys[i]);
-    free(keys);
-    free(ptrs);
-    free(entries);
+    host_resources_free(hello.resources);
     free(hello.attempts);
     return rc;
 }
@@ -169,7 +145,7 @@ static int send_hello(loom_agent_t *a)
 static void on_hello_timer(uv_timer_t *handle)
 {
     loom_agent_t *a = handle->data;
-    if (a->welcomed || a->stopping) return;
+    if (a->welcomed || a->stopping || !a->detected) return;
     int rc = send_hello(a);
     uint64_t next = a->hello_interval_ms;
     if (rc != 0 && next > HELLO_RETRY_MS) next = HELLO_RETRY_MS;
@@ -192,11 +168,16 @@ static void send_heartbeat(loom_agent_t *a)
     hb.attempts = agent_held_ids(a, &hb.n_attempts);
     hb.dispatch_seq = a->dispatch_seq;
     hb.running = a->running;
+    hb.usage = host_usage(a);
+    hb.draining = a->draining;
     loom_msg_t m = LOOM__ENVELOPE__INIT;
     m.body_case = LOOM__ENVELOPE__BODY_HEARTBEAT;
     m.heartbeat = &hb;
     agent_send(a, &m);
+    host_usage_free(hb.usage);
     free(hb.attempts);
+    /* cgroups that were busy when their attempt ended */
+    if (a->limits) limits_sweep(a->limits);
 }
 
 static void on_heartbeat_timer(uv_timer_t *handle)
@@ -404,6 +385,11 @@ static int check_config(loom_agent_t *a)
             return LOOM_EINVAL;
         }
     }
+    char why[512];
+    if (gpu_check_specs((const char *const *)a->gpu_specs, a->n_gpu_specs, why, sizeof why)) {
+        LOG_ERROR("%s", why);
+        return LOOM_EINVAL;
+    }
     return 0;
 }
 
@@ -453,11 +439,18 @@ static void init_handles(loom_agent_t *a)
     uv_timer_init(a->loop, &a->heartbeat_timer);
     uv_timer_init(a->loop, &a->retry_timer);
     uv_idle_init(a->loop, &a->inbox_idle);
+    uv_timer_init(a->loop, &a->drain_timer);
     a->hello_timer.data = a;
     a->heartbeat_timer.data = a;
     a->retry_timer.data = a;
     a->inbox_idle.data = a;
-    a->pending_closes += 4;
+    a->drain_timer.data = a;
+    a->pending_closes += 5;
+}
+
+static void on_gpus_detected(loom_agent_t *a)
+{
+    on_hello_timer(&a->hello_timer);
 }
 
 int loom_agent_start(loom_agent_t *a)
@@ -465,6 +458,7 @@ int loom_agent_start(loom_agent_t *a)
     int rc = check_config(a);
     if (rc == 0) rc = prepare_work_dir(a);
     if (rc != 0) return rc;
+    host_init(a);
     if (!a->zctx) {
         a->zctx = zmq_ctx_new();
         a->own_zctx = true;
@@ -484,7 +478,8 @@ int loom_agent_start(loom_agent_t *a)
     LOG_INFO("agent starting agent=%s server=%s slots=%u work_dir=%s", a->name, a->server, a->slots,
              a->work_dir);
     if (loom_zsock_start(a->zs) != 0) return LOOM_ENET;
-    on_hello_timer(&a->hello_timer);
+    /* The first Hello waits for the GPUs: loomd places work by them. */
+    host_detect(a, on_gpus_detected);
     return 0;
 }
 
@@ -554,9 +549,53 @@ void agent_maybe_close(loom_agent_t *a)
     uv_close((uv_handle_t *)&a->heartbeat_timer, on_handle_closed);
     uv_close((uv_handle_t *)&a->retry_timer, on_handle_closed);
     uv_close((uv_handle_t *)&a->inbox_idle, on_handle_closed);
+    uv_close((uv_handle_t *)&a->drain_timer, on_handle_closed);
     loom_zsock_t *zs = a->zs;
     a->zs = NULL;
     loom_zsock_close(zs, on_socket_closed);
+}
+
+/* Fires at the drain timeout, or right after the last held attempt went
+ * (agent_check_drained): reporting from a timer keeps on_drained, which
+ * will stop the agent, out of the middle of a message handler. */
+static void on_drain_timer(uv_timer_t *handle)
+{
+    loom_agent_t *a = handle->data;
+    if (a->stopping || a->drain_reported) return;
+    a->drain_reported = true;
+    bool timed_out = a->attempts != NULL;
+    if (timed_out)
+        LOG_WARN("drain timed out agent=%s running=%u held=%zu", a->name, a->running,
+                 loom_agent_held(a));
+    else
+        LOG_INFO("drained agent=%s", a->name);
+    if (a->on_drained) a->on_drained(a->drained_ud, timed_out);
+}
+
+void agent_check_drained(loom_agent_t *a)
+{
+    if (!a->draining || a->drain_reported || a->stopping || a->attempts) return;
+    uv_timer_start(&a->drain_timer, on_drain_timer, 0, 0);
+}
+
+void loom_agent_drain(loom_agent_t *a, uint64_t timeout_ms,
+                      void (*on_drained)(void *ud, bool timed_out), void *ud)
+{
+    if (!a->started || a->stopping || a->draining) return;
+    a->draining = true;
+    a->on_drained = on_drained;
+    a->drained_ud = ud;
+    LOG_INFO("draining agent=%s running=%u held=%zu timeout_ms=%llu", a->name, a->running,
+             loom_agent_held(a), (unsigned long long)timeout_ms);
+    /* loomd hears it now, before it can send another Dispatch our way. */
+    if (a->welcomed) send_heartbeat(a);
+    if (timeout_ms) uv_timer_start(&a->drain_timer, on_drain_timer, timeout_ms, 0);
+    agent_check_drained(a);
+}
+
+bool loom_agent_draining(const loom_agent_t *a)
+{
+    return a->draining;
 }
 
 void loom_agent_stop(loom_agent_t *a, void (*on_stopped)(void *ud), void *ud)
@@ -570,6 +609,7 @@ void loom_agent_stop(loom_agent_t *a, void (*on_stopped)(void *ud), void *ud)
     }
     LOG_INFO("agent stopping agent=%s running=%u", a->name, a->running);
     uv_timer_stop(&a->hello_timer);
+    uv_timer_stop(&a->drain_timer);
     agent_stop_attempts(a);
     fetcher_stop(a->fetcher);
     agent_maybe_close(a);
@@ -590,6 +630,7 @@ void loom_agent_destroy(loom_agent_t **ap)
     free(a->work_dir);
     free(a->cache_dir);
     free(a->hostname);
+    host_free(a);
     free(a);
     *ap = NULL;
 }

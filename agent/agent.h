@@ -28,18 +28,35 @@ typedef struct {
     size_t max_unacked_bytes;   /* log bytes held unacked before pausing reads; 16 MiB */
     void *zmq_ctx;              /* optional shared zmq context; else own one */
     loom_clock_t clock;         /* monotonic ms; zero value = real clock */
+    const char *const *gpus;    /* "INDEX:MODEL:MEMORY[:UUID]": these GPUs, no detection */
+    size_t n_gpus;
+    bool no_gpu_detect;             /* neither NVML nor nvidia-smi: no GPUs unless given */
+    const char *nvml_library;       /* default libnvidia-ml.so.1 (tests point elsewhere) */
+    uint64_t gpu_detect_timeout_ms; /* nvidia-smi is killed after this; default 5000 */
+    const char *sys_root;           /* tests: /proc and cgroups are read beneath it; default "/" */
 } loom_agent_config_t;
 
 /* Copies what it needs from cfg. */
 loom_agent_t *loom_agent_new(uv_loop_t *loop, const loom_agent_config_t *cfg);
-/* Validates the configuration, prepares the work folder, connects and sends
- * Hello. Returns 0, LOOM_EINVAL (bad name or label, logged), LOOM_EIO (work
- * folder) or LOOM_ENET. */
+/* Validates the configuration, prepares the work folder, looks at the host
+ * (CPUs, memory, how task limits can be enforced), connects, detects GPUs on
+ * the thread pool and then sends Hello. Returns 0, LOOM_EINVAL (bad name,
+ * label or GPU, logged), LOOM_EIO (work folder) or LOOM_ENET. */
 int loom_agent_start(loom_agent_t *a);
 /* Asynchronous: terminates running tasks (SIGTERM, SIGKILL after the grace
  * period), sends their Finished best-effort, closes every handle, then calls
  * on_stopped (may be NULL) from the last close callback. Call once. */
 void loom_agent_stop(loom_agent_t *a, void (*on_stopped)(void *ud), void *ud);
+/* Drains: the agent takes no new attempt (a Dispatch is answered with a
+ * Finished, exit code -1, error "agent NAME is draining"), says so in every
+ * heartbeat, and calls on_drained once every attempt it holds has ended and
+ * loomd has acknowledged its result and output, or once timeout_ms (0: no
+ * limit) has passed, with timed_out set. on_drained runs from the loop,
+ * never from inside this call; the caller then stops the agent. No-op when
+ * draining or stopping already. */
+void loom_agent_drain(loom_agent_t *a, uint64_t timeout_ms,
+                      void (*on_drained)(void *ud, bool timed_out), void *ud);
+bool loom_agent_draining(const loom_agent_t *a);
 /* After on_stopped, or if never started. NULL-safe; sets *a to NULL. */
 void loom_agent_destroy(loom_agent_t **a);
 
@@ -55,5 +72,8 @@ size_t loom_agent_unacked_bytes(const loom_agent_t *a);
 /* True while output reading is paused for lack of acknowledgements. */
 bool loom_agent_output_paused(const loom_agent_t *a);
 const uint8_t *loom_agent_session(const loom_agent_t *a);
+/* How task limits are enforced: "cgroup v2", "cgroup v1" or "rlimit"
+ * (after a successful start). */
+const char *loom_agent_limit_mechanism(const loom_agent_t *a);
 
 #endif

@@ -4,6 +4,9 @@
 #define LOOM_AGENT_INT_H
 
 #include "agent.h"
+#include "cgroup.h"
+#include "gpu.h"
+#include "task_limits.h"
 #include "runner.h"
 
 #include "loom/codec.h"
@@ -42,6 +45,7 @@ typedef struct attempt {
     bool stopped;
     char *cancel_reason;
     uint64_t timeout_ms;
+    limit_box_t *box; /* its cgroups (or rlimit), while it runs */
     uint64_t log_seq; /* last chunk seq given out */
     chunk_t *chunks, *chunks_tail;
     chunk_t *unsent;          /* first chunk not yet sent on this connection */
@@ -91,6 +95,29 @@ struct loom_agent {
     int pending_closes; /* handles and runners whose close has not completed */
     void (*on_stopped)(void *ud);
     void *stopped_ud;
+
+    /* The host (host.c) */
+    char *sys_root;
+    char **gpu_specs;
+    size_t n_gpu_specs;
+    bool no_gpu_detect;
+    char *nvml_library;
+    uint64_t gpu_timeout_ms;
+    cgroup_where_t cgroups;
+    double cpus_usable;
+    uint64_t memory_bytes;
+    gpu_inv_t gpus;         /* set once detection has reported */
+    bool detected;          /* GPUs known: Hello may go */
+    gpu_usage_t *gpu_usage; /* the latest NVML sample */
+    size_t n_gpu_usage;
+    bool sampling; /* a sample job is out */
+    limits_t *limits;
+
+    /* Draining (agent.c) */
+    bool draining, drain_reported;
+    uv_timer_t drain_timer; /* the drain timeout, then reporting the end */
+    void (*on_drained)(void *ud, bool timed_out);
+    void *drained_ud;
 };
 
 /* agent.c */
@@ -104,6 +131,23 @@ void agent_send_failed(loom_agent_t *a);
 /* Runs work(ud) on the libuv thread pool, then done(ud) on the loop thread.
  * The agent does not finish stopping while a job is out. */
 void agent_queue_job(loom_agent_t *a, void (*work)(void *ud), void (*done)(void *ud), void *ud);
+
+/* Draining: reports the end of a drain (from the loop) once nothing is held. */
+void agent_check_drained(loom_agent_t *a);
+
+/* host.c */
+/* CPUs, memory and the limit mechanism; cheap, on the loop. */
+void host_init(loom_agent_t *a);
+/* GPU detection on the thread pool; then done(a) on the loop. */
+void host_detect(loom_agent_t *a, void (*done)(loom_agent_t *a));
+/* Hello's resources, labels included; free with host_resources_free. */
+Loom__Resources *host_resources(const loom_agent_t *a);
+void host_resources_free(Loom__Resources *r);
+/* The heartbeat's usage; starts a GPU sample for the next one. Free with
+ * host_usage_free. */
+Loom__Usage *host_usage(loom_agent_t *a);
+void host_usage_free(Loom__Usage *u);
+void host_free(loom_agent_t *a);
 
 /* attempt.c */
 uint64_t *agent_held_ids(const loom_agent_t *a, size_t *n);

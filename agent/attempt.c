@@ -7,6 +7,7 @@
 #include "loom/err.h"
 #include "loom/log.h"
 
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -85,6 +86,7 @@ static void free_result(Loom__Finished *f)
 
 static void attempt_free(attempt_t *t)
 {
+    limits_box_release(t->agent->limits, &t->box);
     while (t->chunks) drop_chunk_head(t->agent, t);
     drop_finished(t);
     free_result(t->exit_fin);
@@ -108,6 +110,7 @@ static void maybe_free(loom_agent_t *a, attempt_t *t)
     else
         a->attempts_tail = t->prev;
     attempt_free(t);
+    agent_check_drained(a);
 }
 
 static void pause_output(loom_agent_t *a, bool paused)
@@ -208,10 +211,14 @@ static void set_finished(loom_agent_t *a, attempt_t *t, Loom__Finished *f)
     flush_attempt(a, t);
 }
 
-static char *exit_error(const attempt_t *t, const loom_runner_result_t *res)
+static char *exit_error(const attempt_t *t, const loom_runner_result_t *res, uint64_t oom_limit)
 {
     char dur[32];
     if (res->error) return loom_xstrdup(res->error);
+    if (oom_limit) {
+        limits_format_size(oom_limit, dur, sizeof dur);
+        return loom_xasprintf("killed: out of memory, limit %s", dur);
+    }
     if (t->cancelled) return loom_xasprintf("cancelled: %s", t->cancel_reason);
     if (res->timed_out) {
         loom_format_duration(t->timeout_ms, dur, sizeof dur);
@@ -227,8 +234,25 @@ static void on_runner_closed(void *ud)
     agent_handle_closed(a);
 }
 
-static Loom__Finished *exit_result(const attempt_t *t, const loom_runner_result_t *res)
+/* Reads the attempt's OOM count, then lets its cgroups go: the process
+ * group is gone (the runner killed it before reporting). */
+static bool release_limits(loom_agent_t *a, attempt_t *t, const loom_runner_result_t *res,
+                           uint64_t *limit)
 {
+    bool failed = !res->started || res->exit_code != 0 || res->signal != 0;
+    bool oom = failed && limits_box_oom_killed(t->box, res->signal == SIGKILL);
+    *limit = limits_box_memory(t->box);
+    limits_box_release(a->limits, &t->box);
+    if (oom)
+        LOG_WARN("out of memory attempt=%llu task=%s limit_bytes=%llu", (unsigned long long)t->id,
+                 t->task, (unsigned long long)*limit);
+    return oom;
+}
+
+static Loom__Finished *exit_result(loom_agent_t *a, attempt_t *t, const loom_runner_result_t *res)
+{
+    uint64_t limit;
+    bool oom = release_limits(a, t, res, &limit);
     Loom__Finished *f = loom_xmalloc(sizeof *f);
     loom__finished__init(f);
     f->exit_code = res->exit_code;
@@ -240,7 +264,9 @@ static Loom__Finished *exit_result(const attempt_t *t, const loom_runner_result_
     f->max_rss_bytes = res->max_rss_bytes;
     f->timed_out = res->timed_out;
     f->cancelled = t->cancelled;
-    f->error = exit_error(t, res);
+    f->oom_killed = oom;
+    f->memory_limit_bytes = limit;
+    f->error = exit_error(t, res, oom ? limit : 0);
     return f;
 }
 
@@ -274,8 +300,10 @@ static void on_runner_exit(void *ud, const loom_runner_result_t *res)
              (unsigned long long)t->id, t->task, res->exit_code, res->signal,
              (unsigned long long)t->log_seq, res->error ? " error=" : "",
              res->error ? res->error : "");
-    if (!t->forgotten) {
-        Loom__Finished *f = exit_result(t, res);
+    if (t->forgotten) {
+        limits_box_release(a->limits, &t->box);
+    } else {
+        Loom__Finished *f = exit_result(a, t, res);
         bool succeeded = res->started && res->exit_code == 0 && res->signal == 0 &&
                          !res->timed_out && !t->cancelled;
         if (succeeded && t->metrics) {
@@ -297,11 +325,29 @@ static bool env_name_valid(const char *name)
     return name && *name && !strchr(name, '=');
 }
 
+/* The GPUs the task may see, on an agent that has any: exactly the
+ * dispatched indexes ("" for none). CUDA numbers devices fastest first
+ * unless told otherwise; PCI order makes its numbers NVML's and
+ * nvidia-smi's, which are the ones loomd assigns. */
+static size_t gpu_env(const loom_agent_t *a, const Loom__Dispatch *d, char **env)
+{
+    if (a->gpus.n == 0) return 0; /* a GPU-less host's environment is left alone */
+    loom_buf_t ids = {0};
+    loom_buf_puts(&ids, "");
+    for (size_t i = 0; i < d->n_gpus; i++) loom_buf_printf(&ids, "%s%u", i ? "," : "", d->gpus[i]);
+    env[0] = loom_xasprintf("CUDA_VISIBLE_DEVICES=%s", ids.data);
+    env[1] = loom_xasprintf("NVIDIA_VISIBLE_DEVICES=%s", ids.data);
+    env[2] = loom_xstrdup("CUDA_DEVICE_ORDER=PCI_BUS_ID");
+    loom_buf_free(&ids);
+    return 3;
+}
+
 /* "NAME=value" strings for the task: the dispatch's, the paths of its files
  * that name a variable, then ours (which win). */
-static char **task_env(const Loom__Dispatch *d, const char *dir, char *bad, size_t badlen)
+static char **task_env(const loom_agent_t *a, const Loom__Dispatch *d, const char *dir, char *bad,
+                       size_t badlen)
 {
-    char **env = loom_xcalloc(d->n_env + d->n_files + 7, sizeof *env);
+    char **env = loom_xcalloc(d->n_env + d->n_files + 10, sizeof *env);
     size_t k = 0;
     for (size_t i = 0; i < d->n_env + d->n_files; i++) {
         const Loom__File *file = i >= d->n_env ? d->files[i - d->n_env] : NULL;
@@ -322,6 +368,7 @@ static char **task_env(const Loom__Dispatch *d, const char *dir, char *bad, size
     env[k++] = loom_xasprintf("LOOM_PIPELINE=%s", d->pipeline);
     env[k++] = loom_xasprintf("LOOM_ATTEMPT=%u", d->attempt_number);
     env[k++] = loom_xasprintf("LOOM_WORK_DIR=%s", dir);
+    k += gpu_env(a, d, env + k);
     return env;
 }
 
@@ -332,6 +379,18 @@ static void finish_unstarted(loom_agent_t *a, attempt_t *t, int exit_code, const
     f.started_unix_ms = f.ended_unix_ms = loom_unix_ms();
     f.error = (char *)error;
     LOG_WARN("attempt not run attempt=%llu task=%s: %s", (unsigned long long)t->id, t->task, error);
+    set_finished(a, t, &f);
+}
+
+/* A Dispatch the agent will not run at all: loomd places it again. */
+static void finish_refused(loom_agent_t *a, attempt_t *t, const char *error)
+{
+    Loom__Finished f = LOOM__FINISHED__INIT;
+    f.exit_code = -1;
+    f.refused = true;
+    f.started_unix_ms = f.ended_unix_ms = loom_unix_ms();
+    f.error = (char *)error;
+    LOG_WARN("attempt refused attempt=%llu task=%s: %s", (unsigned long long)t->id, t->task, error);
     set_finished(a, t, &f);
 }
 
@@ -348,11 +407,23 @@ static void send_started(loom_agent_t *a, attempt_t *t)
     agent_send(a, &m);
 }
 
+static int on_attempt_spawned(void *ud, int pid, char *why, size_t whylen)
+{
+    attempt_t *t = ud;
+    return limits_box_enter(t->box, pid, why, whylen);
+}
+
 static void run_attempt(loom_agent_t *a, attempt_t *t, const Loom__Dispatch *d)
 {
-    char bad[256];
+    char bad[512];
     const char *dir = t->dir;
-    char **env = task_env(d, dir, bad, sizeof bad);
+    char **env = task_env(a, d, dir, bad, sizeof bad);
+    if (env && limits_box_new(a->limits, t->id, d->cpus, d->memory_bytes, d->n_gpus > 0, &t->box,
+                              bad, sizeof bad) != 0) {
+        for (char **e = env; *e; e++) free(*e);
+        free(env);
+        env = NULL;
+    }
     if (!env) {
         char *error = loom_xasprintf("could not start: %s", bad);
         finish_unstarted(a, t, LOOM_RUNNER_EXIT_NOT_STARTED, error);
@@ -368,6 +439,8 @@ static void run_attempt(loom_agent_t *a, attempt_t *t, const Loom__Dispatch *d)
         .env = (const char *const *)env,
         .timeout_ms = d->timeout_ms,
         .kill_grace_ms = a->kill_grace_ms,
+        .on_spawned = t->box ? on_attempt_spawned : NULL, /* a gate only where needed */
+        .spawned_ud = t,
     };
     loom_runner_cb_t cb = {on_runner_output, on_runner_exit, t};
     t->runner = loom_runner_new(a->loop, &cb);
@@ -385,6 +458,19 @@ static void run_attempt(loom_agent_t *a, attempt_t *t, const Loom__Dispatch *d)
     free(argv);
 }
 
+/* Why the agent will not run d, or NULL. Each refusal is a Finished with
+ * exit code -1 that loomd can tell from a run by the absence of Started. */
+static char *refusal(const loom_agent_t *a, const Loom__Dispatch *d)
+{
+    if (a->draining) return loom_xasprintf("agent %s is draining", a->name);
+    if (a->running + a->preparing >= a->slots)
+        return loom_xasprintf("agent %s has no free slot", a->name);
+    for (size_t i = 0; i < d->n_gpus; i++)
+        if (!gpu_inv_has(&a->gpus, d->gpus[i]))
+            return loom_xasprintf("agent %s has no GPU %u", a->name, d->gpus[i]);
+    return NULL;
+}
+
 void agent_dispatch(loom_agent_t *a, loom_msg_t *msg)
 {
     const Loom__Dispatch *d = msg->dispatch;
@@ -394,9 +480,9 @@ void agent_dispatch(loom_agent_t *a, loom_msg_t *msg)
         return;
     }
     attempt_t *t = attempt_add(a, d);
-    if (a->running + a->preparing >= a->slots) {
-        char *error = loom_xasprintf("agent %s has no free slot", a->name);
-        finish_unstarted(a, t, -1, error);
+    char *error = refusal(a, d);
+    if (error) {
+        finish_refused(a, t, error);
         free(error);
         loom_codec_free(msg);
         return;

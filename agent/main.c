@@ -1,6 +1,9 @@
 /* loom-agent: parses flags, builds the agent, runs the loop until SIGINT or
- * SIGTERM has stopped it, and tears down. */
+ * SIGTERM has stopped it, and tears down. The first signal drains (running
+ * tasks finish and are reported, no new ones start); a second one, or the
+ * drain timeout, stops at once and kills what still runs. */
 #include "agent.h"
+#include "gpu.h"
 
 #include "loom/err.h"
 #include "loom/log.h"
@@ -15,18 +18,23 @@
 #include <unistd.h>
 
 #define MAX_LABELS 256
+#define MAX_GPUS 256
+#define DEFAULT_DRAIN_TIMEOUT_MS (10 * 60 * 1000)
 
 typedef struct {
     loom_agent_config_t cfg;
     const char *labels[MAX_LABELS];
+    const char *gpus[MAX_GPUS];
     char *work_dir; /* owned when defaulted */
     loom_log_level level;
+    uint64_t drain_timeout_ms; /* 0: no draining, the first signal stops */
 } options_t;
 
 typedef struct {
     loom_agent_t *agent;
     uv_signal_t sigint, sigterm;
-    bool stopping;
+    uint64_t drain_timeout_ms;
+    bool draining, stopping;
 } app_t;
 
 static void usage(FILE *out)
@@ -39,9 +47,16 @@ static void usage(FILE *out)
             "  --work-dir DIR      attempt folders (default $LOOM_HOME/agent or ~/.loom/agent)\n"
             "  --label K=V         a label for placement; repeatable\n"
             "  --kill-grace DUR    SIGTERM to SIGKILL delay, e.g. 5s (default 5s)\n"
+            "  --gpu I:MODEL:MEM[:UUID]  a GPU of this host, e.g. 0:NVIDIA A100:40G;\n"
+            "                      repeatable; given, GPUs are not detected\n"
+            "  --no-gpu-detect     neither NVML nor nvidia-smi: no GPUs unless --gpu\n"
+            "  --drain-timeout DUR on SIGTERM/SIGINT, let running tasks finish for at most\n"
+            "                      this long (default 10m; 0: stop at once); a second\n"
+            "                      signal stops at once\n"
             "  --log-level LEVEL   debug, info, warn or error (default info)\n"
             "  --help              show this help\n"
-            "  --version           print the version\n");
+            "  --version           print the version\n"
+            "environment: LOOM_NVML_LIBRARY, the NVML library to load (libnvidia-ml.so.1)\n");
 }
 
 static int bad_flag(const char *flag, const char *value, const char *why)
@@ -62,11 +77,32 @@ static char *default_work_dir(void)
 }
 
 /* Returns -1 to go on, else an exit status. */
+static int parse_gpu(options_t *o, const char *arg)
+{
+    char why[256];
+    gpu_t g;
+    if (gpu_parse_spec(arg, &g, why, sizeof why) != 0) return bad_flag("--gpu", arg, why);
+    gpu_free(&g);
+    if (o->cfg.n_gpus == MAX_GPUS) return bad_flag("--gpu", arg, "too many GPUs");
+    o->gpus[o->cfg.n_gpus++] = arg;
+    return -1;
+}
+
 static int parse_flag(options_t *o, int c, const char *arg)
 {
     int64_t n;
     uint64_t ms;
     switch (c) {
+    case 'g':
+        return parse_gpu(o, arg);
+    case 'G':
+        o->cfg.no_gpu_detect = true;
+        return -1;
+    case 'D':
+        if (loom_parse_duration_ms(arg, &ms) != 0)
+            return bad_flag("--drain-timeout", arg, "expected a duration such as 10m or 0");
+        o->drain_timeout_ms = ms;
+        return -1;
     case 's':
         o->cfg.server = arg;
         return -1;
@@ -110,15 +146,25 @@ static int parse_flag(options_t *o, int c, const char *arg)
 static int parse_args(options_t *o, int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"server", required_argument, NULL, 's'},    {"name", required_argument, NULL, 'n'},
-        {"slots", required_argument, NULL, 'S'},     {"work-dir", required_argument, NULL, 'w'},
-        {"label", required_argument, NULL, 'l'},     {"kill-grace", required_argument, NULL, 'k'},
-        {"log-level", required_argument, NULL, 'L'}, {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'v'},         {NULL, 0, NULL, 0},
+        {"server", required_argument, NULL, 's'},
+        {"name", required_argument, NULL, 'n'},
+        {"slots", required_argument, NULL, 'S'},
+        {"work-dir", required_argument, NULL, 'w'},
+        {"label", required_argument, NULL, 'l'},
+        {"kill-grace", required_argument, NULL, 'k'},
+        {"log-level", required_argument, NULL, 'L'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'v'},
+        {"gpu", required_argument, NULL, 'g'},
+        {"no-gpu-detect", no_argument, NULL, 'G'},
+        {"drain-timeout", required_argument, NULL, 'D'},
+        {NULL, 0, NULL, 0},
     };
     opterr = 0;
     o->level = LOOM_LOG_INFO;
+    o->drain_timeout_ms = DEFAULT_DRAIN_TIMEOUT_MS;
     o->cfg.labels = o->labels;
+    o->cfg.gpus = o->gpus;
     for (;;) {
         int c = getopt_long(argc, argv, "", longopts, NULL);
         if (c == -1) break;
@@ -133,6 +179,8 @@ static int parse_args(options_t *o, int argc, char **argv)
     }
     if (optind < argc) return bad_flag(argv[optind], NULL, "unexpected argument (see --help)");
     if (!o->cfg.work_dir) o->cfg.work_dir = o->work_dir = default_work_dir();
+    const char *nvml = getenv("LOOM_NVML_LIBRARY");
+    if (nvml && *nvml) o->cfg.nvml_library = nvml;
     return -1;
 }
 
@@ -154,6 +202,20 @@ static void on_agent_stopped(void *ud)
     uv_close((uv_handle_t *)&app->sigterm, NULL);
 }
 
+static void stop_now(app_t *app)
+{
+    app->stopping = true;
+    loom_agent_stop(app->agent, on_agent_stopped, app);
+}
+
+static void on_agent_drained(void *ud, bool timed_out)
+{
+    app_t *app = ud;
+    if (app->stopping) return;
+    if (timed_out) LOG_WARN("drain timeout: stopping, killing the tasks still running");
+    stop_now(app);
+}
+
 static void on_signal_received(uv_signal_t *handle, int signum)
 {
     app_t *app = handle->data;
@@ -161,9 +223,14 @@ static void on_signal_received(uv_signal_t *handle, int signum)
         LOG_WARN("signal %d: already stopping, tasks get their grace period", signum);
         return;
     }
-    LOG_INFO("signal %d: stopping", signum);
-    app->stopping = true;
-    loom_agent_stop(app->agent, on_agent_stopped, app);
+    if (app->draining || app->drain_timeout_ms == 0) {
+        LOG_INFO("signal %d: stopping now", signum);
+        stop_now(app);
+        return;
+    }
+    LOG_INFO("signal %d: draining (running tasks finish; another signal stops at once)", signum);
+    app->draining = true;
+    loom_agent_drain(app->agent, app->drain_timeout_ms, on_agent_drained, app);
 }
 
 static int run(const options_t *o)
@@ -181,6 +248,7 @@ static int run(const options_t *o)
         uv_loop_close(&loop);
         return 1;
     }
+    app.drain_timeout_ms = o->drain_timeout_ms;
     uv_signal_init(&loop, &app.sigint);
     uv_signal_init(&loop, &app.sigterm);
     app.sigint.data = app.sigterm.data = &app;

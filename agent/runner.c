@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -110,9 +111,39 @@ static char **build_env(const char *const *extra, char *why, size_t whylen)
     return envp;
 }
 
+/* A gated process starts as a shell that waits for one line on fd 3 before
+ * it execs the task, so that whatever on_spawned does (moving it into its
+ * cgroups: a move can take tens of milliseconds, time enough for a task to
+ * fork children that would stay outside) is done before the task runs. */
+#define GATE_FD 3
+#define GATE_SCRIPT "read -r _ <&3 || exit 126; exec 3<&-; exec \"$@\""
+
+/* argv for the gate: the shell, then the task's own argv. */
+static const char **gated_argv(const loom_runner_spec_t *spec)
+{
+    size_t n = 0;
+    while (spec->argv && spec->argv[n]) n++;
+    const char **argv = loom_xcalloc(n + 8, sizeof *argv);
+    size_t k = 0;
+    argv[k++] = "/bin/sh";
+    argv[k++] = "-c";
+    argv[k++] = GATE_SCRIPT;
+    argv[k++] = "loom-gate"; /* $0: names the gate in the shell's messages */
+    if (n > 0) {
+        for (size_t i = 0; i < n; i++) argv[k++] = spec->argv[i];
+    } else {
+        argv[k++] = "/bin/sh";
+        argv[k++] = "-c";
+        argv[k++] = spec->shell ? spec->shell : "";
+    }
+    return argv;
+}
+
 /* Returns 0 or an errno value from posix_spawn (which reports a failed exec
- * too: glibc spawns with CLONE_VFORK and passes the child's error back). */
-static int spawn(const loom_runner_spec_t *spec, char **envp, int out_w, int err_w, pid_t *pid)
+ * too: glibc spawns with CLONE_VFORK and passes the child's error back).
+ * gate: the read end of the gate, or -1. */
+static int spawn(const loom_runner_spec_t *spec, char **envp, int out_w, int err_w, int gate,
+                 pid_t *pid)
 {
     static const int defaulted[] = {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGQUIT};
     posix_spawnattr_t attr;
@@ -135,7 +166,12 @@ static int spawn(const loom_runner_spec_t *spec, char **envp, int out_w, int err
     posix_spawn_file_actions_adddup2(&fa, out_w, 1);
     posix_spawn_file_actions_adddup2(&fa, err_w, 2);
     posix_spawn_file_actions_addchdir_np(&fa, spec->dir);
-    if (spec->argv && spec->argv[0]) {
+    if (gate >= 0) {
+        posix_spawn_file_actions_adddup2(&fa, gate, GATE_FD);
+        const char **argv = gated_argv(spec);
+        rc = posix_spawn(pid, "/bin/sh", &fa, &attr, (char *const *)argv, envp);
+        free(argv);
+    } else if (spec->argv && spec->argv[0]) {
         rc = posix_spawnp(pid, spec->argv[0], &fa, &attr, (char *const *)spec->argv, envp);
     } else {
         const char *sh[] = {"/bin/sh", "-c", spec->shell ? spec->shell : "", NULL};
@@ -154,37 +190,74 @@ static void close_fds(int *fds, size_t n)
     }
 }
 
+/* Kills and reaps a process we will not run after all. */
+static int unspawn(loom_runner_t *r)
+{
+    kill(-r->pid, SIGKILL);
+    while (waitpid(r->pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+    r->spawned = false;
+    return LOOM_ESPAWN;
+}
+
+/* A socket pair rather than a pipe, so that opening a gate whose process
+ * already died fails with EPIPE instead of raising SIGPIPE. The child's end
+ * is moved above the descriptors the file actions use. */
+static int open_gate(int gate[2])
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return -1;
+    gate[0] = fcntl(sv[0], F_DUPFD_CLOEXEC, 10);
+    gate[1] = sv[1];
+    close(sv[0]);
+    return gate[0] >= 0 ? 0 : -1;
+}
+
+/* Runs on_spawned, then lets the gated process go on to exec the task. */
+static int pass_gate(loom_runner_t *r, const loom_runner_spec_t *spec, int gate_w, char *why,
+                     size_t whylen)
+{
+    if (spec->on_spawned(spec->spawned_ud, (int)r->pid, why, whylen) != 0) return unspawn(r);
+    if (send(gate_w, "go\n", 3, MSG_NOSIGNAL) != 3) {
+        snprintf(why, whylen, "opening the gate: %s", strerror(errno));
+        return unspawn(r);
+    }
+    return 0;
+}
+
 /* Creates the folder and pipes and spawns; on failure fills why. */
 static int launch(loom_runner_t *r, const loom_runner_spec_t *spec, int fds[4], char *why,
                   size_t whylen)
 {
+    int gate[2] = {-1, -1};
     const char *what = spec->argv && spec->argv[0] ? spec->argv[0] : "/bin/sh";
     if (loom_mkdirs(spec->dir, 0700) != 0) {
         snprintf(why, whylen, "cannot create %s: %s", spec->dir, strerror(errno));
         return LOOM_ESPAWN;
     }
-    if (pipe2(fds, O_CLOEXEC) != 0 || pipe2(fds + 2, O_CLOEXEC) != 0) {
+    if (pipe2(fds, O_CLOEXEC) != 0 || pipe2(fds + 2, O_CLOEXEC) != 0 ||
+        (spec->on_spawned && open_gate(gate) != 0)) {
         snprintf(why, whylen, "pipe: %s", strerror(errno));
+        close_fds(gate, 2);
         return LOOM_ESPAWN;
     }
     char **envp = build_env(spec->env, why, whylen);
-    if (!envp) return LOOM_ESPAWN;
-    r->result.started_unix_ms = loom_unix_ms();
-    int rc = spawn(spec, envp, fds[1], fds[3], &r->pid);
-    free(envp);
-    if (rc != 0) {
-        snprintf(why, whylen, "%s: %s", what, strerror(rc));
-        return LOOM_ESPAWN;
+    int rc = envp ? 0 : LOOM_ESPAWN;
+    if (envp) {
+        r->result.started_unix_ms = loom_unix_ms();
+        rc = spawn(spec, envp, fds[1], fds[3], gate[0], &r->pid);
+        free(envp);
+        if (rc != 0) snprintf(why, whylen, "%s: %s", what, strerror(rc));
     }
+    close_fds(&gate[0], 1);
+    if (rc == 0 && spec->on_spawned) rc = pass_gate(r, spec, gate[1], why, whylen);
+    close_fds(&gate[1], 1);
+    if (rc != 0) return LOOM_ESPAWN;
     r->spawned = true;
     r->pidfd = (int)syscall(SYS_pidfd_open, r->pid, 0);
     if (r->pidfd < 0) {
         snprintf(why, whylen, "pidfd_open: %s", strerror(errno));
-        kill(-r->pid, SIGKILL);
-        while (waitpid(r->pid, NULL, 0) < 0 && errno == EINTR) {
-        }
-        r->spawned = false;
-        return LOOM_ESPAWN;
+        return unspawn(r);
     }
     return 0;
 }

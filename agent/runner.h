@@ -35,6 +35,14 @@ typedef struct {
     uint64_t timeout_ms;    /* 0: no limit; else terminate and set timed_out */
     uint64_t kill_grace_ms; /* SIGTERM -> SIGKILL; 0: LOOM_RUNNER_KILL_GRACE_MS */
     uint64_t drain_ms;      /* 0: LOOM_RUNNER_DRAIN_MS */
+    /* Optional: called right after the process is spawned and before the
+     * task's program runs (the agent puts it in its cgroups here). The
+     * process then starts as /bin/sh waiting at a gate, which execs the task
+     * once this returns 0; so a command that cannot be found shows as the
+     * shell's exit 127 and message, not as a failed start. Non-zero: the
+     * process is killed and reported as not started, with why. */
+    int (*on_spawned)(void *ud, int pid, char *why, size_t whylen);
+    void *spawned_ud;
 } loom_runner_spec_t;
 
 typedef struct {

@@ -282,9 +282,10 @@ static bool start_daemon(up_t *up)
 static bool start_agent(up_t *up)
 {
     char *work = loom_xasprintf("%s/agent", up->home);
-    char *argv[11] = {"loom-agent", "--server", up->zmq_endpoint, "--work-dir",
-                      work,         "--name",   (char *)up->name};
-    size_t n = 7;
+    /* `loom up` stops everything at once: no drain on the agent's SIGTERM. */
+    char *argv[13] = {"loom-agent", "--server",       up->zmq_endpoint,  "--work-dir", work,
+                      "--name",     (char *)up->name, "--drain-timeout", "0"};
+    size_t n = 9;
     if (up->slots) {
         argv[n++] = "--slots";
         argv[n++] = (char *)up->slots;

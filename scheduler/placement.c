@@ -90,11 +90,13 @@ static bool gpu_matches(const gpu_t *g, const loom_dag_resources_t *r)
 }
 
 /* GPUs of a that match r: all of them, or only the free ones. */
+/* GPUs of a that match r: all of them, or only the free ones. Busy GPUs
+ * are skipped before their model is compared: this sits on the hot path. */
 static uint32_t matching_gpus(const agent_t *a, const loom_dag_resources_t *r, bool free_only)
 {
     uint32_t n = 0;
     for (uint32_t i = 0; i < a->n_gpus; i++)
-        if (gpu_matches(&a->gpus[i], r) && (!free_only || !a->gpus[i].busy)) n++;
+        if ((!free_only || !a->gpus[i].busy) && gpu_matches(&a->gpus[i], r)) n++;
     return n;
 }
 
@@ -117,20 +119,26 @@ static bool schedulable(const agent_t *a)
     return a->state == AGENT_CONNECTED && !a->cordoned && !a->draining && a->running < a->slots;
 }
 
-static bool fits_now(const agent_t *a, const loom_dag_resources_t *r)
+/* Whether r fits on a now; *free_gpus gets a's matching free GPUs. */
+static bool fits_now(const agent_t *a, const loom_dag_resources_t *r, uint32_t *free_gpus)
 {
-    return schedulable(a) && r->cpus <= a->cpus_total - a->cpus_used + 1e-9 &&
-           r->memory_bytes <= a->memory_bytes - a->memory_used &&
-           matching_gpus(a, r, true) >= r->gpus && labels_match(a, r);
+    if (!schedulable(a) || r->cpus > a->cpus_total - a->cpus_used + 1e-9 ||
+        r->memory_bytes > a->memory_bytes - a->memory_used || a->n_gpus < r->gpus ||
+        !labels_match(a, r))
+        return false;
+    *free_gpus = r->gpus || a->n_gpus ? matching_gpus(a, r, true) : 0;
+    return *free_gpus >= r->gpus;
 }
 
 /* Lower is better: keep GPU machines for GPU work, then leave the least
  * capacity unused (best fit), so large requests find room later. */
-static double fit_score(const agent_t *a, const loom_dag_resources_t *r)
+/* Lower is better: keep GPU machines for GPU work, then leave the least
+ * capacity unused (best fit), so large requests find room later. */
+static double fit_score(const agent_t *a, const loom_dag_resources_t *r, uint32_t free_gpus)
 {
     double score = 0;
     if (a->n_gpus && !r->gpus) score += 1000;
-    score += 10.0 * (matching_gpus(a, r, true) - r->gpus);
+    score += 10.0 * (free_gpus - r->gpus);
     if (a->cpus_total > 0) score += (a->cpus_total - a->cpus_used - r->cpus) / a->cpus_total;
     if (a->memory_bytes)
         score +=
@@ -143,11 +151,11 @@ static agent_t *best_agent(loom_sched_t *s, const loom_dag_resources_t *r)
 {
     agent_t *best = NULL;
     double best_score = INFINITY;
-    void *v;
-    for (size_t i = 0; loom_map_next(&s->agents, &i, &v);) {
-        agent_t *a = v;
-        if (!fits_now(a, r)) continue;
-        double score = fit_score(a, r);
+    for (size_t i = 0; i < s->n_agent_list; i++) {
+        agent_t *a = s->agent_list[i];
+        uint32_t free_gpus;
+        if (!fits_now(a, r, &free_gpus)) continue;
+        double score = fit_score(a, r, free_gpus);
         if (score < best_score) {
             best = a;
             best_score = score;
@@ -216,6 +224,7 @@ void placement_queue(loom_sched_t *s, task_t *t)
     }
     link_push(&q->tasks, &t->in_queue);
     t->in_tq = true;
+    q->fresh = true;
 }
 
 void placement_unqueue(loom_sched_t *s, task_t *t)
@@ -257,25 +266,79 @@ static tq_t *next_queue(loom_sched_t *s, uint64_t round)
     return best;
 }
 
-void dispatch_ready(loom_sched_t *s)
+void placement_agent_freed(loom_sched_t *s, agent_t *a)
 {
-    /* A round ends when every queue has been passed over: each queue is
-     * tried until its first task does not fit, then left for the next
-     * round (the next change of capacity). Queue epochs mark the passing
-     * over; they are only compared for equality. */
+    if (a->in_freed) return;
+    if (s->n_freed == s->cap_freed) {
+        s->cap_freed = s->cap_freed ? s->cap_freed * 2 : 16;
+        s->freed = loom_xrealloc(s->freed, s->cap_freed * sizeof *s->freed);
+    }
+    s->freed[s->n_freed++] = a;
+    a->in_freed = true;
+}
+
+/* The best queue, by tq_before, whose first task fits on a now. */
+static tq_t *best_queue_for(loom_sched_t *s, agent_t *a)
+{
+    tq_t *best = NULL;
+    for (link_t *l = s->tqs.next; l != &s->tqs; l = l->next) {
+        tq_t *q = CONTAINER_OF(l, tq_t, active);
+        const loom_dag_resources_t *r = tq_request(q);
+        uint32_t free_gpus;
+        if (pool_full(s, r) || !fits_now(a, r, &free_gpus)) continue;
+        if (!best || tq_before(s, q, best)) best = q;
+    }
+    return best;
+}
+
+static void place_first(loom_sched_t *s, tq_t *q, agent_t *a)
+{
+    task_t *t = CONTAINER_OF(q->tasks.next, task_t, in_queue);
+    placement_unqueue(s, t);
+    dispatch_task(s, t, a);
+}
+
+/* Where capacity grew on one agent, only that agent can take a queue that
+ * was passed over before: fill it from the queues, best first. */
+static void fill_freed_agents(loom_sched_t *s)
+{
+    while (s->n_freed) {
+        agent_t *a = s->freed[--s->n_freed];
+        a->in_freed = false;
+        tq_t *q;
+        while (schedulable(a) && (q = best_queue_for(s, a)) != NULL) place_first(s, q, a);
+    }
+}
+
+/* Queues with new tasks have not been tried against every agent yet. */
+static void place_fresh_queues(loom_sched_t *s)
+{
     uint64_t round = ++s->tq_seq;
     tq_t *q;
     while ((q = next_queue(s, round)) != NULL) {
+        if (!q->fresh) {
+            q->passed = round;
+            continue;
+        }
         const loom_dag_resources_t *r = tq_request(q);
         agent_t *a = pool_full(s, r) ? NULL : best_agent(s, r);
         if (!a) {
             q->passed = round;
+            q->fresh = false;
             continue;
         }
-        task_t *t = CONTAINER_OF(q->tasks.next, task_t, in_queue);
-        placement_unqueue(s, t);
-        dispatch_task(s, t, a);
+        place_first(s, q, a);
     }
+}
+
+void dispatch_ready(loom_sched_t *s)
+{
+    /* Every queue has been tried against every agent when it got tasks (a
+     * fresh queue); after that it can only fit where capacity grows. So
+     * two passes: agents whose capacity grew against all queues, then
+     * fresh queues against all agents. */
+    fill_freed_agents(s);
+    place_fresh_queues(s);
 }
 
 /* --- reserving ------------------------------------------------------------------------ */
@@ -314,6 +377,17 @@ void placement_reserve(loom_sched_t *s, agent_t *a, attempt_t *x)
     pipeline_running_add(s, x->run->pipeline_id, +1);
 }
 
+/* A pool slot freed: its queues may now fit anywhere, so try them again
+ * against every agent. */
+static void pool_freed(loom_sched_t *s, const char *pool)
+{
+    for (link_t *l = s->tqs.next; l != &s->tqs; l = l->next) {
+        tq_t *q = CONTAINER_OF(l, tq_t, active);
+        const char *p = tq_request(q)->pool;
+        if (p && strcmp(p, pool) == 0) q->fresh = true;
+    }
+}
+
 void placement_release(loom_sched_t *s, attempt_t *x)
 {
     agent_t *a = x->agent;
@@ -326,6 +400,8 @@ void placement_release(loom_sched_t *s, attempt_t *x)
         if (p && p->used) p->used--;
     }
     pipeline_running_add(s, x->run->pipeline_id, -1);
+    placement_agent_freed(s, a);
+    if (x->pool) pool_freed(s, x->pool);
     free(x->gpus);
     free(x->pool);
     x->gpus = NULL;

@@ -68,6 +68,7 @@ struct s_agent {
     char *gpu_source;
     loom_env_t *labels; /* parsed from labels_json */
     size_t n_labels;
+    bool in_freed; /* in s->freed: capacity grew since the last placement */
     bool cordoned; /* takes no new work (loom agents cordon / drain) */
     bool draining; /* the agent itself said it is going away (SIGTERM) */
     bool drain_requested;
@@ -135,6 +136,7 @@ typedef struct {
     link_t active;   /* in s->tqs while it has tasks */
     uint64_t since;  /* order in which queues became non-empty */
     uint64_t passed; /* the dispatch round that last passed it over */
+    bool fresh;      /* got tasks since placement last tried it everywhere */
     uint64_t reason_epoch;
     char *reason; /* why its first task waits, computed on demand */
 } tq_t;
@@ -189,7 +191,11 @@ struct loom_sched {
     loom_map_t agents;   /* name -> agent_t*, every agent ever seen */
     link_t tqs;          /* placement queues that hold tasks (placement.c) */
     uint64_t tq_seq;
-    uint64_t capacity_epoch;     /* bumped whenever free capacity may have grown */
+    uint64_t capacity_epoch; /* bumped whenever free capacity may have grown */
+    agent_t **agent_list;    /* every agent, for scans without the hash map */
+    size_t n_agent_list, cap_agent_list;
+    agent_t **freed; /* agents whose capacity grew since the last placement */
+    size_t n_freed, cap_freed;
     loom_map_t pools;            /* name -> pool_t*: concurrency caps (--pool) */
     loom_map_t pipeline_running; /* pipeline id -> attempts in flight, for fair share */
     link_t retry_wait;           /* tasks waiting for their retry delay, by not_before */
@@ -277,6 +283,8 @@ const char *placement_wait_reason(loom_sched_t *s, task_t *t);
  * not (caller frees). */
 char *placement_never_fits(loom_sched_t *s, const loom_dag_resources_t *r);
 void agent_set_resources(agent_t *a, const Loom__Resources *res);
+/* a may have room for more now (hello, uncordon): placement looks at it. */
+void placement_agent_freed(loom_sched_t *s, agent_t *a);
 void agent_free_resources(agent_t *a);
 void tq_free(tq_t *q);
 

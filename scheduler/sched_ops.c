@@ -175,7 +175,10 @@ int loom_sched_agent_cordon(loom_sched_t *s, const char *name, bool cordon, bool
     int rc = loom_store_agent_cordon(s->store, name, cordon);
     if (rc == 0) rc = loom_sched_commit(s);
     LOG_INFO("agent %s agent=%s", cordon ? (drain ? "draining" : "cordoned") : "uncordoned", name);
-    if (!cordon) dispatch_ready(s);
+    if (!cordon) {
+        placement_agent_freed(s, a);
+        dispatch_ready(s);
+    }
     return rc;
 }
 

@@ -621,6 +621,12 @@ static json_t *parse_metrics(const Loom__Finished *f)
 
 void attempt_finished(loom_sched_t *s, attempt_t *a, const Loom__Finished *f)
 {
+    if (f->refused) {
+        /* The agent would not run it (draining, full): not the task's
+         * fault, so placed again like an attempt lost with its agent. */
+        attempt_lost(s, a, f->error && *f->error ? f->error : "refused by the agent");
+        return;
+    }
     task_t *t = a->task;
     bool metrics_bad = dag_task(t)->metrics && f->metrics_error && *f->metrics_error;
     bool ok = f->signal == 0 && f->exit_code == 0 && !f->timed_out && !f->cancelled &&

@@ -24,6 +24,11 @@ agent_t *agent_get_or_add(loom_sched_t *s, const char *name)
     a->last_seen = sched_now(s);
     link_init(&a->attempts);
     loom_smap_put(&s->agents, a->name, a);
+    if (s->n_agent_list == s->cap_agent_list) {
+        s->cap_agent_list = s->cap_agent_list ? s->cap_agent_list * 2 : 16;
+        s->agent_list = loom_xrealloc(s->agent_list, s->cap_agent_list * sizeof *s->agent_list);
+    }
+    s->agent_list[s->n_agent_list++] = a;
     return a;
 }
 
@@ -164,6 +169,7 @@ static void on_hello(loom_sched_t *s, agent_t *a, const loom_msg_t *m)
     reply.welcome = &w;
     sched_send(s, a->name, &reply);
     free(cancel);
+    placement_agent_freed(s, a);
     dispatch_ready(s);
 }
 

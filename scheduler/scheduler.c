@@ -368,6 +368,8 @@ void loom_sched_destroy(loom_sched_t **sp)
         free(p);
     }
     loom_map_free(&s->pools);
+    free(s->agent_list);
+    free(s->freed);
     loom_map_free(&s->pipeline_running);
     loom_map_free(&s->runs);
     loom_map_free(&s->attempts);

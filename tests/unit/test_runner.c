@@ -402,6 +402,108 @@ static void test_close_kills_and_reaps(void **state)
     free(dir);
 }
 
+/* What on_spawned saw: the process as it was while on_spawned ran. */
+typedef struct {
+    int pid;
+    char cmdline[512];
+    bool fail;
+} spawned_t;
+
+static int on_spawned(void *ud, int pid, char *why, size_t whylen)
+{
+    spawned_t *s = ud;
+    char path[64], *text = NULL;
+    size_t len = 0;
+    s->pid = pid;
+    snprintf(path, sizeof path, "/proc/%d/cmdline", pid);
+    /* Read right after exec, the command line may not be set up yet; the
+     * process cannot get past the gate while we are here, so whatever it
+     * shows once set is what runs before the task. */
+    uint64_t end = loom_mono_ms() + 5000;
+    do {
+        free(text);
+        text = NULL;
+        assert_int_equal(loom_read_file(path, 4096, &text, &len), 0);
+    } while (len == 0 && loom_mono_ms() < end);
+    for (size_t i = 0; i < len; i++)
+        if (text[i] == '\0') text[i] = ' ';
+    snprintf(s->cmdline, sizeof s->cmdline, "%s", text);
+    free(text);
+    if (s->fail) {
+        snprintf(why, whylen, "cannot move it: no");
+        return -1;
+    }
+    return 0;
+}
+
+/* Closes the runner and starts over with a new one. */
+static void fresh_runner(fx_t *f)
+{
+    loom_runner_close(f->runner, on_runner_closed, f);
+    assert_true(wait_for(f, &f->closed, 10000));
+    loom_runner_cb_t cb = {on_runner_output, on_runner_exit, f};
+    f->runner = loom_runner_new(&f->loop, &cb);
+    f->exited = f->closed = false;
+    f->exits = 0;
+    loom_buf_reset(&f->out[0]);
+    loom_buf_reset(&f->out[1]);
+}
+
+static void test_on_spawned_runs_before_the_task(void **state)
+{
+    fx_t *f = *state;
+    spawned_t s = {0};
+    const char *argv[] = {"sh", "-c", "echo ran as $$", NULL};
+    loom_runner_spec_t spec = {.argv = argv, .on_spawned = on_spawned, .spawned_ud = &s};
+    assert_int_equal(run_spec(f, spec, 10000), 0);
+    /* While on_spawned ran, the process was still the gate, not the task. */
+    assert_non_null(strstr(s.cmdline, "/bin/sh -c read -r _ <&3"));
+    assert_non_null(strstr(s.cmdline, "loom-gate sh -c echo ran as $$"));
+    assert_int_equal(f->res.exit_code, 0);
+    char want[64];
+    snprintf(want, sizeof want, "ran as %d\n", s.pid); /* the same process, exec'd */
+    assert_string_equal(f->out[LOOM_RUNNER_STDOUT].data, want);
+    /* The gate's descriptor (fd 3 until the gate execs the task) does not
+     * reach the task. */
+    fresh_runner(f);
+    spec = (loom_runner_spec_t){.shell =
+                                    "if [ -e /proc/$$/fd/3 ]; then echo open; else echo closed; fi",
+                                .on_spawned = on_spawned,
+                                .spawned_ud = &s};
+    assert_int_equal(run_spec(f, spec, 10000), 0);
+    assert_string_equal(f->out[LOOM_RUNNER_STDOUT].data, "closed\n");
+}
+
+static void test_on_spawned_failure_kills_it_unstarted(void **state)
+{
+    fx_t *f = *state;
+    spawned_t s = {.fail = true};
+    char *mark = loom_xasprintf("%s/ran", f->tmp);
+    char *shell = loom_xasprintf("touch %s", mark);
+    loom_runner_spec_t spec = {.shell = shell, .on_spawned = on_spawned, .spawned_ud = &s};
+    assert_int_equal(run_spec(f, spec, 10000), LOOM_ESPAWN);
+    assert_false(f->res.started);
+    assert_int_equal(f->res.exit_code, LOOM_RUNNER_EXIT_NOT_STARTED);
+    assert_string_equal(f->error, "could not start: cannot move it: no");
+    assert_int_equal(access(mark, F_OK), -1); /* the task never ran */
+    assert_int_equal(kill(s.pid, 0), -1);     /* killed and reaped */
+    free(shell);
+    free(mark);
+}
+
+static void test_gated_command_not_found(void **state)
+{
+    fx_t *f = *state;
+    spawned_t s = {0};
+    const char *argv[] = {"loom-no-such-command", NULL};
+    loom_runner_spec_t spec = {.argv = argv, .on_spawned = on_spawned, .spawned_ud = &s};
+    assert_int_equal(run_spec(f, spec, 10000), 0);
+    /* Behind the gate the shell reports it (see runner.h). */
+    assert_true(f->res.started);
+    assert_int_equal(f->res.exit_code, 127);
+    assert_non_null(strstr(f->out[LOOM_RUNNER_STDERR].data, "loom-no-such-command"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -420,6 +522,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_terminate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rusage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_kills_and_reaps, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_on_spawned_runs_before_the_task, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_on_spawned_failure_kills_it_unstarted, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_gated_command_not_found, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
