@@ -980,7 +980,7 @@ static bool ctl_start_and_wait(ctl_t *c, bool literal)
     atomic_store(&c->t0, t0);
     /* loomd answers with the whole run, every task included: not parsed
      * here, so that this thread takes no CPU from loomd while it runs. */
-    long status = http(c, "POST", "/api/v1/pipelines/fleet-bench/runs", body, 300, false, &resp,
+    long status = http(c, "POST", "/api/v1/pipelines/fleet-bench/runs?tasks=0", body, 300, false, &resp,
                        &c->post_bytes);
     c->post_ms = (mono_ns() - t0) / 1000000ull;
     c->hwm_post_kib = proc_status_kib(c->o->loomd_pid, "VmHWM");
@@ -994,15 +994,20 @@ static bool ctl_start_and_wait(ctl_t *c, bool literal)
     json_decref(resp);
     atomic_store(&c->phase, PHASE_RUNNING);
     char path[128];
-    snprintf(path, sizeof path, "/api/v1/runs/%llu?wait=60", (unsigned long long)c->run_id);
+    /* Long polls without the tasks (tens of MB at this size); the whole run
+     * once, at the end, to check every task. */
+    snprintf(path, sizeof path, "/api/v1/runs/%llu?wait=60&tasks=0", (unsigned long long)c->run_id);
     while (!atomic_load(&c->stop)) {
         status = http(c, "GET", path, NULL, 120, true, &resp, &c->get_bytes);
         if (status != 200) return http_fail(c, "wait for the run", status, resp);
-        if (run_ended(resp)) {
-            c->run = resp;
-            return true;
-        }
+        bool ended = run_ended(resp);
         json_decref(resp);
+        if (!ended) continue;
+        snprintf(path, sizeof path, "/api/v1/runs/%llu", (unsigned long long)c->run_id);
+        status = http(c, "GET", path, NULL, 120, true, &resp, &c->get_bytes);
+        if (status != 200) return http_fail(c, "read the run", status, resp);
+        c->run = resp;
+        return true;
     }
     snprintf(c->error, sizeof c->error, "stopped before the run ended");
     return false;

@@ -18,7 +18,8 @@
  * on success, the final run in *out (caller decrefs). */
 static int wait_run(loom_cli_t *cli, long long id, json_t **out)
 {
-    char *path = loom_xasprintf("/api/v1/runs/%lld?wait=%d", id, WAIT_POLL_S);
+    /* Waiting, only the run's state matters: its tasks come once at the end. */
+    char *path = loom_xasprintf("/api/v1/runs/%lld?wait=%d&tasks=0", id, WAIT_POLL_S);
     int rc;
     for (;;) {
         cli_http_resp_t r;
@@ -30,7 +31,11 @@ static int wait_run(loom_cli_t *cli, long long id, json_t **out)
             rc = CLI_EXIT_FAIL;
         }
         if (rc == CLI_EXIT_OK && cli_run_state_final(state)) {
-            *out = json_incref(r.json);
+            cli_http_resp_free(&r);
+            char *full = loom_xasprintf("/api/v1/runs/%lld", id);
+            rc = cli_fetch(cli, "GET", full, NULL, &r);
+            free(full);
+            if (rc == CLI_EXIT_OK) *out = json_incref(r.json);
             cli_http_resp_free(&r);
             break;
         }
@@ -83,7 +88,7 @@ static int start_run(loom_cli_t *cli, const char *pipeline, int64_t version, jso
     if (version > 0) json_object_set_new(body, "version", json_integer((json_int_t)version));
     if (json_object_size(params)) json_object_set(body, "params", params);
     char *esc = cli_url_escape(pipeline);
-    char *path = loom_xasprintf("/api/v1/pipelines/%s/runs", esc);
+    char *path = loom_xasprintf("/api/v1/pipelines/%s/runs?tasks=0", esc);
     free(esc);
     cli_http_resp_t r;
     int rc = cli_fetch(cli, "POST", path, body, &r);

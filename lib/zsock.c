@@ -9,8 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Messages handled per wake-up before the loop gets a turn (to commit, send
+ * and serve others); the rest are read on the next turn. */
+#define DRAIN_BUDGET 2048
+
 struct loom_zsock {
     uv_poll_t poll;
+    uv_idle_t more; /* runs while a drain stopped at its budget */
+    int open_handles;
     void *sock;
     loom_zsock_recv_cb cb;
     void *ud;
@@ -33,6 +39,9 @@ loom_zsock_t *loom_zsock_new(uv_loop_t *loop, void *socket, loom_zsock_recv_cb c
         return NULL;
     }
     zs->poll.data = zs;
+    uv_idle_init(loop, &zs->more);
+    zs->more.data = zs;
+    zs->open_handles = 2;
     return zs;
 }
 
@@ -49,13 +58,22 @@ static bool readable(loom_zsock_t *zs)
     return (events & ZMQ_POLLIN) != 0;
 }
 
+static void on_more_idle(uv_idle_t *h);
+
 void loom_zsock_drain(loom_zsock_t *zs)
 {
     /* A handler that sends comes back here through loom_zsock_send; the
      * outer loop below re-reads ZMQ_EVENTS, so the inner call can return. */
     if (zs->draining || zs->closing) return;
     zs->draining = true;
+    int handled = 0;
     while (!zs->closing && readable(zs)) {
+        if (handled++ == DRAIN_BUDGET) {
+            /* ZMQ_FD will not fire again for what is already queued, so the
+             * idle handle brings us back on the next turn. */
+            uv_idle_start(&zs->more, on_more_idle);
+            break;
+        }
         zmq_msg_t parts[LOOM_ZSOCK_MAX_PARTS];
         size_t n = 0;
         bool failed = false;
@@ -78,7 +96,13 @@ void loom_zsock_drain(loom_zsock_t *zs)
         for (size_t i = 0; i < kept; i++) zmq_msg_close(&parts[i]);
         if (failed && n == 0) break;
     }
+    if (handled <= DRAIN_BUDGET && uv_is_active((uv_handle_t *)&zs->more)) uv_idle_stop(&zs->more);
     zs->draining = false;
+}
+
+static void on_more_idle(uv_idle_t *h)
+{
+    loom_zsock_drain(h->data);
 }
 
 static void on_socket_readable(uv_poll_t *handle, int status, int events)
@@ -116,6 +140,7 @@ int loom_zsock_send(loom_zsock_t *zs, const void *const *parts, const size_t *le
 static void on_poll_closed(uv_handle_t *handle)
 {
     loom_zsock_t *zs = handle->data;
+    if (--zs->open_handles > 0) return;
     int linger = 0;
     zmq_setsockopt(zs->sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_close(zs->sock);
@@ -129,4 +154,5 @@ void loom_zsock_close(loom_zsock_t *zs, void (*on_closed)(void *ud))
     zs->closing = true;
     zs->on_closed = on_closed;
     uv_close((uv_handle_t *)&zs->poll, on_poll_closed);
+    uv_close((uv_handle_t *)&zs->more, on_poll_closed);
 }

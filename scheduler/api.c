@@ -330,10 +330,17 @@ static enum MHD_Result get_pipeline(req_t *r, const path_t *p)
     return respond_json(r, MHD_HTTP_OK, out);
 }
 
+/* A run as JSON, with its tasks unless the request says ?tasks=0 (a run
+ * of 100,000 tasks is tens of megabytes). */
 static enum MHD_Result run_response(req_t *r, unsigned status, uint64_t run_id, bool wrap)
 {
     json_t *run = NULL;
-    int err = loom_store_json_run(loom_sched_store(r->api->sched), run_id, &run);
+    uint64_t with_tasks = 1;
+    if (query_u64(r, "tasks", 1, 1, &with_tasks) != 0)
+        return respond_error(r, MHD_HTTP_BAD_REQUEST, "\"tasks\" must be 0 or 1");
+    loom_store_t *store = loom_sched_store(r->api->sched);
+    int err = with_tasks ? loom_store_json_run(store, run_id, &run)
+                         : loom_store_json_run_summary(store, run_id, &run);
     if (err == LOOM_ENOTFOUND)
         return respond_error(r, MHD_HTTP_NOT_FOUND, "no run %llu", (unsigned long long)run_id);
     if (err) return respond_loom_error(r, err, "run");

@@ -194,6 +194,12 @@ struct loom_sched {
     uint64_t capacity_epoch; /* bumped whenever free capacity may have grown */
     agent_t **agent_list;    /* every agent, for scans without the hash map */
     size_t n_agent_list, cap_agent_list;
+    /* Attempts that ended lately and the agent they ran on: an agent lists
+     * such an attempt in its heartbeats until its result is acknowledged,
+     * which is no reason to tell it to cancel. A ring, so bounded. */
+    loom_map_t recent_ended;
+    uint64_t *recent_ring;
+    size_t recent_next;
     agent_t **freed; /* agents whose capacity grew since the last placement */
     size_t n_freed, cap_freed;
     loom_map_t pools;            /* name -> pool_t*: concurrency caps (--pool) */
@@ -285,6 +291,8 @@ char *placement_never_fits(loom_sched_t *s, const loom_dag_resources_t *r);
 void agent_set_resources(agent_t *a, const Loom__Resources *res);
 /* a may have room for more now (hello, uncordon): placement looks at it. */
 void placement_agent_freed(loom_sched_t *s, agent_t *a);
+#define RECENT_ENDED 65536
+void recent_ended_add(loom_sched_t *s, uint64_t attempt_id, agent_t *a);
 void agent_free_resources(agent_t *a);
 void tq_free(tq_t *q);
 

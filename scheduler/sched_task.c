@@ -308,6 +308,8 @@ static void env_free(envlist_t *l)
     free(l->ptrs);
 }
 
+#define LOOM_PARAM_ENV_MAX 4096
+
 /* Pipeline env, task env, then what loom adds: every parameter as
  * LOOM_PARAM_<NAME>, the foreach item, the parameters file. */
 static void build_env(const task_t *t, envlist_t *l)
@@ -327,7 +329,9 @@ static void build_env(const task_t *t, envlist_t *l)
             name[n++] = (char)toupper((unsigned char)*c);
         name[n] = '\0';
         char *text = value_text(v);
-        env_add(l, name, text);
+        /* A long list would be copied into every task's environment (and an
+         * environment has a size limit): those stay in the params file. */
+        if (strlen(text) <= LOOM_PARAM_ENV_MAX) env_add(l, name, text);
         free(text);
     }
     if (t->item) {
@@ -585,6 +589,16 @@ static void task_after_attempt(loom_sched_t *s, task_t *t, bool ok, bool lost, c
     run_check_done(s, r);
 }
 
+void recent_ended_add(loom_sched_t *s, uint64_t attempt_id, agent_t *a)
+{
+    if (!s->recent_ring) s->recent_ring = loom_xcalloc(RECENT_ENDED, sizeof *s->recent_ring);
+    uint64_t old = s->recent_ring[s->recent_next];
+    if (old) loom_map_del(&s->recent_ended, old);
+    s->recent_ring[s->recent_next] = attempt_id;
+    s->recent_next = (s->recent_next + 1) % RECENT_ENDED;
+    loom_map_put(&s->recent_ended, attempt_id, a);
+}
+
 static void attempt_detach(loom_sched_t *s, attempt_t *a)
 {
     placement_release(s, a);
@@ -655,6 +669,7 @@ void attempt_finished(loom_sched_t *s, attempt_t *a, const Loom__Finished *f)
     t->signal = f->signal;
     json_decref(t->metrics);
     t->metrics = metrics;
+    recent_ended_add(s, a->id, a->agent); /* its agent may still list it until acked */
     attempt_detach(s, a);
     s->stats.finished++;
     LOG_DEBUG("finished run=%llu task=%s attempt=%llu state=%s", (unsigned long long)a->run->id,

@@ -203,7 +203,8 @@ static void on_heartbeat(loom_sched_t *s, agent_t *a, const loom_msg_t *m)
             attempt_lost(s, x, "agent does not have it");
     }
     for (size_t i = 0; i < hb->n_attempts; i++)
-        if (!current_attempt(s, a, hb->attempts[i]))
+        if (!current_attempt(s, a, hb->attempts[i]) &&
+            loom_map_get(&s->recent_ended, hb->attempts[i]) != a)
             send_cancel(s, a->name, hb->attempts[i], "attempt is no longer current");
     Loom__Heartbeat back = LOOM__HEARTBEAT__INIT;
     back.sent_unix_ms = loom_unix_ms();

@@ -369,6 +369,8 @@ void loom_sched_destroy(loom_sched_t **sp)
     }
     loom_map_free(&s->pools);
     free(s->agent_list);
+    free(s->recent_ring);
+    loom_map_free(&s->recent_ended);
     free(s->freed);
     loom_map_free(&s->pipeline_running);
     loom_map_free(&s->runs);

@@ -145,6 +145,24 @@ static json_t *task_json(sqlite3_stmt *st)
     return t;
 }
 
+int loom_store_json_run_summary(loom_store_t *s, uint64_t run_id, json_t **out)
+{
+    sqlite3_stmt *st = store_prepare(s, "SELECT " RUN_COLUMNS ", (SELECT count(*) FROM tasks t"
+                                        " WHERE t.run_id = r.id) FROM runs r JOIN pipelines p"
+                                        " ON p.id = r.pipeline_id WHERE r.id = ?1");
+    if (!st) return LOOM_EDB;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)run_id);
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        return LOOM_ENOTFOUND;
+    }
+    json_t *run = run_json(st);
+    json_object_set_new(run, "tasks_total", json_integer(sqlite3_column_int64(st, 10)));
+    sqlite3_finalize(st);
+    *out = run;
+    return 0;
+}
+
 int loom_store_json_run(loom_store_t *s, uint64_t run_id, json_t **out)
 {
     sqlite3_stmt *st = store_prepare(s, "SELECT " RUN_COLUMNS " FROM runs r JOIN pipelines p"
