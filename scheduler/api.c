@@ -332,20 +332,54 @@ static enum MHD_Result get_pipeline(req_t *r, const path_t *p)
 
 /* A run as JSON, with its tasks unless the request says ?tasks=0 (a run
  * of 100,000 tasks is tens of megabytes). */
+typedef struct {
+    loom_sched_t *sched;
+    uint64_t run_id;
+} waiting_ctx_t;
+
+static const char *run_task_waiting(void *ud, uint32_t idx)
+{
+    waiting_ctx_t *c = ud;
+    return loom_sched_task_waiting(c->sched, c->run_id, idx);
+}
+
+static enum MHD_Result respond_text(req_t *r, unsigned status, char *text, size_t len)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    enum MHD_Result rc = MHD_queue_response(r->conn, status, resp);
+    MHD_destroy_response(resp);
+    return rc;
+}
+
 static enum MHD_Result run_response(req_t *r, unsigned status, uint64_t run_id, bool wrap)
 {
-    json_t *run = NULL;
     uint64_t with_tasks = 1;
     if (query_u64(r, "tasks", 1, 1, &with_tasks) != 0)
         return respond_error(r, MHD_HTTP_BAD_REQUEST, "\"tasks\" must be 0 or 1");
     loom_store_t *store = loom_sched_store(r->api->sched);
-    int err = with_tasks ? loom_store_json_run(store, run_id, &run)
+    json_t *run = NULL;
+    char *text = NULL;
+    size_t len = 0;
+    waiting_ctx_t ctx = {r->api->sched, run_id};
+    int err = with_tasks ? loom_store_run_text(store, run_id, run_task_waiting, &ctx, &text, &len)
                          : loom_store_json_run_summary(store, run_id, &run);
     if (err == LOOM_ENOTFOUND)
         return respond_error(r, MHD_HTTP_NOT_FOUND, "no run %llu", (unsigned long long)run_id);
     if (err) return respond_loom_error(r, err, "run");
-    loom_sched_annotate_run(r->api->sched, run);
-    return respond_json(r, status, wrap ? json_pack("{s:o}", "run", run) : run);
+    if (run) return respond_json(r, status, wrap ? json_pack("{s:o}", "run", run) : run);
+    if (wrap) {
+        /* {"run": TEXT} around text that can be tens of megabytes. */
+        char *wrapped = loom_xmalloc(len + 9);
+        memcpy(wrapped, "{\"run\":", 7);
+        memcpy(wrapped + 7, text, len);
+        wrapped[len + 7] = '}';
+        wrapped[len + 8] = '\0';
+        free(text);
+        text = wrapped;
+        len += 8;
+    }
+    return respond_text(r, status, text, len);
 }
 
 static enum MHD_Result post_run(req_t *r, const path_t *p)

@@ -193,3 +193,10 @@ void loom_sched_annotate_run(loom_sched_t *s, json_t *run)
         if (why) json_object_set_new(json_array_get(tasks, i), "waiting", json_string(why));
     }
 }
+
+const char *loom_sched_task_waiting(loom_sched_t *s, uint64_t run_id, uint32_t idx)
+{
+    run_t *r = loom_map_get(&s->runs, run_id);
+    if (!r || idx >= r->n_tasks) return NULL;
+    return placement_wait_reason(s, &r->tasks[idx]);
+}

@@ -89,6 +89,8 @@ int loom_sched_agent_cordon(loom_sched_t *s, const char *name, bool cordon, bool
 /* Adds "waiting" (why it is still queued) to the queued tasks of a run's
  * JSON, when the run is in flight. */
 void loom_sched_annotate_run(loom_sched_t *s, json_t *run);
+/* Why task idx of a run in flight is still queued, or NULL. */
+const char *loom_sched_task_waiting(loom_sched_t *s, uint64_t run_id, uint32_t idx);
 
 /* Counters for tests and benchmarks. */
 typedef struct {

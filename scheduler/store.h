@@ -159,6 +159,11 @@ int loom_store_json_pipelines(loom_store_t *s, json_t **out);
 int loom_store_json_pipeline(loom_store_t *s, const char *name, uint32_t version, json_t **out);
 int loom_store_json_runs(loom_store_t *s, const char *pipeline, int limit, json_t **out);
 int loom_store_json_run(loom_store_t *s, uint64_t run_id, json_t **out);
+/* The run with its tasks as JSON text, built a task at a time; waiting
+ * (may be NULL) gives a queued task's "waiting" by its index. */
+int loom_store_run_text(loom_store_t *s, uint64_t run_id,
+                        const char *(*waiting)(void *ud, uint32_t idx), void *ud, char **out,
+                        size_t *len);
 /* The run without its tasks, with "tasks_total": cheap for huge runs. */
 int loom_store_json_run_summary(loom_store_t *s, uint64_t run_id, json_t **out);
 /* Every attempt of one task of a run, oldest first. */

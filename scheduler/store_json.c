@@ -229,3 +229,46 @@ int loom_store_json_attempts(loom_store_t *s, uint64_t run_id, const char *task,
     *out = json_pack("{s:o}", "attempts", list);
     return 0;
 }
+
+int loom_store_run_text(loom_store_t *s, uint64_t run_id,
+                        const char *(*waiting)(void *ud, uint32_t idx), void *ud, char **out,
+                        size_t *len)
+{
+    json_t *run = NULL;
+    int rc = loom_store_json_run_summary(s, run_id, &run);
+    if (rc) return rc;
+    json_object_del(run, "tasks_total");
+    char *head = json_dumps(run, JSON_COMPACT);
+    json_decref(run);
+    sqlite3_stmt *st = store_prepare(s, "SELECT " TASK_COLUMNS ", a.agent, a.metrics FROM tasks t"
+                                        " LEFT JOIN attempts a ON a.id = t.current_attempt"
+                                        " WHERE t.run_id = ?1 ORDER BY t.idx");
+    if (!head || !st) {
+        free(head);
+        sqlite3_finalize(st);
+        return LOOM_EDB;
+    }
+    /* The run object without its closing brace, then the tasks one at a
+     * time: only one task's JSON objects exist at once, so a run of 100,000
+     * tasks costs its text, not ten times that in objects. */
+    loom_buf_t b = {0};
+    loom_buf_append(&b, head, strlen(head) - 1);
+    loom_buf_puts(&b, ",\"tasks\":[");
+    free(head);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)run_id);
+    for (uint32_t i = 0; sqlite3_step(st) == SQLITE_ROW; i++) {
+        json_t *t = task_json(st);
+        const char *why = waiting ? waiting(ud, (uint32_t)sqlite3_column_int(st, 2)) : NULL;
+        if (why) json_object_set_new(t, "waiting", json_string(why));
+        char *text = json_dumps(t, JSON_COMPACT);
+        json_decref(t);
+        if (i) loom_buf_puts(&b, ",");
+        if (text) loom_buf_puts(&b, text);
+        free(text);
+    }
+    sqlite3_finalize(st);
+    loom_buf_puts(&b, "]}");
+    *len = b.len;
+    *out = loom_buf_steal(&b);
+    return 0;
+}
