@@ -194,6 +194,16 @@ static void pipeline_running_add(loom_sched_t *s, uint64_t pipeline_id, int delt
 
 /* --- queues ---------------------------------------------------------------------------- */
 
+/* The queues of one pipeline that hold tasks, by priority (highest first)
+ * then age: the first that fits is that pipeline's best. Fair share picks
+ * between pipelines, so there are only ever as many of these to compare as
+ * pipelines with queued work, however many queues each has. */
+struct pgroup {
+    uint64_t pipeline_id;
+    link_t queues;
+    link_t link; /* in s->groups while it has queues */
+};
+
 static tq_t *tq_of(task_t *t)
 {
     run_t *r = t->run;
@@ -215,13 +225,42 @@ void tq_free(tq_t *q)
     q->reason = NULL;
 }
 
+static int32_t tq_priority(const tq_t *q)
+{
+    return q->run->dag->tasks[q->dag_idx].priority;
+}
+
+static struct pgroup *group_for(loom_sched_t *s, uint64_t pipeline_id)
+{
+    struct pgroup *g = loom_map_get(&s->group_of, pipeline_id);
+    if (!g) {
+        g = loom_xcalloc(1, sizeof *g);
+        g->pipeline_id = pipeline_id;
+        link_init(&g->queues);
+        link_init(&g->link);
+        loom_map_put(&s->group_of, pipeline_id, g);
+    }
+    return g;
+}
+
+static void activate(loom_sched_t *s, tq_t *q)
+{
+    struct pgroup *g = group_for(s, q->run->pipeline_id);
+    q->group = g;
+    q->since = ++s->tq_seq;
+    /* From the back: new queues are the youngest, so this stops at once
+     * unless a higher priority is behind. */
+    link_t *l = g->queues.prev;
+    while (l != &g->queues && tq_priority(CONTAINER_OF(l, tq_t, active)) < tq_priority(q))
+        l = l->prev;
+    link_push(l->next, &q->active); /* after l */
+    if (link_empty(&g->link)) link_push(&s->groups, &g->link);
+}
+
 void placement_queue(loom_sched_t *s, task_t *t)
 {
     tq_t *q = tq_of(t);
-    if (link_empty(&q->tasks)) {
-        q->since = ++s->tq_seq;
-        link_push(&s->tqs, &q->active);
-    }
+    if (link_empty(&q->tasks)) activate(s, q);
     link_push(&q->tasks, &t->in_queue);
     t->in_tq = true;
     q->fresh = true;
@@ -234,7 +273,9 @@ void placement_unqueue(loom_sched_t *s, task_t *t)
     tq_t *q = tq_of(t);
     link_remove(&t->in_queue);
     t->in_tq = false;
-    if (link_empty(&q->tasks)) link_remove(&q->active);
+    if (!link_empty(&q->tasks)) return;
+    link_remove(&q->active);
+    if (link_empty(&q->group->queues)) link_remove(&q->group->link);
 }
 
 static const loom_dag_resources_t *tq_request(const tq_t *q)
@@ -245,8 +286,7 @@ static const loom_dag_resources_t *tq_request(const tq_t *q)
 /* Whether queue a should be served before queue b. */
 static bool tq_before(loom_sched_t *s, const tq_t *a, const tq_t *b)
 {
-    int32_t pa = a->run->dag->tasks[a->dag_idx].priority;
-    int32_t pb = b->run->dag->tasks[b->dag_idx].priority;
+    int32_t pa = tq_priority(a), pb = tq_priority(b);
     if (pa != pb) return pa > pb;
     uint32_t ra = pipeline_running(s, a->run->pipeline_id);
     uint32_t rb = pipeline_running(s, b->run->pipeline_id);
@@ -254,17 +294,59 @@ static bool tq_before(loom_sched_t *s, const tq_t *a, const tq_t *b)
     return a->since < b->since;
 }
 
-/* The best queue not yet passed over in this round, or NULL. */
-static tq_t *next_queue(loom_sched_t *s, uint64_t round)
+/* Requests that did not fit, remembered for one pass: thousands of queues
+ * usually ask for the same few things. Only plain requests are compared. */
+typedef struct {
+    const loom_dag_resources_t *r[8];
+    size_t n;
+} misses_t;
+
+static bool same_request(const loom_dag_resources_t *a, const loom_dag_resources_t *b)
+{
+    return a->cpus == b->cpus && a->memory_bytes == b->memory_bytes && a->gpus == b->gpus &&
+           a->gpu_memory_bytes == b->gpu_memory_bytes && !a->n_labels && !b->n_labels && !a->pool &&
+           !b->pool &&
+           (a->gpu_model == b->gpu_model ||
+            (a->gpu_model && b->gpu_model && strcmp(a->gpu_model, b->gpu_model) == 0));
+}
+
+static bool missed(const misses_t *m, const loom_dag_resources_t *r)
+{
+    for (size_t i = 0; i < m->n; i++)
+        if (m->r[i] == r || same_request(m->r[i], r)) return true;
+    return false;
+}
+
+static void remember_miss(misses_t *m, const loom_dag_resources_t *r)
+{
+    if (m->n < sizeof m->r / sizeof m->r[0]) m->r[m->n++] = r;
+}
+
+/* The best queue, by tq_before, whose first task fits on a now. */
+static tq_t *best_queue_for(loom_sched_t *s, agent_t *a)
 {
     tq_t *best = NULL;
-    for (link_t *l = s->tqs.next; l != &s->tqs; l = l->next) {
-        tq_t *q = CONTAINER_OF(l, tq_t, active);
-        if (q->passed == round) continue; /* passed over this round */
-        if (!best || tq_before(s, q, best)) best = q;
+    misses_t misses = {0};
+    for (link_t *gl = s->groups.next; gl != &s->groups; gl = gl->next) {
+        struct pgroup *g = CONTAINER_OF(gl, struct pgroup, link);
+        for (link_t *l = g->queues.next; l != &g->queues; l = l->next) {
+            tq_t *q = CONTAINER_OF(l, tq_t, active);
+            if (best && tq_priority(q) < tq_priority(best)) break;
+            const loom_dag_resources_t *r = tq_request(q);
+            uint32_t free_gpus;
+            if (missed(&misses, r)) continue;
+            if (pool_full(s, r) || !fits_now(a, r, &free_gpus)) {
+                remember_miss(&misses, r);
+                continue;
+            }
+            if (!best || tq_before(s, q, best)) best = q;
+            break; /* later queues of this pipeline come after this one */
+        }
     }
     return best;
 }
+
+/* --- placing ---------------------------------------------------------------------------- */
 
 void placement_agent_freed(loom_sched_t *s, agent_t *a)
 {
@@ -275,20 +357,6 @@ void placement_agent_freed(loom_sched_t *s, agent_t *a)
     }
     s->freed[s->n_freed++] = a;
     a->in_freed = true;
-}
-
-/* The best queue, by tq_before, whose first task fits on a now. */
-static tq_t *best_queue_for(loom_sched_t *s, agent_t *a)
-{
-    tq_t *best = NULL;
-    for (link_t *l = s->tqs.next; l != &s->tqs; l = l->next) {
-        tq_t *q = CONTAINER_OF(l, tq_t, active);
-        const loom_dag_resources_t *r = tq_request(q);
-        uint32_t free_gpus;
-        if (pool_full(s, r) || !fits_now(a, r, &free_gpus)) continue;
-        if (!best || tq_before(s, q, best)) best = q;
-    }
-    return best;
 }
 
 static void place_first(loom_sched_t *s, tq_t *q, agent_t *a)
@@ -310,25 +378,52 @@ static void fill_freed_agents(loom_sched_t *s)
     }
 }
 
-/* Queues with new tasks have not been tried against every agent yet. */
-static void place_fresh_queues(loom_sched_t *s)
+static int by_running(const void *x, const void *y, void *ud)
 {
-    uint64_t round = ++s->tq_seq;
-    tq_t *q;
-    while ((q = next_queue(s, round)) != NULL) {
-        if (!q->fresh) {
-            q->passed = round;
-            continue;
-        }
-        const loom_dag_resources_t *r = tq_request(q);
-        agent_t *a = pool_full(s, r) ? NULL : best_agent(s, r);
+    loom_sched_t *s = ud;
+    uint32_t a = pipeline_running(s, (*(struct pgroup *const *)x)->pipeline_id);
+    uint32_t b = pipeline_running(s, (*(struct pgroup *const *)y)->pipeline_id);
+    return a < b ? -1 : a > b;
+}
+
+/* Places the tasks of one fresh queue anywhere they fit; false when the
+ * queue is left with tasks (it is then fresh no more). */
+static void place_fresh_queue(loom_sched_t *s, tq_t *q, misses_t *misses)
+{
+    const loom_dag_resources_t *r = tq_request(q);
+    q->fresh = false;
+    while (!link_empty(&q->tasks)) {
+        agent_t *a = NULL;
+        if (!missed(misses, r) && !pool_full(s, r)) a = best_agent(s, r);
         if (!a) {
-            q->passed = round;
-            q->fresh = false;
-            continue;
+            remember_miss(misses, r);
+            return;
         }
         place_first(s, q, a);
     }
+}
+
+/* Queues with new tasks have not been tried against every agent yet.
+ * Pipelines go fewest-in-flight first, each pipeline's queues in order. */
+static void place_fresh_queues(loom_sched_t *s)
+{
+    size_t n = 0, cap = 8;
+    struct pgroup **groups = loom_xmalloc(cap * sizeof *groups);
+    for (link_t *gl = s->groups.next; gl != &s->groups; gl = gl->next) {
+        if (n == cap) groups = loom_xrealloc(groups, (cap *= 2) * sizeof *groups);
+        groups[n++] = CONTAINER_OF(gl, struct pgroup, link);
+    }
+    qsort_r(groups, n, sizeof *groups, by_running, s);
+    misses_t misses = {0};
+    for (size_t i = 0; i < n; i++) {
+        link_t *l = groups[i]->queues.next;
+        while (l != &groups[i]->queues) {
+            tq_t *q = CONTAINER_OF(l, tq_t, active);
+            l = l->next; /* q may leave the list once empty */
+            if (q->fresh) place_fresh_queue(s, q, &misses);
+        }
+    }
+    free(groups);
 }
 
 void dispatch_ready(loom_sched_t *s)
@@ -381,10 +476,13 @@ void placement_reserve(loom_sched_t *s, agent_t *a, attempt_t *x)
  * against every agent. */
 static void pool_freed(loom_sched_t *s, const char *pool)
 {
-    for (link_t *l = s->tqs.next; l != &s->tqs; l = l->next) {
-        tq_t *q = CONTAINER_OF(l, tq_t, active);
-        const char *p = tq_request(q)->pool;
-        if (p && strcmp(p, pool) == 0) q->fresh = true;
+    for (link_t *gl = s->groups.next; gl != &s->groups; gl = gl->next) {
+        struct pgroup *g = CONTAINER_OF(gl, struct pgroup, link);
+        for (link_t *l = g->queues.next; l != &g->queues; l = l->next) {
+            tq_t *q = CONTAINER_OF(l, tq_t, active);
+            const char *p = tq_request(q)->pool;
+            if (p && strcmp(p, pool) == 0) q->fresh = true;
+        }
     }
 }
 

@@ -132,8 +132,9 @@ struct s_task {
 typedef struct {
     run_t *run;
     uint32_t dag_idx;
-    link_t tasks;    /* FIFO */
-    link_t active;   /* in s->tqs while it has tasks */
+    link_t tasks;  /* FIFO */
+    link_t active; /* in its pipeline group while it has tasks */
+    struct pgroup *group;
     uint64_t since;  /* order in which queues became non-empty */
     uint64_t passed; /* the dispatch round that last passed it over */
     bool fresh;      /* got tasks since placement last tried it everywhere */
@@ -189,7 +190,8 @@ struct loom_sched {
     loom_map_t runs;     /* id -> run_t*, runs in flight */
     loom_map_t attempts; /* id -> attempt_t*, attempts not ended */
     loom_map_t agents;   /* name -> agent_t*, every agent ever seen */
-    link_t tqs;          /* placement queues that hold tasks (placement.c) */
+    link_t groups;       /* pipelines with queued tasks (placement.c) */
+    loom_map_t group_of; /* pipeline id -> struct pgroup* */
     uint64_t tq_seq;
     uint64_t capacity_epoch; /* bumped whenever free capacity may have grown */
     agent_t **agent_list;    /* every agent, for scans without the hash map */

@@ -35,7 +35,7 @@ loom_sched_t *loom_sched_new(uv_loop_t *loop, const loom_sched_config_t *cfg)
     s->bind = loom_xstrdup(cfg->bind ? cfg->bind : "tcp://127.0.0.1:8421");
     s->cfg.state_dir = s->state_dir;
     s->cfg.bind = s->bind;
-    link_init(&s->tqs);
+    link_init(&s->groups);
     link_init(&s->retry_wait);
     s->out_tail = &s->out_head;
     return s;
@@ -368,6 +368,8 @@ void loom_sched_destroy(loom_sched_t **sp)
         free(p);
     }
     loom_map_free(&s->pools);
+    for (size_t i = 0; loom_map_next(&s->group_of, &i, &v);) free(v);
+    loom_map_free(&s->group_of);
     free(s->agent_list);
     free(s->recent_ring);
     loom_map_free(&s->recent_ended);
