@@ -48,6 +48,7 @@ loom_agent_t *loom_agent_new(uv_loop_t *loop, const loom_agent_config_t *cfg)
     for (size_t i = 0; i < cfg->n_labels; i++) a->labels[i] = loom_xstrdup(cfg->labels[i]);
     a->hello_interval_ms = cfg->hello_interval_ms ? cfg->hello_interval_ms : DEFAULT_HELLO_MS;
     a->kill_grace_ms = cfg->kill_grace_ms ? cfg->kill_grace_ms : LOOM_RUNNER_KILL_GRACE_MS;
+    a->keep_attempts = cfg->keep_attempts;
     a->max_unacked = cfg->max_unacked_bytes ? cfg->max_unacked_bytes : DEFAULT_MAX_UNACKED;
     a->zctx = cfg->zmq_ctx;
     a->clock = cfg->clock.now_ms ? cfg->clock : loom_clock_real();

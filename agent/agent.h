@@ -16,6 +16,14 @@
 
 typedef struct loom_agent loom_agent_t;
 
+/* Which attempt folders stay once loomd has the result: the failed ones by
+ * default (for a look at what went wrong), all, or none. */
+typedef enum {
+    LOOM_KEEP_FAILED = 0,
+    LOOM_KEEP_ALL,
+    LOOM_KEEP_NONE,
+} loom_keep_attempts;
+
 typedef struct {
     const char *name;          /* routing id and identity; default: hostname */
     const char *server;        /* loomd ZeroMQ endpoint, e.g. tcp://127.0.0.1:8421 */
@@ -34,6 +42,7 @@ typedef struct {
     const char *nvml_library;       /* default libnvidia-ml.so.1 (tests point elsewhere) */
     uint64_t gpu_detect_timeout_ms; /* nvidia-smi is killed after this; default 5000 */
     const char *sys_root;           /* tests: /proc and cgroups are read beneath it; default "/" */
+    loom_keep_attempts keep_attempts; /* which attempt folders outlive their attempt */
 } loom_agent_config_t;
 
 /* Copies what it needs from cfg. */

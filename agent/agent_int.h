@@ -43,6 +43,7 @@ typedef struct attempt {
     bool forgotten;    /* loomd cancelled it in a Welcome: no result, no logs */
     bool cancelled;
     bool stopped;
+    bool succeeded; /* its result says success: the folder may go */
     char *cancel_reason;
     uint64_t timeout_ms;
     limit_box_t *box; /* its cgroups (or rlimit), while it runs */
@@ -68,6 +69,7 @@ struct loom_agent {
     uint32_t slots;
     uint32_t hello_interval_ms;
     uint64_t kill_grace_ms;
+    loom_keep_attempts keep_attempts;
     size_t max_unacked;
     loom_clock_t clock;
     void *zctx;

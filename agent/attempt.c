@@ -84,6 +84,28 @@ static void free_result(Loom__Finished *f)
     free(f);
 }
 
+static void on_remove_dir(void *ud)
+{
+    char *dir = ud;
+    loom_remove_tree(dir);
+}
+
+static void on_removed_dir(void *ud)
+{
+    free(ud);
+}
+
+/* The attempt's folder goes once loomd has its result, unless the keep
+ * policy says otherwise; removing a tree can be slow, so the thread pool
+ * does it. */
+static void remove_folder(loom_agent_t *a, attempt_t *t)
+{
+    loom_keep_attempts keep = a->keep_attempts;
+    if (!t->dir || keep == LOOM_KEEP_ALL || (keep == LOOM_KEEP_FAILED && !t->succeeded)) return;
+    agent_queue_job(a, on_remove_dir, on_removed_dir, t->dir);
+    t->dir = NULL;
+}
+
 static void attempt_free(attempt_t *t)
 {
     limits_box_release(t->agent->limits, &t->box);
@@ -109,6 +131,7 @@ static void maybe_free(loom_agent_t *a, attempt_t *t)
         t->next->prev = t->prev;
     else
         a->attempts_tail = t->prev;
+    remove_folder(a, t);
     attempt_free(t);
     agent_check_drained(a);
 }
@@ -201,6 +224,9 @@ static void on_runner_output(void *ud, loom_runner_stream stream, const char *da
 
 static void set_finished(loom_agent_t *a, attempt_t *t, Loom__Finished *f)
 {
+    t->succeeded = f->exit_code == 0 && f->signal == 0 && !f->refused && !f->timed_out &&
+                   !f->cancelled && !(f->error && *f->error) &&
+                   !(f->metrics_error && *f->metrics_error);
     loom_msg_t m = LOOM__ENVELOPE__INIT;
     m.body_case = LOOM__ENVELOPE__BODY_FINISHED;
     m.finished = f;

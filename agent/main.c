@@ -53,6 +53,8 @@ static void usage(FILE *out)
             "  --drain-timeout DUR on SIGTERM/SIGINT, let running tasks finish for at most\n"
             "                      this long (default 10m; 0: stop at once); a second\n"
             "                      signal stops at once\n"
+            "  --keep-attempts K   which attempt folders stay after their result reached\n"
+            "                      loomd: failed (default), all or none\n"
             "  --log-level LEVEL   debug, info, warn or error (default info)\n"
             "  --help              show this help\n"
             "  --version           print the version\n"
@@ -128,6 +130,16 @@ static int parse_flag(options_t *o, int c, const char *arg)
             return bad_flag("--kill-grace", arg, "expected a duration such as 5s or 500ms");
         o->cfg.kill_grace_ms = ms;
         return -1;
+    case 'K':
+        if (strcmp(arg, "failed") == 0)
+            o->cfg.keep_attempts = LOOM_KEEP_FAILED;
+        else if (strcmp(arg, "all") == 0)
+            o->cfg.keep_attempts = LOOM_KEEP_ALL;
+        else if (strcmp(arg, "none") == 0)
+            o->cfg.keep_attempts = LOOM_KEEP_NONE;
+        else
+            return bad_flag("--keep-attempts", arg, "expected failed, all or none");
+        return -1;
     case 'L':
         if (loom_log_parse_level(arg, &o->level) != 0)
             return bad_flag("--log-level", arg, "expected debug, info, warn or error");
@@ -158,6 +170,7 @@ static int parse_args(options_t *o, int argc, char **argv)
         {"gpu", required_argument, NULL, 'g'},
         {"no-gpu-detect", no_argument, NULL, 'G'},
         {"drain-timeout", required_argument, NULL, 'D'},
+        {"keep-attempts", required_argument, NULL, 'K'},
         {NULL, 0, NULL, 0},
     };
     opterr = 0;

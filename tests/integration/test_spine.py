@@ -115,6 +115,17 @@ class DagRuns(ClusterTest):
         ev = read_trace(self.trace)
         self.assertNotIn(("start", "after"), ev)
         self.assertNotIn(("start", "later"), ev)
+        # Succeeded attempts' folders go once loomd has their result; the
+        # failed one stays for a look at what went wrong.
+        boom_attempt = str(t["boom"]["attempt_id"])
+
+        def folders():
+            found = []
+            for agent in ("a1", "a2"):
+                d = os.path.join(self.c.tmp, "agent-" + agent, "attempts")
+                found += os.listdir(d) if os.path.isdir(d) else []
+            return found
+        wait_for(lambda: folders() == [boom_attempt], "only the failed attempt's folder to remain")
 
     def test_retries_then_succeeds(self):
         marker = os.path.join(self.c.tmp, "tried")
