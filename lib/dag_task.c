@@ -339,10 +339,16 @@ static void res_labels(pctx *c, void *obj, const loom_ynode_t *k, const loom_yno
     }
 }
 
+static void res_gpu_shared(pctx *c, void *obj, const loom_ynode_t *k, const loom_ynode_t *v)
+{
+    loom_dag_resources_t *r = obj;
+    if (!loom_ynode_is_null(v)) dag_want_bool(c, k, v, &r->gpu_shared);
+}
+
 static const key_handler res_keys[] = {
     {"cpus", res_cpus},           {"memory", res_memory},         {"gpus", res_gpus},
     {"gpu_model", res_gpu_model}, {"gpu_memory", res_gpu_memory}, {"labels", res_labels},
-    {"pool", res_pool},
+    {"pool", res_pool},           {"gpu_shared", res_gpu_shared},
 };
 
 static void task_resources(pctx *c, void *obj, const loom_ynode_t *k, const loom_ynode_t *v)
@@ -363,6 +369,11 @@ static void task_resources(pctx *c, void *obj, const loom_ynode_t *k, const loom
         for (size_t g = 0; g < 2; g++)
             if (strcmp(v->pairs[i].key->str, gpu_only[g]) == 0)
                 dag_error(c, v->pairs[i].key, "\"%s\" needs \"gpus\" of at least 1", gpu_only[g]);
+    const loom_dag_resources_t *r = &t->resources;
+    if (r->gpu_shared && (r->gpus != 1 || !r->gpu_memory_bytes))
+        dag_error(c, k,
+                  "\"gpu_shared\" needs \"gpus: 1\" and \"gpu_memory\" (how much of the GPU the "
+                  "task uses)");
 }
 
 /* ---- files: inputs, outputs, metrics ---- */

@@ -47,8 +47,7 @@ void agent_set_resources(agent_t *a, const Loom__Resources *res)
 {
     /* GPUs in use by attempts still running keep their reservation: the
      * agent came back with the same devices (or its attempts are lost). */
-    uint64_t busy[64] = {0};
-    for (uint32_t i = 0; i < a->n_gpus && i < 64; i++) busy[i] = a->gpus[i].busy;
+    /* Reservations are rebuilt from the attempts by placement_mark_gpus. */
     json_t *usage = json_incref(a->usage);
     agent_free_resources(a);
     a->usage = usage;
@@ -64,7 +63,6 @@ void agent_set_resources(agent_t *a, const Loom__Resources *res)
         a->gpus[i].uuid = loom_xstrdup(g->uuid ? g->uuid : "");
         a->gpus[i].model = loom_xstrdup(g->model ? g->model : "");
         a->gpus[i].memory_bytes = g->memory_bytes;
-        a->gpus[i].busy = busy[i];
     }
     a->n_labels = res->n_labels;
     a->labels = loom_xcalloc(a->n_labels ? a->n_labels : 1, sizeof *a->labels);
@@ -92,11 +90,24 @@ static bool gpu_matches(const gpu_t *g, const loom_dag_resources_t *r)
 /* GPUs of a that match r: all of them, or only the free ones. */
 /* GPUs of a that match r: all of them, or only the free ones. Busy GPUs
  * are skipped before their model is compared: this sits on the hot path. */
+/* Whether g can take a task asking for r now. A shared request fits next
+ * to other shared tasks while their gpu_memory adds up; an exclusive one
+ * needs the GPU to itself. */
+static bool gpu_free_for(const gpu_t *g, const loom_dag_resources_t *r)
+{
+    if (g->busy) return false;
+    if (r->gpu_shared)
+        return g->memory_bytes - g->shared_used >= r->gpu_memory_bytes && gpu_matches(g, r);
+    return g->shared_count == 0 && gpu_matches(g, r);
+}
+
+/* GPUs of a that match r: all of them, or only those free for it. Busy
+ * GPUs are skipped before their model is compared: this is the hot path. */
 static uint32_t matching_gpus(const agent_t *a, const loom_dag_resources_t *r, bool free_only)
 {
     uint32_t n = 0;
     for (uint32_t i = 0; i < a->n_gpus; i++)
-        if ((!free_only || !a->gpus[i].busy) && gpu_matches(&a->gpus[i], r)) n++;
+        if (free_only ? gpu_free_for(&a->gpus[i], r) : gpu_matches(&a->gpus[i], r)) n++;
     return n;
 }
 
@@ -441,8 +452,16 @@ void dispatch_ready(loom_sched_t *s)
 void placement_mark_gpus(agent_t *a, const attempt_t *x)
 {
     for (uint32_t i = 0; i < x->n_gpus; i++)
-        for (uint32_t j = 0; j < a->n_gpus; j++)
-            if (a->gpus[j].index == x->gpus[i]) a->gpus[j].busy = x->id;
+        for (uint32_t j = 0; j < a->n_gpus; j++) {
+            gpu_t *g = &a->gpus[j];
+            if (g->index != x->gpus[i]) continue;
+            if (x->gpu_shared_mem) {
+                g->shared_count++;
+                g->shared_used += x->gpu_shared_mem;
+            } else {
+                g->busy = x->id;
+            }
+        }
 }
 
 void placement_reserve(loom_sched_t *s, agent_t *a, attempt_t *x)
@@ -452,14 +471,27 @@ void placement_reserve(loom_sched_t *s, agent_t *a, attempt_t *x)
     x->memory_bytes = r->memory_bytes;
     a->cpus_used += r->cpus;
     a->memory_used += r->memory_bytes;
+    x->gpu_shared_mem = r->gpu_shared ? r->gpu_memory_bytes : 0;
     if (x->gpus) {
         /* Recovered after a restart: the GPUs it was given stay its own. */
+        placement_mark_gpus(a, x);
+    } else if (r->gpu_shared) {
+        /* Best fit: the GPU with the least room left that still has enough. */
+        gpu_t *best = NULL;
+        for (uint32_t i = 0; i < a->n_gpus; i++) {
+            gpu_t *g = &a->gpus[i];
+            if (gpu_free_for(g, r) && (!best || g->memory_bytes - g->shared_used <
+                                                    best->memory_bytes - best->shared_used))
+                best = g;
+        }
+        x->gpus = loom_xcalloc(1, sizeof *x->gpus);
+        if (best) x->gpus[x->n_gpus++] = best->index;
         placement_mark_gpus(a, x);
     } else {
         x->gpus = loom_xcalloc(r->gpus ? r->gpus : 1, sizeof *x->gpus);
         for (uint32_t i = 0; i < a->n_gpus && x->n_gpus < r->gpus; i++) {
             gpu_t *g = &a->gpus[i];
-            if (g->busy || !gpu_matches(g, r)) continue;
+            if (!gpu_free_for(g, r)) continue;
             g->busy = x->id;
             x->gpus[x->n_gpus++] = g->index;
         }
@@ -491,8 +523,18 @@ void placement_release(loom_sched_t *s, attempt_t *x)
     agent_t *a = x->agent;
     a->cpus_used = a->cpus_used > x->cpus ? a->cpus_used - x->cpus : 0;
     a->memory_used = a->memory_used > x->memory_bytes ? a->memory_used - x->memory_bytes : 0;
-    for (uint32_t i = 0; i < a->n_gpus; i++)
-        if (a->gpus[i].busy == x->id) a->gpus[i].busy = 0;
+    for (uint32_t i = 0; i < x->n_gpus; i++)
+        for (uint32_t j = 0; j < a->n_gpus; j++) {
+            gpu_t *g = &a->gpus[j];
+            if (g->index != x->gpus[i]) continue;
+            if (x->gpu_shared_mem && g->shared_count) {
+                g->shared_count--;
+                g->shared_used -=
+                    x->gpu_shared_mem < g->shared_used ? x->gpu_shared_mem : g->shared_used;
+            } else if (g->busy == x->id) {
+                g->busy = 0;
+            }
+        }
     if (x->pool) {
         pool_t *p = loom_smap_get(&s->pools, x->pool);
         if (p && p->used) p->used--;

@@ -41,7 +41,9 @@ typedef struct {
     char *uuid;
     char *model;
     uint64_t memory_bytes;
-    uint64_t busy; /* attempt id using it; 0: free */
+    uint64_t busy;         /* attempt id using it alone; 0: none */
+    uint64_t shared_used;  /* gpu_memory of the shared tasks on it */
+    uint32_t shared_count; /* shared tasks on it */
 } gpu_t;
 
 struct s_agent {
@@ -93,6 +95,7 @@ struct s_attempt {
     uint64_t memory_bytes;
     uint32_t *gpus; /* indexes */
     uint32_t n_gpus;
+    uint64_t gpu_shared_mem; /* on a shared GPU: the memory it counts for; 0: exclusive */
     char *pool;
 };
 

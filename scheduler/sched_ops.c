@@ -126,6 +126,9 @@ static json_t *agent_gpus_json(const agent_t *a)
                                         g->uuid, "model", g->model, "memory_bytes",
                                         (json_int_t)g->memory_bytes, "attempt_id",
                                         g->busy ? json_integer((json_int_t)g->busy) : json_null()));
+        json_t *last = json_array_get(arr, json_array_size(arr) - 1);
+        json_object_set_new(last, "shared_tasks", json_integer(g->shared_count));
+        json_object_set_new(last, "shared_memory_bytes", json_integer((json_int_t)g->shared_used));
     }
     return arr;
 }

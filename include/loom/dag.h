@@ -66,7 +66,8 @@ typedef struct {
     uint64_t gpu_memory_bytes; /* minimum memory per GPU; 0: any */
     loom_env_t *labels;        /* label selectors: the agent must have key=value */
     size_t n_labels;
-    char *pool; /* NULL: none */
+    char *pool;     /* NULL: none */
+    int gpu_shared; /* 1: may share its one GPU with other shared tasks, using gpu_memory of it */
 } loom_dag_resources_t;
 
 /* A piece of a `run` after parsing its ${{ ... }} references: literal text,
@@ -122,7 +123,7 @@ typedef struct {
     size_t n_inputs;
     char **outputs; /* `outputs` as written */
     size_t n_outputs;
-    int cache; /* `cache: true` */
+    int cache;        /* `cache: true` */
     int32_t priority; /* higher runs first among queued tasks; -1000..1000, default 0 */
 } loom_dag_task_t;
 

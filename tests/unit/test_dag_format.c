@@ -305,6 +305,15 @@ static void test_resources(void **state)
                   "dag.yaml:11:33: error: label \"ok\" must be a string, got a list\n"
                   "dag.yaml:12:13: error: invalid pool name \".hidden\": use 1-63 letters, "
                   "digits, '_', '.' or '-', not starting with '.' or '-'\n");
+
+    dag = parse_ok("pipeline: p\ntasks:\n  a:\n    run: x\n"
+                   "    resources: {gpus: 1, gpu_memory: 10G, gpu_shared: true}\n");
+    assert_true(dag->tasks[0].resources.gpu_shared);
+    loom_dag_destroy(&dag);
+    assert_errors("pipeline: p\ntasks:\n  a:\n    run: x\n"
+                  "    resources: {gpus: 2, gpu_shared: true}\n",
+                  "dag.yaml:5:5: error: \"gpu_shared\" needs \"gpus: 1\" and \"gpu_memory\" "
+                  "(how much of the GPU the task uses)\n");
 }
 
 /* ---- inputs, outputs, metrics, cache ---- */

@@ -234,6 +234,39 @@ static void test_unplaceable_task_waits_and_is_flagged(void **state)
     json_decref(run);
 }
 
+static void test_shared_gpu_packs_by_memory(void **state)
+{
+    fixture_t *f = *state;
+    void *ag = dealer(f, "gpu");
+    Loom__Resources r = resources(16, 64, 1, "A100", 40, 0);
+    hello_with(f, ag, "gpu", 8, &r);
+    /* Two 16 GiB shared tasks fit one 40 GiB GPU together; the third waits,
+     * and so does a task that wants the GPU to itself. */
+    start(f, "pipeline: shared\nparams:\n  xs: [1, 2, 3]\ntasks:\n"
+             "  infer:\n    foreach: params.xs\n    run: x\n"
+             "    resources: {gpus: 1, gpu_memory: 16G, gpu_shared: true}\n"
+             "  whole:\n    run: x\n    resources: {gpus: 1}\n");
+    loom_msg_t *a = expect(f, ag, LOOM__ENVELOPE__BODY_DISPATCH);
+    loom_msg_t *b = expect(f, ag, LOOM__ENVELOPE__BODY_DISPATCH);
+    assert_string_equal(a->dispatch->task, "infer[0]");
+    assert_string_equal(b->dispatch->task, "infer[1]");
+    assert_int_equal(a->dispatch->gpus[0], 0);
+    assert_int_equal(b->dispatch->gpus[0], 0);
+    expect_nothing(f, ag);
+    finish(ag, a->dispatch->attempt_id);
+    loom_msg_t *c = expect(f, ag, LOOM__ENVELOPE__BODY_DISPATCH);
+    assert_string_equal(c->dispatch->task, "infer[2]");
+    finish(ag, b->dispatch->attempt_id);
+    expect_nothing(f, ag); /* infer[2] still shares the GPU */
+    finish(ag, c->dispatch->attempt_id);
+    loom_msg_t *w = expect(f, ag, LOOM__ENVELOPE__BODY_DISPATCH);
+    assert_string_equal(w->dispatch->task, "whole");
+    loom_codec_free(a);
+    loom_codec_free(b);
+    loom_codec_free(c);
+    loom_codec_free(w);
+}
+
 static void test_cordoned_agent_gets_no_work(void **state)
 {
     fixture_t *f = *state;
@@ -266,6 +299,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unplaceable_task_waits_and_is_flagged, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_cordoned_agent_gets_no_work, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shared_gpu_packs_by_memory, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
