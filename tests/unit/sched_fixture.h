@@ -22,6 +22,9 @@
 #include "loom/util.h"
 #include "sched_internal.h"
 
+/* Each test uses the helpers it needs. */
+#pragma GCC diagnostic ignored "-Wunused-function"
+
 typedef struct {
     uv_loop_t loop;
     loom_sched_t *s;

@@ -1,12 +1,4 @@
-/* loomd's object store: uploads verified by hash (a wrong one stores
- * nothing), bundles checked for completeness, and objects served to agents
- * in chunks over a real DEALER against an in-process scheduler. */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-
-#include <cmocka.h>
+#include "sched_fixture.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -234,111 +226,16 @@ static void test_check_bundle(void **state)
 
 /* --- FetchObject against a real scheduler --- */
 
-typedef struct {
-    uv_loop_t loop;
-    loom_sched_t *s;
-    void *zctx;
-    void *dealer;
-    char endpoint[256];
-    char dir[64];
-} sched_fx_t;
-
-static void on_closed(void *ud)
-{
-    (void)ud;
-}
-
 static int sched_setup(void **state)
 {
-    sched_fx_t *f = loom_xcalloc(1, sizeof *f);
-    snprintf(f->dir, sizeof f->dir, "/tmp/loom-sched-objects-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    uv_loop_init(&f->loop);
-    f->zctx = zmq_ctx_new();
-    loom_sched_config_t cfg = {.state_dir = f->dir,
-                               .bind = "tcp://127.0.0.1:*",
-                               .heartbeat_ms = 100,
-                               .agent_timeout_ms = 5000,
-                               .zmq_ctx = f->zctx};
-    char why[256];
     loom_log_set_level(LOOM_LOG_ERROR);
-    f->s = loom_sched_new(&f->loop, &cfg);
-    assert_int_equal(loom_sched_open(f->s, why, sizeof why), 0);
-    assert_int_equal(loom_sched_bind(f->s, f->endpoint, sizeof f->endpoint, why, sizeof why), 0);
-    f->dealer = zmq_socket(f->zctx, ZMQ_DEALER);
-    int zero = 0;
-    zmq_setsockopt(f->dealer, ZMQ_LINGER, &zero, sizeof zero);
-    zmq_setsockopt(f->dealer, ZMQ_ROUTING_ID, "fetcher", 7);
-    assert_int_equal(zmq_connect(f->dealer, f->endpoint), 0);
+    fixture_t *f = fixture_open(NULL, 0);
+    hello(f, dealer(f, "fetcher"), "fetcher", 1);
     *state = f;
     return 0;
 }
 
-static int sched_teardown(void **state)
-{
-    sched_fx_t *f = *state;
-    zmq_close(f->dealer);
-    loom_sched_close(f->s, on_closed, NULL);
-    uv_run(&f->loop, UV_RUN_DEFAULT);
-    loom_sched_destroy(&f->s);
-    uv_loop_close(&f->loop);
-    zmq_ctx_term(f->zctx);
-    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    free(f);
-    return 0;
-}
-
-static void send_msg(void *d, loom_msg_t *m)
-{
-    uint8_t *buf;
-    size_t len;
-    assert_int_equal(loom_codec_encode(m, &buf, &len), 0);
-    assert_true(zmq_send(d, buf, len, 0) >= 0);
-    free(buf);
-}
-
-/* Turns the scheduler's loop until a message of kind arrives (others are
- * skipped); fails after 5 s. */
-static loom_msg_t *expect(sched_fx_t *f, Loom__Envelope__BodyCase kind)
-{
-    uint64_t end = loom_mono_ms() + 5000;
-    while (loom_mono_ms() < end) {
-        uv_run(&f->loop, UV_RUN_NOWAIT);
-        zmq_pollitem_t it = {f->dealer, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&it, 1, 5) <= 0) continue;
-        zmq_msg_t m;
-        zmq_msg_init(&m);
-        assert_true(zmq_msg_recv(&m, f->dealer, 0) >= 0);
-        loom_msg_t *msg = NULL;
-        char why[128];
-        assert_int_equal(
-            loom_codec_decode(zmq_msg_data(&m), zmq_msg_size(&m), &msg, why, sizeof why), 0);
-        zmq_msg_close(&m);
-        if (msg->body_case == kind) return msg;
-        loom_codec_free(msg);
-    }
-    fail_msg("no %s arrived", loom_codec_kind_name(kind));
-    return NULL;
-}
-
-static void hello(sched_fx_t *f)
-{
-    Loom__Resources res = LOOM__RESOURCES__INIT;
-    res.slots = 1;
-    Loom__Hello h = LOOM__HELLO__INIT;
-    h.name = "fetcher";
-    uint8_t session[16] = {7};
-    h.session.data = session;
-    h.session.len = sizeof session;
-    h.resources = &res;
-    loom_msg_t m = LOOM__ENVELOPE__INIT;
-    m.body_case = LOOM__ENVELOPE__BODY_HELLO;
-    m.hello = &h;
-    send_msg(f->dealer, &m);
-    loom_codec_free(expect(f, LOOM__ENVELOPE__BODY_WELCOME));
-}
-
-static loom_msg_t *fetch(sched_fx_t *f, const char *hash, uint64_t offset, uint32_t max)
+static loom_msg_t *fetch(fixture_t *f, const char *hash, uint64_t offset, uint32_t max)
 {
     Loom__FetchObject fo = LOOM__FETCH_OBJECT__INIT;
     fo.hash = (char *)hash;
@@ -347,14 +244,13 @@ static loom_msg_t *fetch(sched_fx_t *f, const char *hash, uint64_t offset, uint3
     loom_msg_t m = LOOM__ENVELOPE__INIT;
     m.body_case = LOOM__ENVELOPE__BODY_FETCH;
     m.fetch = &fo;
-    send_msg(f->dealer, &m);
-    return expect(f, LOOM__ENVELOPE__BODY_OBJECT);
+    send_msg(f->socks[0], &m);
+    return expect(f, f->socks[0], LOOM__ENVELOPE__BODY_OBJECT);
 }
 
 static void test_fetch_serves_chunks(void **state)
 {
-    sched_fx_t *f = *state;
-    hello(f);
+    fixture_t *f = *state;
     size_t size = 2 * LOOM_OBJECT_CHUNK_MAX + 12345;
     uint8_t *data = loom_xmalloc(size);
     for (size_t i = 0; i < size; i++) data[i] = (uint8_t)(i * 31 + (i >> 11));
@@ -421,7 +317,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_open_removes_unfinished_uploads, store_setup,
                                         store_teardown),
         cmocka_unit_test_setup_teardown(test_check_bundle, store_setup, store_teardown),
-        cmocka_unit_test_setup_teardown(test_fetch_serves_chunks, sched_setup, sched_teardown),
+        cmocka_unit_test_setup_teardown(test_fetch_serves_chunks, sched_setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
