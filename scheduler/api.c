@@ -1,5 +1,5 @@
 /* HTTP API routes and their handlers; see api.h and docs/api.md. */
-#include "api.h"
+#include "api_int.h"
 
 #include "loom/err.h"
 #include "loom/log.h"
@@ -15,69 +15,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#define MAX_BODY (8 * 1024 * 1024)
-/* Largest object (a file of a code bundle) one PUT may store. */
-#define LOOM_OBJECT_MAX (4ull << 30)
-#define MAX_WAIT_S 3600
-#define MAX_SEGMENTS 8
-
-typedef struct req req_t;
-typedef struct follow follow_t;
-
-struct loom_api {
-    uv_loop_t *loop;
-    loom_sched_t *sched;
-    struct MHD_Daemon *mhd;
-    uv_poll_t poll;
-    uv_timer_t timer;      /* MHD's own timeouts */
-    uv_timer_t wait_timer; /* the earliest long-poll deadline */
-    int open_handles;
-    bool closing;
-    void (*on_closed)(void *ud);
-    void *closed_ud;
-    req_t *waiters;      /* suspended long polls */
-    follow_t *followers; /* log streams */
-};
-
-/* Per-connection state, freed when MHD reports the request completed. */
-struct req {
-    loom_api_t *api;
-    struct MHD_Connection *conn;
-    loom_buf_t body;
-    bool too_big;
-    loom_obj_writer_t *upload; /* PUT /objects/HASH streams here, not into body */
-    const char *upload_error;
-    uint64_t uploaded;
-    bool suspended;
-    uint64_t wait_run;  /* run a long poll waits on */
-    uint64_t deadline;  /* monotonic ms; 0: no long poll asked for */
-    req_t *next, *prev; /* in api->waiters while suspended */
-};
-
-/* A log response body being streamed; freed by MHD with the response. */
-struct follow {
-    loom_api_t *api;
-    struct MHD_Connection *conn;
-    uint64_t run_id, attempt_id;
-    uint64_t offset;
-    int fd;
-    bool follow;
-    bool suspended;
-    follow_t *next, *prev;
-};
-
-typedef struct {
-    const char *segs[MAX_SEGMENTS];
-    size_t n;
-} path_t;
-
-typedef enum MHD_Result (*route_fn)(req_t *r, const path_t *p);
-
-static void api_run(loom_api_t *api);
-
 /* --- responses ---------------------------------------------------------------- */
 
-static enum MHD_Result respond_json(req_t *r, unsigned status, json_t *body)
+enum MHD_Result api_respond_json(req_t *r, unsigned status, json_t *body)
 {
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
@@ -90,31 +30,28 @@ static enum MHD_Result respond_json(req_t *r, unsigned status, json_t *body)
     return rc;
 }
 
-static enum MHD_Result respond_error(req_t *r, unsigned status, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static enum MHD_Result respond_error(req_t *r, unsigned status, const char *fmt, ...)
+enum MHD_Result api_respond_error(req_t *r, unsigned status, const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    return respond_json(r, status, json_pack("{s:s}", "error", msg));
+    return api_respond_json(r, status, json_pack("{s:s}", "error", msg));
 }
 
-static enum MHD_Result respond_loom_error(req_t *r, int err, const char *what)
+enum MHD_Result api_respond_loom_error(req_t *r, int err, const char *what)
 {
     unsigned status = err == LOOM_ENOTFOUND ? MHD_HTTP_NOT_FOUND
                       : err == LOOM_ESTATE  ? MHD_HTTP_CONFLICT
                       : err == LOOM_EPARSE  ? MHD_HTTP_UNPROCESSABLE_CONTENT
                                             : MHD_HTTP_INTERNAL_SERVER_ERROR;
-    return respond_error(r, status, "%s: %s", what, loom_strerror(err));
+    return api_respond_error(r, status, "%s: %s", what, loom_strerror(err));
 }
 
 /* --- arguments ---------------------------------------------------------------- */
 
-static int query_u64(req_t *r, const char *key, uint64_t max, uint64_t dflt, uint64_t *out)
+int api_query_u64(req_t *r, const char *key, uint64_t max, uint64_t dflt, uint64_t *out)
 {
     const char *v = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, key);
     int64_t n;
@@ -127,7 +64,7 @@ static int query_u64(req_t *r, const char *key, uint64_t max, uint64_t dflt, uin
     return 0;
 }
 
-static bool parse_id(const char *s, uint64_t *out)
+bool api_parse_id(const char *s, uint64_t *out)
 {
     int64_t n;
     if (loom_parse_i64(s, 1, INT64_MAX, &n) != 0) return false;
@@ -141,13 +78,13 @@ static json_t *parse_body(req_t *r, enum MHD_Result *rc)
     json_t *j =
         json_loadb(r->body.data ? r->body.data : "", r->body.len, JSON_REJECT_DUPLICATES, &err);
     if (!j) {
-        *rc = respond_error(r, MHD_HTTP_BAD_REQUEST, "request body: line %d, column %d: %s",
-                            err.line, err.column, err.text);
+        *rc = api_respond_error(r, MHD_HTTP_BAD_REQUEST, "request body: line %d, column %d: %s",
+                                err.line, err.column, err.text);
         return NULL;
     }
     if (!json_is_object(j)) {
         json_decref(j);
-        *rc = respond_error(r, MHD_HTTP_BAD_REQUEST, "request body must be a JSON object");
+        *rc = api_respond_error(r, MHD_HTTP_BAD_REQUEST, "request body must be a JSON object");
         return NULL;
     }
     return j;
@@ -158,8 +95,8 @@ static json_t *parse_body(req_t *r, enum MHD_Result *rc)
 static enum MHD_Result get_health(req_t *r, const path_t *p)
 {
     (void)p;
-    return respond_json(r, MHD_HTTP_OK,
-                        json_pack("{s:s,s:s}", "status", "ok", "version", LOOM_VERSION));
+    return api_respond_json(r, MHD_HTTP_OK,
+                            json_pack("{s:s,s:s}", "status", "ok", "version", LOOM_VERSION));
 }
 
 static json_t *diags_json(const loom_diags_t *d)
@@ -212,7 +149,7 @@ static enum MHD_Result post_pipeline(req_t *r, const path_t *p)
     if (jfile && !json_is_string(jfile)) bad = "\"file\" must be a string";
     if (bad) {
         json_decref(body);
-        return respond_error(r, MHD_HTTP_BAD_REQUEST, "%s", bad);
+        return api_respond_error(r, MHD_HTTP_BAD_REQUEST, "%s", bad);
     }
     const char *file = jfile ? json_string_value(jfile) : "dag.yaml";
     json_t *result = NULL;
@@ -221,17 +158,18 @@ static enum MHD_Result post_pipeline(req_t *r, const path_t *p)
                                 json_string_length(jsource), &origin, &result, &diags);
     json_decref(body);
     if (err == LOOM_EPARSE || err == LOOM_ENOTFOUND) {
-        rc = respond_json(r, MHD_HTTP_UNPROCESSABLE_CONTENT,
-                          json_pack("{s:s,s:o}", "error",
-                                    err == LOOM_EPARSE ? "invalid DAG" : "incomplete code bundle",
-                                    "diagnostics", diags_json(&diags)));
+        rc = api_respond_json(
+            r, MHD_HTTP_UNPROCESSABLE_CONTENT,
+            json_pack("{s:s,s:o}", "error",
+                      err == LOOM_EPARSE ? "invalid DAG" : "incomplete code bundle", "diagnostics",
+                      diags_json(&diags)));
         loom_diags_free(&diags);
         return rc;
     }
     loom_diags_free(&diags);
-    if (err) return respond_loom_error(r, err, "cannot store pipeline");
+    if (err) return api_respond_loom_error(r, err, "cannot store pipeline");
     bool created = json_is_true(json_object_get(result, "created"));
-    return respond_json(r, created ? MHD_HTTP_CREATED : MHD_HTTP_OK, result);
+    return api_respond_json(r, created ? MHD_HTTP_CREATED : MHD_HTTP_OK, result);
 }
 
 /* POST /objects/missing {"hashes": [...]}: which of these loomd lacks. */
@@ -244,8 +182,8 @@ static enum MHD_Result post_objects_missing(req_t *r, const path_t *p)
     json_t *hashes = json_object_get(body, "hashes");
     if (!json_is_array(hashes) || json_array_size(hashes) > 100000) {
         json_decref(body);
-        return respond_error(r, MHD_HTTP_BAD_REQUEST,
-                             "\"hashes\" must be a list of at most 100000 hashes");
+        return api_respond_error(r, MHD_HTTP_BAD_REQUEST,
+                                 "\"hashes\" must be a list of at most 100000 hashes");
     }
     json_t *missing = json_array();
     size_t i;
@@ -256,14 +194,14 @@ static enum MHD_Result post_objects_missing(req_t *r, const path_t *p)
         if (!loom_objects_hash_valid(hex)) {
             json_decref(missing);
             json_decref(body);
-            return respond_error(r, MHD_HTTP_BAD_REQUEST,
-                                 "hashes[%zu] is not 64 lowercase hex digits", i);
+            return api_respond_error(r, MHD_HTTP_BAD_REQUEST,
+                                     "hashes[%zu] is not 64 lowercase hex digits", i);
         }
         if (!loom_objects_has(loom_sched_objects(r->api->sched), hex))
             json_array_append(missing, h);
     }
     json_decref(body);
-    return respond_json(r, MHD_HTTP_OK, json_pack("{s:o}", "missing", missing));
+    return api_respond_json(r, MHD_HTTP_OK, json_pack("{s:o}", "missing", missing));
 }
 
 /* PUT /objects/HASH: the body was streamed into r->upload as it arrived. */
@@ -271,12 +209,13 @@ static enum MHD_Result put_object(req_t *r, const path_t *p)
 {
     char why[256] = "";
     if (!r->upload)
-        return respond_error(r, MHD_HTTP_BAD_REQUEST, "object \"%s\": %s", p->segs[3],
-                             r->upload_error ? r->upload_error : "not stored");
+        return api_respond_error(r, MHD_HTTP_BAD_REQUEST, "object \"%s\": %s", p->segs[3],
+                                 r->upload_error ? r->upload_error : "not stored");
     int err = loom_objects_writer_commit(&r->upload, p->segs[3], why, sizeof why);
     if (err)
-        return respond_error(r, MHD_HTTP_UNPROCESSABLE_CONTENT, "object %s: %s", p->segs[3], why);
-    return respond_json(
+        return api_respond_error(r, MHD_HTTP_UNPROCESSABLE_CONTENT, "object %s: %s", p->segs[3],
+                                 why);
+    return api_respond_json(
         r, MHD_HTTP_CREATED,
         json_pack("{s:s,s:I}", "hash", p->segs[3], "size", (json_int_t)r->uploaded));
 }
@@ -286,7 +225,8 @@ static enum MHD_Result get_pipelines(req_t *r, const path_t *p)
     (void)p;
     json_t *out = NULL;
     int err = loom_store_json_pipelines(loom_sched_store(r->api->sched), &out);
-    return err ? respond_loom_error(r, err, "pipelines") : respond_json(r, MHD_HTTP_OK, out);
+    return err ? api_respond_loom_error(r, err, "pipelines")
+               : api_respond_json(r, MHD_HTTP_OK, out);
 }
 
 /* The parameters a version declares, for clients that start runs. */
@@ -316,18 +256,18 @@ static enum MHD_Result get_pipeline(req_t *r, const path_t *p)
 {
     json_t *out = NULL;
     uint64_t version;
-    if (query_u64(r, "version", UINT32_MAX, 0, &version) != 0)
-        return respond_error(r, MHD_HTTP_BAD_REQUEST, "\"version\" must be a positive integer");
+    if (api_query_u64(r, "version", UINT32_MAX, 0, &version) != 0)
+        return api_respond_error(r, MHD_HTTP_BAD_REQUEST, "\"version\" must be a positive integer");
     int err = loom_store_json_pipeline(loom_sched_store(r->api->sched), p->segs[3],
                                        (uint32_t)version, &out);
     if (err == LOOM_ENOTFOUND && version)
-        return respond_error(r, MHD_HTTP_NOT_FOUND, "pipeline \"%s\" has no version %llu",
-                             p->segs[3], (unsigned long long)version);
+        return api_respond_error(r, MHD_HTTP_NOT_FOUND, "pipeline \"%s\" has no version %llu",
+                                 p->segs[3], (unsigned long long)version);
     if (err == LOOM_ENOTFOUND)
-        return respond_error(r, MHD_HTTP_NOT_FOUND, "no pipeline named \"%s\"", p->segs[3]);
-    if (err) return respond_loom_error(r, err, "pipeline");
+        return api_respond_error(r, MHD_HTTP_NOT_FOUND, "no pipeline named \"%s\"", p->segs[3]);
+    if (err) return api_respond_loom_error(r, err, "pipeline");
     json_object_set_new(out, "params", params_json(json_object_get(out, "source")));
-    return respond_json(r, MHD_HTTP_OK, out);
+    return api_respond_json(r, MHD_HTTP_OK, out);
 }
 
 /* A run as JSON, with its tasks unless the request says ?tasks=0 (a run
@@ -355,8 +295,8 @@ static enum MHD_Result respond_text(req_t *r, unsigned status, char *text, size_
 static enum MHD_Result run_response(req_t *r, unsigned status, uint64_t run_id, bool wrap)
 {
     uint64_t with_tasks = 1;
-    if (query_u64(r, "tasks", 1, 1, &with_tasks) != 0)
-        return respond_error(r, MHD_HTTP_BAD_REQUEST, "\"tasks\" must be 0 or 1");
+    if (api_query_u64(r, "tasks", 1, 1, &with_tasks) != 0)
+        return api_respond_error(r, MHD_HTTP_BAD_REQUEST, "\"tasks\" must be 0 or 1");
     loom_store_t *store = loom_sched_store(r->api->sched);
     json_t *run = NULL;
     char *text = NULL;
@@ -365,9 +305,9 @@ static enum MHD_Result run_response(req_t *r, unsigned status, uint64_t run_id, 
     int err = with_tasks ? loom_store_run_text(store, run_id, run_task_waiting, &ctx, &text, &len)
                          : loom_store_json_run_summary(store, run_id, &run);
     if (err == LOOM_ENOTFOUND)
-        return respond_error(r, MHD_HTTP_NOT_FOUND, "no run %llu", (unsigned long long)run_id);
-    if (err) return respond_loom_error(r, err, "run");
-    if (run) return respond_json(r, status, wrap ? json_pack("{s:o}", "run", run) : run);
+        return api_respond_error(r, MHD_HTTP_NOT_FOUND, "no run %llu", (unsigned long long)run_id);
+    if (err) return api_respond_loom_error(r, err, "run");
+    if (run) return api_respond_json(r, status, wrap ? json_pack("{s:o}", "run", run) : run);
     if (wrap) {
         /* {"run": TEXT} around text that can be tens of megabytes. */
         char *wrapped = loom_xmalloc(len + 9);
@@ -396,7 +336,7 @@ static enum MHD_Result post_run(req_t *r, const path_t *p)
     if (params && !json_is_object(params)) bad = "\"params\" must be an object";
     if (bad) {
         json_decref(body);
-        return respond_error(r, MHD_HTTP_BAD_REQUEST, "%s", bad);
+        return api_respond_error(r, MHD_HTTP_BAD_REQUEST, "%s", bad);
     }
     uint32_t version = jv ? (uint32_t)json_integer_value(jv) : 0;
     uint64_t run_id = 0;
@@ -406,13 +346,13 @@ static enum MHD_Result post_run(req_t *r, const path_t *p)
     json_decref(body);
     if (err == LOOM_ENOTFOUND) {
         if (version)
-            return respond_error(r, MHD_HTTP_NOT_FOUND, "pipeline \"%s\" has no version %u",
-                                 p->segs[3], version);
-        return respond_error(r, MHD_HTTP_NOT_FOUND, "no pipeline named \"%s\"", p->segs[3]);
+            return api_respond_error(r, MHD_HTTP_NOT_FOUND, "pipeline \"%s\" has no version %u",
+                                     p->segs[3], version);
+        return api_respond_error(r, MHD_HTTP_NOT_FOUND, "no pipeline named \"%s\"", p->segs[3]);
     }
     if (err == LOOM_EINVAL || err == LOOM_ETOOBIG)
-        return respond_error(r, MHD_HTTP_BAD_REQUEST, "%s", why);
-    if (err) return respond_loom_error(r, err, "cannot start run");
+        return api_respond_error(r, MHD_HTTP_BAD_REQUEST, "%s", why);
+    if (err) return api_respond_loom_error(r, err, "cannot start run");
     return run_response(r, MHD_HTTP_CREATED, run_id, true);
 }
 
@@ -420,30 +360,29 @@ static enum MHD_Result get_runs(req_t *r, const path_t *p)
 {
     (void)p;
     uint64_t limit;
-    if (query_u64(r, "limit", 1000, 50, &limit) != 0 || limit == 0)
-        return respond_error(r, MHD_HTTP_BAD_REQUEST, "\"limit\" must be an integer 1..1000");
+    if (api_query_u64(r, "limit", 1000, 50, &limit) != 0 || limit == 0)
+        return api_respond_error(r, MHD_HTTP_BAD_REQUEST, "\"limit\" must be an integer 1..1000");
     const char *pipeline = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "pipeline");
     json_t *out = NULL;
     int err = loom_store_json_runs(loom_sched_store(r->api->sched), pipeline, (int)limit, &out);
-    return err ? respond_loom_error(r, err, "runs") : respond_json(r, MHD_HTTP_OK, out);
+    return err ? api_respond_loom_error(r, err, "runs") : api_respond_json(r, MHD_HTTP_OK, out);
 }
-
-static void waiter_add(loom_api_t *api, req_t *r);
 
 static enum MHD_Result get_run(req_t *r, const path_t *p)
 {
     uint64_t run_id, wait_s;
-    if (!parse_id(p->segs[3], &run_id))
-        return respond_error(r, MHD_HTTP_BAD_REQUEST, "run id \"%s\" is not a number", p->segs[3]);
-    if (query_u64(r, "wait", MAX_WAIT_S, 0, &wait_s) != 0)
-        return respond_error(r, MHD_HTTP_BAD_REQUEST, "\"wait\" must be seconds, 0..%d",
-                             MAX_WAIT_S);
+    if (!api_parse_id(p->segs[3], &run_id))
+        return api_respond_error(r, MHD_HTTP_BAD_REQUEST, "run id \"%s\" is not a number",
+                                 p->segs[3]);
+    if (api_query_u64(r, "wait", MAX_WAIT_S, 0, &wait_s) != 0)
+        return api_respond_error(r, MHD_HTTP_BAD_REQUEST, "\"wait\" must be seconds, 0..%d",
+                                 MAX_WAIT_S);
     /* Called again each time the connection is resumed: keep the first
      * deadline, so that changes along the way do not extend the wait. */
     if (!r->deadline && wait_s > 0) r->deadline = loom_mono_ms() + wait_s * 1000;
     if (r->deadline > loom_mono_ms() && loom_sched_run_active(r->api->sched, run_id)) {
         r->wait_run = run_id;
-        waiter_add(r->api, r);
+        api_waiter_add(r->api, r);
         return MHD_YES; /* answered when the run ends or the deadline passes */
     }
     return run_response(r, MHD_HTTP_OK, run_id, false);
@@ -452,15 +391,16 @@ static enum MHD_Result get_run(req_t *r, const path_t *p)
 static enum MHD_Result post_cancel(req_t *r, const path_t *p)
 {
     uint64_t run_id;
-    if (!parse_id(p->segs[3], &run_id))
-        return respond_error(r, MHD_HTTP_BAD_REQUEST, "run id \"%s\" is not a number", p->segs[3]);
+    if (!api_parse_id(p->segs[3], &run_id))
+        return api_respond_error(r, MHD_HTTP_BAD_REQUEST, "run id \"%s\" is not a number",
+                                 p->segs[3]);
     int err = loom_sched_cancel_run(r->api->sched, run_id, "by request");
     if (err == LOOM_ENOTFOUND)
-        return respond_error(r, MHD_HTTP_NOT_FOUND, "no run %llu", (unsigned long long)run_id);
+        return api_respond_error(r, MHD_HTTP_NOT_FOUND, "no run %llu", (unsigned long long)run_id);
     if (err == LOOM_ESTATE)
-        return respond_error(r, MHD_HTTP_CONFLICT, "run %llu has already ended",
-                             (unsigned long long)run_id);
-    if (err) return respond_loom_error(r, err, "cancel");
+        return api_respond_error(r, MHD_HTTP_CONFLICT, "run %llu has already ended",
+                                 (unsigned long long)run_id);
+    if (err) return api_respond_loom_error(r, err, "cancel");
     loom_sched_commit(r->api->sched);
     return run_response(r, MHD_HTTP_OK, run_id, false);
 }
@@ -471,12 +411,12 @@ static enum MHD_Result post_agent_op(req_t *r, const path_t *p)
     bool cordon = strcmp(op, "uncordon") != 0;
     bool drain = strcmp(op, "drain") == 0;
     if (!drain && strcmp(op, "cordon") != 0 && strcmp(op, "uncordon") != 0)
-        return respond_error(r, MHD_HTTP_NOT_FOUND,
-                             "no agent operation \"%s\" (drain, cordon, uncordon)", op);
+        return api_respond_error(r, MHD_HTTP_NOT_FOUND,
+                                 "no agent operation \"%s\" (drain, cordon, uncordon)", op);
     int err = loom_sched_agent_cordon(r->api->sched, p->segs[3], cordon, drain);
     if (err == LOOM_ENOTFOUND)
-        return respond_error(r, MHD_HTTP_NOT_FOUND, "no agent named \"%s\"", p->segs[3]);
-    if (err) return respond_loom_error(r, err, op);
+        return api_respond_error(r, MHD_HTTP_NOT_FOUND, "no agent named \"%s\"", p->segs[3]);
+    if (err) return api_respond_loom_error(r, err, op);
     json_t *all = loom_sched_agents_json(r->api->sched);
     json_t *found = NULL;
     size_t i;
@@ -487,212 +427,13 @@ static enum MHD_Result post_agent_op(req_t *r, const path_t *p)
     }
     json_t *out = json_incref(found);
     json_decref(all);
-    return respond_json(r, MHD_HTTP_OK, out ? out : json_object());
+    return api_respond_json(r, MHD_HTTP_OK, out ? out : json_object());
 }
 
 static enum MHD_Result get_agents(req_t *r, const path_t *p)
 {
     (void)p;
-    return respond_json(r, MHD_HTTP_OK, loom_sched_agents_json(r->api->sched));
-}
-
-/* --- logs ------------------------------------------------------------------------ */
-
-static void follower_unlink(follow_t *f)
-{
-    if (f->prev)
-        f->prev->next = f->next;
-    else if (f->api->followers == f)
-        f->api->followers = f->next;
-    if (f->next) f->next->prev = f->prev;
-    f->next = f->prev = NULL;
-}
-
-static void on_follow_free(void *cls)
-{
-    follow_t *f = cls;
-    follower_unlink(f);
-    if (f->fd >= 0) close(f->fd);
-    free(f);
-}
-
-/* Serves the log file from offset+pos. At the end of what is written so far
- * a followed log of a live attempt suspends its connection (returning 0 is
- * then allowed) until the scheduler reports more output. */
-static ssize_t on_log_read(void *cls, uint64_t pos, char *buf, size_t max)
-{
-    follow_t *f = cls;
-    loom_api_t *api = f->api;
-    if (f->fd < 0) {
-        char *path = loom_sched_log_path(api->sched, f->run_id, f->attempt_id);
-        f->fd = open(path, O_RDONLY | O_CLOEXEC);
-        free(path);
-    }
-    if (f->fd >= 0) {
-        ssize_t n = pread(f->fd, buf, max, (off_t)(f->offset + pos));
-        if (n > 0) return n;
-        if (n < 0) return MHD_CONTENT_READER_END_WITH_ERROR;
-    }
-    if (f->follow && !api->closing && loom_sched_attempt_active(api->sched, f->attempt_id)) {
-        f->suspended = true;
-        MHD_suspend_connection(f->conn);
-        return 0;
-    }
-    return MHD_CONTENT_READER_END_OF_STREAM;
-}
-
-static enum MHD_Result get_log(req_t *r, const path_t *p)
-{
-    loom_api_t *api = r->api;
-    uint64_t run_id, offset, number, follow;
-    if (!parse_id(p->segs[3], &run_id))
-        return respond_error(r, MHD_HTTP_BAD_REQUEST, "run id \"%s\" is not a number", p->segs[3]);
-    if (query_u64(r, "offset", INT64_MAX, 0, &offset) ||
-        query_u64(r, "attempt", UINT32_MAX, 0, &number) || query_u64(r, "follow", 1, 0, &follow))
-        return respond_error(r, MHD_HTTP_BAD_REQUEST,
-                             "offset and attempt must be non-negative integers, follow 0 or 1");
-    uint64_t attempt_id = 0;
-    uint32_t found = 0;
-    int err = loom_store_find_attempt(loom_sched_store(api->sched), run_id, p->segs[5],
-                                      (uint32_t)number, &attempt_id, &found);
-    if (err == LOOM_ENOTFOUND)
-        return respond_error(r, MHD_HTTP_NOT_FOUND, "run %llu has no task \"%s\"",
-                             (unsigned long long)run_id, p->segs[5]);
-    if (err) return respond_loom_error(r, err, "log");
-    if (!attempt_id && number)
-        return respond_error(r, MHD_HTTP_NOT_FOUND, "task \"%s\" has no attempt %llu", p->segs[5],
-                             (unsigned long long)number);
-    if (!attempt_id && follow && !r->deadline) r->deadline = loom_mono_ms() + MAX_WAIT_S * 1000ull;
-    if (!attempt_id && follow && r->deadline > loom_mono_ms() &&
-        loom_sched_run_active(api->sched, run_id)) {
-        /* Not started yet: wait for its first attempt like a long poll. */
-        r->wait_run = run_id;
-        waiter_add(api, r);
-        return MHD_YES;
-    }
-    follow_t *f = loom_xcalloc(1, sizeof *f);
-    f->api = api;
-    f->conn = r->conn;
-    f->run_id = run_id;
-    f->attempt_id = attempt_id;
-    f->offset = offset;
-    f->fd = -1;
-    f->follow = follow != 0 && attempt_id != 0;
-    f->next = api->followers;
-    if (f->next) f->next->prev = f;
-    api->followers = f;
-    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024,
-                                                                  on_log_read, f, on_follow_free);
-    char num[24];
-    snprintf(num, sizeof num, "%u", found);
-    MHD_add_response_header(resp, "Content-Type", "text/plain; charset=utf-8");
-    MHD_add_response_header(resp, "X-Loom-Attempt", num);
-    enum MHD_Result rc = MHD_queue_response(r->conn, MHD_HTTP_OK, resp);
-    MHD_destroy_response(resp);
-    return rc;
-}
-
-static enum MHD_Result get_attempts(req_t *r, const path_t *p)
-{
-    uint64_t run_id;
-    if (!parse_id(p->segs[3], &run_id))
-        return respond_error(r, MHD_HTTP_BAD_REQUEST, "run id \"%s\" is not a number", p->segs[3]);
-    json_t *out = NULL;
-    int err = loom_store_json_attempts(loom_sched_store(r->api->sched), run_id, p->segs[5], &out);
-    if (err == LOOM_ENOTFOUND)
-        return respond_error(r, MHD_HTTP_NOT_FOUND, "run %llu has no task \"%s\"",
-                             (unsigned long long)run_id, p->segs[5]);
-    return err ? respond_loom_error(r, err, "attempts") : respond_json(r, MHD_HTTP_OK, out);
-}
-
-/* --- long polls ---------------------------------------------------------------- */
-
-static void waiter_remove(loom_api_t *api, req_t *r)
-{
-    if (r->prev)
-        r->prev->next = r->next;
-    else if (api->waiters == r)
-        api->waiters = r->next;
-    if (r->next) r->next->prev = r->prev;
-    r->next = r->prev = NULL;
-}
-
-static void rearm_wait_timer(loom_api_t *api);
-
-static void waiter_add(loom_api_t *api, req_t *r)
-{
-    r->next = api->waiters;
-    if (r->next) r->next->prev = r;
-    api->waiters = r;
-    r->suspended = true;
-    MHD_suspend_connection(r->conn);
-    rearm_wait_timer(api);
-}
-
-static void waiter_resume(loom_api_t *api, req_t *r)
-{
-    waiter_remove(api, r);
-    r->suspended = false;
-    MHD_resume_connection(r->conn);
-}
-
-static void on_wait_timer(uv_timer_t *h)
-{
-    loom_api_t *api = h->data;
-    uint64_t now = loom_mono_ms();
-    req_t *r = api->waiters;
-    while (r) {
-        req_t *next = r->next;
-        if (r->deadline <= now) waiter_resume(api, r);
-        r = next;
-    }
-    rearm_wait_timer(api);
-    api_run(api);
-}
-
-static void rearm_wait_timer(loom_api_t *api)
-{
-    uint64_t soonest = 0, now = loom_mono_ms();
-    for (req_t *r = api->waiters; r; r = r->next)
-        if (!soonest || r->deadline < soonest) soonest = r->deadline;
-    if (!soonest) {
-        uv_timer_stop(&api->wait_timer);
-        return;
-    }
-    uv_timer_start(&api->wait_timer, on_wait_timer, soonest > now ? soonest - now : 0, 0);
-}
-
-static void on_run_changed(void *ud, uint64_t run_id)
-{
-    loom_api_t *api = ud;
-    bool resumed = false;
-    req_t *r = api->waiters;
-    while (r) {
-        req_t *next = r->next;
-        /* A log wait resumes on any change (its first attempt may exist now);
-         * a run wait only once the run has ended. */
-        if (r->wait_run == run_id) {
-            waiter_resume(api, r);
-            resumed = true;
-        }
-        r = next;
-    }
-    for (follow_t *f = api->followers; f; f = f->next) {
-        if (f->run_id == run_id && f->suspended) {
-            f->suspended = false;
-            MHD_resume_connection(f->conn);
-            resumed = true;
-        }
-    }
-    if (resumed) {
-        rearm_wait_timer(api);
-        api_run(api);
-    }
-}
-
-static void on_task_output(void *ud, uint64_t run_id)
-{
-    on_run_changed(ud, run_id);
+    return api_respond_json(r, MHD_HTTP_OK, loom_sched_agents_json(r->api->sched));
 }
 
 /* --- routing ----------------------------------------------------------------------- */
@@ -712,8 +453,8 @@ static const struct {
     {"GET", "runs", get_runs},
     {"GET", "runs/*", get_run},
     {"POST", "runs/*/cancel", post_cancel},
-    {"GET", "runs/*/tasks/*/log", get_log},
-    {"GET", "runs/*/tasks/*/attempts", get_attempts},
+    {"GET", "runs/*/tasks/*/log", api_get_log},
+    {"GET", "runs/*/tasks/*/attempts", api_get_attempts},
     {"GET", "agents", get_agents},
     {"POST", "agents/*/*", post_agent_op},
 };
@@ -750,8 +491,8 @@ static enum MHD_Result route(req_t *r, const char *url, const char *method)
     path_t p;
     if (strlen(url) >= sizeof buf || !split_path(url, buf, sizeof buf, &p) || p.n < 3 ||
         strcmp(p.segs[0], "api") != 0 || strcmp(p.segs[1], "v1") != 0)
-        return respond_error(r, MHD_HTTP_NOT_FOUND,
-                             "no such path: %.200s (the API is under /api/v1)", url);
+        return api_respond_error(r, MHD_HTTP_NOT_FOUND,
+                                 "no such path: %.200s (the API is under /api/v1)", url);
     bool path_known = false;
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         if (!pattern_matches(routes[i].pattern, &p)) continue;
@@ -759,9 +500,9 @@ static enum MHD_Result route(req_t *r, const char *url, const char *method)
         if (strcmp(routes[i].method, method) == 0) return routes[i].fn(r, &p);
     }
     if (path_known)
-        return respond_error(r, MHD_HTTP_METHOD_NOT_ALLOWED, "%s is not allowed on %.200s", method,
-                             url);
-    return respond_error(r, MHD_HTTP_NOT_FOUND, "no such path: %.200s", url);
+        return api_respond_error(r, MHD_HTTP_METHOD_NOT_ALLOWED, "%s is not allowed on %.200s",
+                                 method, url);
+    return api_respond_error(r, MHD_HTTP_NOT_FOUND, "no such path: %.200s", url);
 }
 
 /* Objects are streamed to a temporary file as they arrive instead of being
@@ -811,7 +552,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     if (r->too_big)
-        return respond_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "request body over %d bytes", MAX_BODY);
+        return api_respond_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "request body over %d bytes",
+                                 MAX_BODY);
     return route(r, url, method);
 }
 
@@ -823,7 +565,7 @@ static void on_request_done(void *cls, struct MHD_Connection *conn, void **con_c
     (void)conn;
     (void)toe;
     if (!r) return;
-    waiter_remove(api, r);
+    api_waiter_remove(api, r);
     loom_objects_writer_abort(&r->upload);
     loom_buf_free(&r->body);
     free(r);
@@ -837,7 +579,7 @@ static void on_mhd_timer(uv_timer_t *h)
     api_run(h->data);
 }
 
-static void api_run(loom_api_t *api)
+void api_run(loom_api_t *api)
 {
     if (!api->mhd) return;
     MHD_run(api->mhd);
@@ -860,7 +602,7 @@ loom_api_t *loom_api_new(uv_loop_t *loop, loom_sched_t *sched)
     loom_api_t *api = loom_xcalloc(1, sizeof *api);
     api->loop = loop;
     api->sched = sched;
-    loom_sched_observer_t obs = {on_run_changed, on_task_output, api};
+    loom_sched_observer_t obs = {api_on_run_changed, api_on_task_output, api};
     loom_sched_set_observer(sched, &obs);
     return api;
 }
@@ -913,7 +655,7 @@ void loom_api_close(loom_api_t *api, void (*on_closed)(void *ud), void *ud)
          * then end their responses because closing is set. */
         while (api->waiters) {
             api->waiters->deadline = 1; /* answer now */
-            waiter_resume(api, api->waiters);
+            api_waiter_resume(api, api->waiters);
         }
         for (follow_t *f = api->followers; f; f = f->next)
             if (f->suspended) {

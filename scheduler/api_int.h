@@ -1,0 +1,90 @@
+/* What the HTTP API's source files share (api.c: routes and handlers;
+ * api_stream.c: logs and long polls). */
+#ifndef LOOM_API_INT_H
+#define LOOM_API_INT_H
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "api.h"
+#include "loom/util.h"
+
+#define MAX_BODY (8 * 1024 * 1024)
+/* Largest object (a file of a code bundle) one PUT may store. */
+#define LOOM_OBJECT_MAX (4ull << 30)
+#define MAX_WAIT_S 3600
+#define MAX_SEGMENTS 8
+
+typedef struct req req_t;
+typedef struct follow follow_t;
+
+struct loom_api {
+    uv_loop_t *loop;
+    loom_sched_t *sched;
+    struct MHD_Daemon *mhd;
+    uv_poll_t poll;
+    uv_timer_t timer;      /* MHD's own timeouts */
+    uv_timer_t wait_timer; /* the earliest long-poll deadline */
+    int open_handles;
+    bool closing;
+    void (*on_closed)(void *ud);
+    void *closed_ud;
+    req_t *waiters;      /* suspended long polls */
+    follow_t *followers; /* log streams */
+};
+
+/* Per-connection state, freed when MHD reports the request completed. */
+struct req {
+    loom_api_t *api;
+    struct MHD_Connection *conn;
+    loom_buf_t body;
+    bool too_big;
+    loom_obj_writer_t *upload; /* PUT /objects/HASH streams here, not into body */
+    const char *upload_error;
+    uint64_t uploaded;
+    bool suspended;
+    uint64_t wait_run;  /* run a long poll waits on */
+    uint64_t deadline;  /* monotonic ms; 0: no long poll asked for */
+    req_t *next, *prev; /* in api->waiters while suspended */
+};
+
+/* A log response body being streamed; freed by MHD with the response. */
+struct follow {
+    loom_api_t *api;
+    struct MHD_Connection *conn;
+    uint64_t run_id, attempt_id;
+    uint64_t offset;
+    int fd;
+    bool follow;
+    bool suspended;
+    follow_t *next, *prev;
+};
+
+typedef struct {
+    const char *segs[MAX_SEGMENTS];
+    size_t n;
+} path_t;
+
+typedef enum MHD_Result (*route_fn)(req_t *r, const path_t *p);
+
+/* api.c */
+void api_run(loom_api_t *api);
+enum MHD_Result api_respond_json(req_t *r, unsigned status, json_t *body);
+enum MHD_Result api_respond_error(req_t *r, unsigned status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+enum MHD_Result api_respond_loom_error(req_t *r, int err, const char *what);
+int api_query_u64(req_t *r, const char *key, uint64_t max, uint64_t dflt, uint64_t *out);
+bool api_parse_id(const char *s, uint64_t *out);
+
+/* api_stream.c */
+enum MHD_Result api_get_log(req_t *r, const path_t *p);
+enum MHD_Result api_get_attempts(req_t *r, const path_t *p);
+void api_waiter_add(loom_api_t *api, req_t *r);
+void api_waiter_remove(loom_api_t *api, req_t *r);
+void api_waiter_resume(loom_api_t *api, req_t *r);
+void api_on_run_changed(void *ud, uint64_t run_id);
+void api_on_task_output(void *ud, uint64_t run_id);
+
+#endif
