@@ -70,6 +70,12 @@ struct loom_agent {
     uint32_t hello_interval_ms;
     uint64_t kill_grace_ms;
     loom_keep_attempts keep_attempts;
+    /* Emptied folders of finished attempts, reused (renamed) for new ones:
+     * creating and removing a folder per attempt costs the filesystem
+     * (ext4's inode allocator) far more than renaming an empty one. */
+    char *spare_dirs[64];
+    size_t n_spare_dirs;
+    uint64_t spare_seq;
     size_t max_unacked;
     loom_clock_t clock;
     void *zctx;

@@ -8,7 +8,9 @@
 #include "loom/log.h"
 
 #include <signal.h>
+#include <errno.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <string.h>
 
 static attempt_t *find(const loom_agent_t *a, uint64_t id)
@@ -49,6 +51,12 @@ static attempt_t *attempt_add(loom_agent_t *a, const Loom__Dispatch *d)
     t->timeout_ms = d->timeout_ms;
     t->metrics = d->metrics && *d->metrics ? loom_xstrdup(d->metrics) : NULL;
     t->dir = loom_xasprintf("%s/attempts/%llu", a->work_dir, (unsigned long long)t->id);
+    if (a->n_spare_dirs) {
+        /* An emptied folder of an earlier attempt becomes this one's. */
+        char *spare = a->spare_dirs[--a->n_spare_dirs];
+        if (rename(spare, t->dir) != 0) rmdir(spare);
+        free(spare);
+    }
     t->prev = a->attempts_tail;
     if (a->attempts_tail)
         a->attempts_tail->next = t;
@@ -84,15 +92,41 @@ static void free_result(Loom__Finished *f)
     free(f);
 }
 
-static void on_remove_dir(void *ud)
+typedef struct {
+    loom_agent_t *a;
+    char *dir;
+    bool emptied;
+} cleanup_t;
+
+static void on_cleanup_work(void *ud)
 {
-    char *dir = ud;
-    loom_remove_tree(dir);
+    cleanup_t *c = ud;
+    c->emptied = loom_empty_tree(c->dir) == 0;
 }
 
-static void on_removed_dir(void *ud)
+static void on_cleanup_done(void *ud)
 {
-    free(ud);
+    cleanup_t *c = ud;
+    loom_agent_t *a = c->a;
+    size_t cap = sizeof a->spare_dirs / sizeof a->spare_dirs[0];
+    char *spare = NULL;
+    if (c->emptied && a->n_spare_dirs < cap && !a->stopping) {
+        /* Out of attempts/, which lists only attempts that still matter. */
+        char *folder = loom_xasprintf("%s/spare", a->work_dir);
+        if (mkdir(folder, 0700) == 0 || errno == EEXIST)
+            spare = loom_xasprintf("%s/%llu", folder, (unsigned long long)++a->spare_seq);
+        if (spare && rename(c->dir, spare) != 0) {
+            free(spare);
+            spare = NULL;
+        }
+        free(folder);
+    }
+    if (spare)
+        a->spare_dirs[a->n_spare_dirs++] = spare;
+    else
+        rmdir(c->dir);
+    free(c->dir);
+    free(c);
 }
 
 /* The attempt's folder goes once loomd has its result, unless the keep
@@ -102,8 +136,11 @@ static void remove_folder(loom_agent_t *a, attempt_t *t)
 {
     loom_keep_attempts keep = a->keep_attempts;
     if (!t->dir || keep == LOOM_KEEP_ALL || (keep == LOOM_KEEP_FAILED && !t->succeeded)) return;
-    agent_queue_job(a, on_remove_dir, on_removed_dir, t->dir);
+    cleanup_t *c = loom_xcalloc(1, sizeof *c);
+    c->a = a;
+    c->dir = t->dir;
     t->dir = NULL;
+    agent_queue_job(a, on_cleanup_work, on_cleanup_done, c);
 }
 
 static void attempt_free(attempt_t *t)
@@ -629,6 +666,11 @@ void agent_stop_attempts(loom_agent_t *a)
 
 void agent_free_attempts(loom_agent_t *a)
 {
+    while (a->n_spare_dirs) {
+        char *spare = a->spare_dirs[--a->n_spare_dirs];
+        rmdir(spare);
+        free(spare);
+    }
     while (a->attempts) {
         attempt_t *t = a->attempts;
         a->attempts = t->next;

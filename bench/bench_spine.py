@@ -82,9 +82,14 @@ def main():
     ap.add_argument("--chain", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--slots", type=int, default=os.cpu_count())
+    ap.add_argument("--tmp-dir", default=None,
+                    help="where loomd's state and the agent's work folder go (default: "
+                         "the system's temporary folder); e.g. /dev/shm for tmpfs")
     args = ap.parse_args()
 
-    c = Cluster(log_level="warn")
+    import tempfile
+    c = Cluster(log_level="warn",
+                tmp=tempfile.mkdtemp(prefix="loombench-", dir=args.tmp_dir) if args.tmp_dir else None)
     try:
         c.start_loomd()
         agent = c.start_agent("bench", args.slots)
@@ -114,8 +119,9 @@ def main():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    print("Machine: %s, %d cores, Linux %s; loom %s build; medians of %d runs.\n" % (
-        cpu, os.cpu_count(), platform.release(), os.path.basename(BUILD), args.repeat))
+    print("Machine: %s, %d cores, Linux %s; loom %s build; medians of %d runs; files in %s.\n" % (
+        cpu, os.cpu_count(), platform.release(), os.path.basename(BUILD), args.repeat,
+        args.tmp_dir or tempfile.gettempdir()))
     print("| benchmark | result | target |")
     print("|---|---|---|")
     print("| (a) %d independent `true` tasks, 1 agent with %d slots | **%.0f tasks/s** "

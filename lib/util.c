@@ -356,7 +356,13 @@ static int remove_entry(const char *path, const struct stat *sb, int flag, struc
     return remove(path) == 0 || errno == ENOENT ? 0 : -1;
 }
 
-int loom_remove_tree(const char *path)
+static int remove_inner(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
-    return nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS) == 0 ? 0 : LOOM_EIO;
+    if (ftw->level == 0) return 0; /* the folder itself stays */
+    return remove_entry(path, sb, flag, ftw);
+}
+
+int loom_empty_tree(const char *path)
+{
+    return nftw(path, remove_inner, 16, FTW_DEPTH | FTW_PHYS) == 0 ? 0 : LOOM_EIO;
 }

@@ -65,8 +65,9 @@ bool loom_name_valid(const char *s);
 int loom_write_file_atomic(const char *path, const void *data, size_t len);
 /* Reads a whole file, at most max bytes; *out is NUL-terminated. */
 int loom_read_file(const char *path, size_t max, char **out, size_t *len);
-/* rm -rf path, not following symbolic links; 0 or LOOM_EIO. Blocking. */
-int loom_remove_tree(const char *path);
+/* Removes what is inside the folder path (not following symbolic links),
+ * keeping the folder; 0 or LOOM_EIO. Blocking. */
+int loom_empty_tree(const char *path);
 /* mkdir -p with mode 0700 for the last component and 0755 above. */
 int loom_mkdirs(const char *path, int mode);
 
