@@ -3,6 +3,7 @@
  * must start on hosts without the driver); nvidia-smi is the fallback, run
  * with a deadline and killed after it, and its output is parsed strictly. */
 #include "gpu.h"
+#include "runner.h"
 
 #include "loom/err.h"
 #include "loom/log.h"
@@ -329,24 +330,13 @@ size_t gpu_sample(const gpu_inv_t *inv, gpu_usage_t *out, size_t max)
 
 static int spawn_smi(const char *cmd, int out_w, pid_t *pid)
 {
-    static const int defaulted[] = {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGQUIT};
     char *argv[] = {(char *)cmd, "--query-gpu=index,uuid,name,memory.total",
                     "--format=csv,noheader,nounits", NULL};
     posix_spawnattr_t attr;
     posix_spawn_file_actions_t fa;
-    sigset_t mask, def;
-    sigemptyset(&mask);
-    sigemptyset(&def);
-    for (size_t i = 0; i < sizeof defaulted / sizeof defaulted[0]; i++)
-        sigaddset(&def, defaulted[i]);
-    posix_spawnattr_init(&attr);
     /* Its own group, so that a hung nvidia-smi and anything it started die
      * together. */
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-                                        POSIX_SPAWN_SETSIGDEF);
-    posix_spawnattr_setpgroup(&attr, 0);
-    posix_spawnattr_setsigmask(&attr, &mask);
-    posix_spawnattr_setsigdefault(&attr, &def);
+    loom_runner_spawnattr_init(&attr);
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_adddup2(&fa, out_w, 1);

@@ -139,28 +139,33 @@ static const char **gated_argv(const loom_runner_spec_t *spec)
     return argv;
 }
 
+void loom_runner_spawnattr_init(posix_spawnattr_t *attr)
+{
+    static const int defaulted[] = {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGQUIT};
+    sigset_t mask, def;
+    sigemptyset(&mask);
+    sigemptyset(&def);
+    for (size_t i = 0; i < sizeof defaulted / sizeof defaulted[0]; i++)
+        sigaddset(&def, defaulted[i]);
+    posix_spawnattr_init(attr);
+    posix_spawnattr_setflags(attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+                                       POSIX_SPAWN_SETSIGDEF);
+    posix_spawnattr_setpgroup(attr, 0);
+    posix_spawnattr_setsigmask(attr, &mask);
+    posix_spawnattr_setsigdefault(attr, &def);
+}
+
 /* Returns 0 or an errno value from posix_spawn (which reports a failed exec
  * too: glibc spawns with CLONE_VFORK and passes the child's error back).
  * gate: the read end of the gate, or -1. */
 static int spawn(const loom_runner_spec_t *spec, char **envp, int out_w, int err_w, int gate,
                  pid_t *pid)
 {
-    static const int defaulted[] = {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGQUIT};
     posix_spawnattr_t attr;
     posix_spawn_file_actions_t fa;
-    sigset_t mask, def;
     int rc;
 
-    sigemptyset(&mask);
-    sigemptyset(&def);
-    for (size_t i = 0; i < sizeof defaulted / sizeof defaulted[0]; i++)
-        sigaddset(&def, defaulted[i]);
-    posix_spawnattr_init(&attr);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-                                        POSIX_SPAWN_SETSIGDEF);
-    posix_spawnattr_setpgroup(&attr, 0);
-    posix_spawnattr_setsigmask(&attr, &mask);
-    posix_spawnattr_setsigdefault(&attr, &def);
+    loom_runner_spawnattr_init(&attr);
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_adddup2(&fa, out_w, 1);

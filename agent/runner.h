@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <spawn.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -86,5 +87,10 @@ void loom_runner_pause(loom_runner_t *r, bool paused);
  * Memory is freed when libuv has released every handle; on_closed (may be
  * NULL) runs then. */
 void loom_runner_close(loom_runner_t *r, void (*on_closed)(void *ud), void *ud);
+
+/* Spawn attributes every child of the agent gets: its own process group
+ * (so it and what it starts are signalled together), an empty signal mask
+ * and default dispositions for the signals the agent itself handles. */
+void loom_runner_spawnattr_init(posix_spawnattr_t *attr);
 
 #endif

@@ -229,19 +229,28 @@ static char *connectable(const char *endpoint)
     return loom_xstrdup(endpoint);
 }
 
-/* True once HOME/loomd.json comes from our loomd: a file left by an earlier
- * loomd has another pid. */
-static bool read_ready(up_t *up)
+/* HOME/loomd.json, the addresses loomd writes once it listens; NULL when
+ * it is missing or unreadable. */
+static json_t *read_loomd_json(const char *home)
 {
-    char *path = loom_xasprintf("%s/loomd.json", up->home);
+    char *path = loom_xasprintf("%s/loomd.json", home);
     char *text = NULL;
     size_t len = 0;
     int err = loom_read_file(path, 64 * 1024, &text, &len);
     free(path);
-    if (err != 0) return false;
+    if (err != 0) return NULL;
     json_error_t jerr;
     json_t *j = json_loadb(text, len, 0, &jerr);
     free(text);
+    return j;
+}
+
+/* True once HOME/loomd.json comes from our loomd: a file left by an earlier
+ * loomd has another pid. */
+static bool read_ready(up_t *up)
+{
+    json_t *j = read_loomd_json(up->home);
+    if (!j) return false;
     int64_t pid = 0;
     const char *http = cli_jstr(j, "http");
     const char *zmq = cli_jstr(j, "zmq");
@@ -320,15 +329,8 @@ static int supervise(up_t *up)
  * over its database. */
 static bool home_in_use(const char *home)
 {
-    char *path = loom_xasprintf("%s/loomd.json", home);
-    char *text = NULL;
-    size_t len = 0;
-    int err = loom_read_file(path, 64 * 1024, &text, &len);
-    free(path);
-    if (err != 0) return false;
-    json_error_t jerr;
-    json_t *j = json_loadb(text, len, 0, &jerr);
-    free(text);
+    json_t *j = read_loomd_json(home);
+    if (!j) return false;
     int64_t pid = 0;
     const char *http = cli_jstr(j, "http");
     bool in_use = false;
