@@ -179,6 +179,7 @@ struct loom_sched {
     char *bind;
     loom_store_t *store;
     loom_objects_t *objects;
+    int lock_fd; /* holds the state folder's flock */
     void *zctx;
     bool own_zctx;
     loom_zsock_t *router;

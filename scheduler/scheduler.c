@@ -11,10 +11,12 @@
 #include "loom/log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 uint64_t sched_now(loom_sched_t *s)
@@ -36,6 +38,7 @@ loom_sched_t *loom_sched_new(uv_loop_t *loop, const loom_sched_config_t *cfg)
     s->cfg.state_dir = s->state_dir;
     s->cfg.bind = s->bind;
     link_init(&s->groups);
+    s->lock_fd = -1;
     link_init(&s->retry_wait);
     s->out_tail = &s->out_head;
     return s;
@@ -211,6 +214,36 @@ static int recover_run(void *ud, const loom_run_row_t *row)
     return run_recover(ud, row);
 }
 
+/* One loomd per state folder: two would interleave their writes to the
+ * same logs and fight over the database. The lock is released by the
+ * kernel when the process ends, however it ends. */
+static int lock_state_dir(loom_sched_t *s, char *why, size_t whylen)
+{
+    char *path = loom_xasprintf("%s/loomd.lock", s->state_dir);
+    s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    free(path);
+    if (s->lock_fd < 0) {
+        snprintf(why, whylen, "cannot open %s/loomd.lock: %s", s->state_dir, strerror(errno));
+        return LOOM_EIO;
+    }
+    if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        char pid[32] = "";
+        ssize_t n = pread(s->lock_fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        snprintf(why, whylen, "state folder %s is in use by another loomd%s%s%s", s->state_dir,
+                 *pid ? " (pid " : "", pid, *pid ? ")" : "");
+        close(s->lock_fd);
+        s->lock_fd = -1;
+        return LOOM_ESTATE;
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(s->lock_fd, 0) != 0 || pwrite(s->lock_fd, pid, (size_t)n, 0) != n)
+        LOG_WARN("cannot record the pid in %s/loomd.lock", s->state_dir);
+    return 0;
+}
+
 static int add_pools(loom_sched_t *s, char *why, size_t whylen)
 {
     for (size_t i = 0; i < s->cfg.n_pools; i++) {
@@ -247,6 +280,8 @@ int loom_sched_open(loom_sched_t *s, char *why, size_t whylen)
         snprintf(why, whylen, "cannot create state folder %s: %s", s->state_dir, strerror(errno));
         return rc;
     }
+    rc = lock_state_dir(s, why, whylen);
+    if (rc) return rc;
     rc = loom_objects_open(s->state_dir, &s->objects, why, whylen);
     if (rc) return rc;
     char *db = loom_xasprintf("%s/loom.db", s->state_dir);
@@ -389,6 +424,7 @@ void loom_sched_destroy(loom_sched_t **sp)
     }
     loom_store_destroy(&s->store);
     loom_objects_destroy(&s->objects);
+    if (s->lock_fd >= 0) close(s->lock_fd);
     if (s->own_zctx) zmq_ctx_term(s->zctx);
     free(s->state_dir);
     free(s->bind);

@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+import subprocess
 import sys
 import textwrap
 import threading
@@ -10,7 +11,7 @@ import unittest
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
-from loomtest import ApiError, Cluster, ClusterTest, DEADLINE, wait_for  # noqa: E402
+from loomtest import LOOMD, ApiError, Cluster, ClusterTest, DEADLINE, wait_for  # noqa: E402
 
 
 def stamp_task(name, needs=(), extra=""):
@@ -334,6 +335,19 @@ class Restarts(unittest.TestCase):
         except Exception:
             print(c.logs())
             raise
+        finally:
+            c.close()
+
+    def test_second_loomd_on_the_same_state_refuses_to_start(self):
+        c = Cluster()
+        try:
+            c.start_loomd()
+            p = subprocess.run([LOOMD, "--state-dir", c.state, "--http", "127.0.0.1:0",
+                                "--bind", "tcp://127.0.0.1:*"], capture_output=True, text=True,
+                               timeout=DEADLINE)
+            self.assertEqual(p.returncode, 1)
+            self.assertIn("is in use by another loomd (pid %d)" % c.loomd.pid, p.stderr)
+            self.assertEqual(c.get("/api/v1/health")["status"], "ok")  # the first is unharmed
         finally:
             c.close()
 
