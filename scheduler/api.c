@@ -205,16 +205,66 @@ static enum MHD_Result post_objects_missing(req_t *r, const path_t *p)
 }
 
 /* PUT /objects/HASH: the body was streamed into r->upload as it arrived. */
+/* Verifying, fsyncing and renaming an object into place takes a
+ * millisecond or more: it runs on the thread pool while the request waits,
+ * suspended, so loomd's loop goes on scheduling meanwhile. */
+struct commit {
+    uv_work_t work;
+    loom_api_t *api;
+    req_t *r;
+    loom_obj_writer_t *writer;
+    char hash[65];
+    int err;
+    char why[256];
+};
+
+static void on_commit_work(uv_work_t *w)
+{
+    struct commit *c = w->data;
+    c->err = loom_objects_writer_commit(&c->writer, c->hash, c->why, sizeof c->why);
+}
+
+static void finish_close(loom_api_t *api);
+
+static void on_commit_done(uv_work_t *w, int status)
+{
+    struct commit *c = w->data;
+    loom_api_t *api = c->api;
+    (void)status;
+    api->commits--;
+    c->r->commit_done = true;
+    MHD_resume_connection(c->r->conn);
+    if (api->closing) {
+        if (api->commits == 0) finish_close(api);
+    } else {
+        api_run(api);
+    }
+}
+
 static enum MHD_Result put_object(req_t *r, const path_t *p)
 {
-    char why[256] = "";
-    if (!r->upload)
+    if (!r->upload && !r->commit)
         return api_respond_error(r, MHD_HTTP_BAD_REQUEST, "object \"%s\": %s", p->segs[3],
                                  r->upload_error ? r->upload_error : "not stored");
-    int err = loom_objects_writer_commit(&r->upload, p->segs[3], why, sizeof why);
-    if (err)
+    if (!r->commit) {
+        struct commit *c = loom_xcalloc(1, sizeof *c);
+        c->work.data = c;
+        c->api = r->api;
+        c->r = r;
+        c->writer = r->upload;
+        r->upload = NULL;
+        snprintf(c->hash, sizeof c->hash, "%s", p->segs[3]);
+        r->commit = c;
+        MHD_suspend_connection(r->conn);
+        r->api->commits++;
+        if (uv_queue_work(r->api->loop, &c->work, on_commit_work, on_commit_done) != 0) abort();
+        return MHD_YES; /* answered when the commit is done */
+    }
+    if (!r->commit_done) return MHD_YES;
+    struct commit *c = r->commit;
+    if (c->err)
         return api_respond_error(r, MHD_HTTP_UNPROCESSABLE_CONTENT, "object %s: %s", p->segs[3],
-                                 why);
+                                 c->why);
     return api_respond_json(
         r, MHD_HTTP_CREATED,
         json_pack("{s:s,s:I}", "hash", p->segs[3], "size", (json_int_t)r->uploaded));
@@ -567,6 +617,7 @@ static void on_request_done(void *cls, struct MHD_Connection *conn, void **con_c
     if (!r) return;
     api_waiter_remove(api, r);
     loom_objects_writer_abort(&r->upload);
+    free(r->commit);
     loom_buf_free(&r->body);
     free(r);
     *con_cls = NULL;
@@ -645,6 +696,24 @@ static void on_api_handle_closed(uv_handle_t *h)
     if (--api->open_handles == 0 && api->on_closed) api->on_closed(api->closed_ud);
 }
 
+/* Stops MHD and releases the handles, once no object commit is in flight
+ * (each holds a suspended connection, which MHD cannot stop with). */
+static void finish_close(loom_api_t *api)
+{
+    if (api->mhd) {
+        MHD_run(api->mhd);
+        MHD_stop_daemon(api->mhd);
+        api->mhd = NULL;
+    }
+    if (api->open_handles == 0) {
+        if (api->on_closed) api->on_closed(api->closed_ud);
+        return;
+    }
+    uv_close((uv_handle_t *)&api->poll, on_api_handle_closed);
+    uv_close((uv_handle_t *)&api->timer, on_api_handle_closed);
+    uv_close((uv_handle_t *)&api->wait_timer, on_api_handle_closed);
+}
+
 void loom_api_close(loom_api_t *api, void (*on_closed)(void *ud), void *ud)
 {
     api->closing = true;
@@ -662,17 +731,8 @@ void loom_api_close(loom_api_t *api, void (*on_closed)(void *ud), void *ud)
                 f->suspended = false;
                 MHD_resume_connection(f->conn);
             }
-        MHD_run(api->mhd);
-        MHD_stop_daemon(api->mhd);
-        api->mhd = NULL;
     }
-    if (api->open_handles == 0) {
-        if (on_closed) on_closed(ud);
-        return;
-    }
-    uv_close((uv_handle_t *)&api->poll, on_api_handle_closed);
-    uv_close((uv_handle_t *)&api->timer, on_api_handle_closed);
-    uv_close((uv_handle_t *)&api->wait_timer, on_api_handle_closed);
+    if (api->commits == 0) finish_close(api);
 }
 
 void loom_api_destroy(loom_api_t **ap)

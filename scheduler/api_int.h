@@ -29,6 +29,7 @@ struct loom_api {
     uv_timer_t wait_timer; /* the earliest long-poll deadline */
     int open_handles;
     bool closing;
+    int commits; /* object commits on the thread pool */
     void (*on_closed)(void *ud);
     void *closed_ud;
     req_t *waiters;      /* suspended long polls */
@@ -42,6 +43,8 @@ struct req {
     loom_buf_t body;
     bool too_big;
     loom_obj_writer_t *upload; /* PUT /objects/HASH streams here, not into body */
+    struct commit *commit;     /* its commit on the thread pool (api.c) */
+    bool commit_done;
     const char *upload_error;
     uint64_t uploaded;
     bool suspended;
