@@ -221,6 +221,12 @@ static void check_dep(pctx *c, const dep_ref *r, ancestry *a, size_t j)
         dag_error_pos(c, r->line, r->col,
                       "task %s uses tasks.%s.metrics but %s has no \"metrics\" file", qt, r->target,
                       qn);
+    } else if (r->kind == DEP_METRICS && (d->tasks[j].foreach || d->tasks[j].foreach_json)) {
+        /* Which copy's? Each has its own: a task after them must gather. */
+        dag_error_pos(c, r->line, r->col,
+                      "task %s uses tasks.%s.metrics but %s is a foreach task, whose copies each "
+                      "have their own metrics; gather them in a task that needs %s",
+                      qt, r->target, qn, qn);
     }
 }
 

@@ -464,6 +464,18 @@ static void test_if_conditions(void **state)
 }
 
 /* Needed through other tasks counts; a cycle does not confuse the check. */
+static void test_metrics_of_a_foreach_task_are_refused(void **state)
+{
+    (void)state;
+    assert_errors(
+        "pipeline: p\nparams:\n  xs: [1, 2]\ntasks:\n"
+        "  sweep:\n    foreach: params.xs\n    run: x\n    metrics: m.json\n"
+        "  pick:\n    needs: [sweep]\n    if: tasks.sweep.metrics.auc > 0.5\n    run: x\n",
+        "dag.yaml:11:9: error: task \"pick\" uses tasks.sweep.metrics but \"sweep\" is a "
+        "foreach task, whose copies each have their own metrics; gather them in a task "
+        "that needs \"sweep\"\n");
+}
+
 static void test_references_follow_needs_transitively(void **state)
 {
     (void)state;
@@ -675,6 +687,7 @@ int main(void)
         cmocka_unit_test(test_foreach),
         cmocka_unit_test(test_if_conditions),
         cmocka_unit_test(test_references_follow_needs_transitively),
+        cmocka_unit_test(test_metrics_of_a_foreach_task_are_refused),
         cmocka_unit_test(test_triggers_normalised),
         cmocka_unit_test(test_trigger_errors),
         cmocka_unit_test(test_concurrency),
