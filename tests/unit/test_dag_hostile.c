@@ -212,7 +212,7 @@ static const char full[] =
     "    metrics: m.json\n"
     "  evaluate:\n"
     "    needs: sweep\n"
-    "    run: [eval, '${{ tasks.sweep.metrics.auc }}']\n"
+    "    run: [eval, '${{ params.model }}']\n"
     "    metrics: m.json\n"
     "    outputs: [report.html]\n"
     "  register:\n"
