@@ -17,7 +17,7 @@ LOOM_HOME=$(mktemp -d "${TMPDIR:-/tmp}/loom-quickstart.XXXXXX")
 "$loom" up --home "$LOOM_HOME" --http 127.0.0.1:0 --bind 'tcp://127.0.0.1:*' \
     >"$LOOM_HOME/up.log" 2>&1 &
 up=$!
-trap 'kill -TERM $up 2>/dev/null; wait $up 2>/dev/null || true' EXIT
+trap 'kill -TERM $up 2>/dev/null; wait $up 2>/dev/null || true; rm -rf "$LOOM_HOME"' EXIT
 
 # Wait (at most 15 s) for the agent to register.
 for _ in $(seq 300); do

@@ -2,6 +2,7 @@
 exit statuses a CI job relies on."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -127,7 +128,9 @@ class Up(unittest.TestCase):
                 self.assertEqual(p.returncode, 0, p.stderr)
         finally:
             up.send_signal(signal.SIGINT)
-            self.assertEqual(up.wait(timeout=DEADLINE), 0)
+            rc = up.wait(timeout=DEADLINE)
+            shutil.rmtree(home, ignore_errors=True)
+        self.assertEqual(rc, 0)
 
 
 if __name__ == "__main__":
