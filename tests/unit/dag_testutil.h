@@ -93,4 +93,32 @@ static inline void check_outcome(const char *src, size_t len)
     loom_diags_free(&d);
 }
 
+/* A valid DAG with every basic key, shared by the parser's tests. */
+static inline const char *dag_diamond(void)
+{
+    return "pipeline: diamond\n"
+           "description: A diamond\n"
+           "env:\n"
+           "  REGION: eu-west\n"
+           "tasks:\n"
+           "  train:\n"
+           "    run: [python3, train.py, --epochs, \"3\"]\n"
+           "    needs: [clean, stats]\n"
+           "    env:\n"
+           "      EPOCHS: 3\n"
+           "      DEBUG: ~\n"
+           "    timeout: 10m\n"
+           "    retries: 2\n"
+           "  extract:\n"
+           "    run: echo extract\n"
+           "  clean:\n"
+           "    run: echo clean\n"
+           "    needs: extract\n"
+           "  stats:\n"
+           "    run: |\n"
+           "      echo stats\n"
+           "      wc -l data.csv\n"
+           "    needs: [extract]\n";
+}
+
 #endif

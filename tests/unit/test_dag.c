@@ -13,30 +13,6 @@
 #include <dirent.h>
 #include <sys/stat.h>
 
-static const char diamond[] = "pipeline: diamond\n"
-                              "description: A diamond\n"
-                              "env:\n"
-                              "  REGION: eu-west\n"
-                              "tasks:\n"
-                              "  train:\n"
-                              "    run: [python3, train.py, --epochs, \"3\"]\n"
-                              "    needs: [clean, stats]\n"
-                              "    env:\n"
-                              "      EPOCHS: 3\n"
-                              "      DEBUG: ~\n"
-                              "    timeout: 10m\n"
-                              "    retries: 2\n"
-                              "  extract:\n"
-                              "    run: echo extract\n"
-                              "  clean:\n"
-                              "    run: echo clean\n"
-                              "    needs: extract\n"
-                              "  stats:\n"
-                              "    run: |\n"
-                              "      echo stats\n"
-                              "      wc -l data.csv\n"
-                              "    needs: [extract]\n";
-
 static size_t position_in_order(const loom_dag_t *dag, size_t task)
 {
     for (size_t i = 0; i < dag->n_tasks; i++)
@@ -48,7 +24,7 @@ static size_t position_in_order(const loom_dag_t *dag, size_t task)
 static void test_diamond_fields(void **state)
 {
     (void)state;
-    loom_dag_t *dag = parse_ok(diamond);
+    loom_dag_t *dag = parse_ok(dag_diamond());
     assert_string_equal(dag->name, "diamond");
     assert_string_equal(dag->description, "A diamond");
     assert_int_equal(dag->n_env, 1);
@@ -97,7 +73,7 @@ static void test_diamond_fields(void **state)
 static void test_order_respects_needs_and_is_stable(void **state)
 {
     (void)state;
-    loom_dag_t *dag = parse_ok(diamond);
+    loom_dag_t *dag = parse_ok(dag_diamond());
     for (size_t i = 0; i < dag->n_tasks; i++)
         for (size_t k = 0; k < dag->tasks[i].n_needs; k++)
             assert_true(position_in_order(dag, dag->tasks[i].needs_idx[k]) <
@@ -511,7 +487,8 @@ static void test_diags_format_and_cap(void **state)
     /* Without a list, the answer is still yes or no. */
     assert_int_equal(loom_dag_parse("x", 1, "dag.yaml", &dag, NULL), LOOM_EPARSE);
     assert_null(dag);
-    assert_int_equal(loom_dag_parse(diamond, strlen(diamond), "dag.yaml", &dag, NULL), 0);
+    assert_int_equal(loom_dag_parse(dag_diamond(), strlen(dag_diamond()), "dag.yaml", &dag, NULL),
+                     0);
     assert_int_equal(dag->n_tasks, 4);
     loom_dag_destroy(&dag);
 }

@@ -11,30 +11,6 @@
 #include "loom/expr.h"
 #include "loom/ytree.h"
 
-static const char diamond[] = "pipeline: diamond\n"
-                              "description: A diamond\n"
-                              "env:\n"
-                              "  REGION: eu-west\n"
-                              "tasks:\n"
-                              "  train:\n"
-                              "    run: [python3, train.py, --epochs, \"3\"]\n"
-                              "    needs: [clean, stats]\n"
-                              "    env:\n"
-                              "      EPOCHS: 3\n"
-                              "      DEBUG: ~\n"
-                              "    timeout: 10m\n"
-                              "    retries: 2\n"
-                              "  extract:\n"
-                              "    run: echo extract\n"
-                              "  clean:\n"
-                              "    run: echo clean\n"
-                              "    needs: extract\n"
-                              "  stats:\n"
-                              "    run: |\n"
-                              "      echo stats\n"
-                              "      wc -l data.csv\n"
-                              "    needs: [extract]\n";
-
 static void test_duplicate_keys(void **state)
 {
     (void)state;
@@ -124,12 +100,12 @@ static void test_binary_junk(void **state)
 static void test_truncated_and_mutated_input(void **state)
 {
     (void)state;
-    size_t len = strlen(diamond);
-    for (size_t n = 0; n <= len; n++) check_outcome(diamond, n);
+    size_t len = strlen(dag_diamond());
+    for (size_t n = 0; n <= len; n++) check_outcome(dag_diamond(), n);
     char *buf = loom_xmalloc(len);
     uint64_t seed = 0x9E3779B97F4A7C15u;
     for (int round = 0; round < 500; round++) {
-        memcpy(buf, diamond, len);
+        memcpy(buf, dag_diamond(), len);
         for (int k = 0; k < 4; k++)
             buf[next_random(&seed) % len] = (char)(next_random(&seed) & 0xFF);
         check_outcome(buf, len);
