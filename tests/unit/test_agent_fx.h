@@ -34,7 +34,9 @@
 
 #define FX static __attribute__((unused))
 
-typedef struct {
+typedef struct fx fx_t;
+
+struct fx {
     uv_loop_t loop;
     uv_timer_t deadline;
     void *zctx;
@@ -49,7 +51,14 @@ typedef struct {
     size_t cursor; /* wait_msg looks from here */
     bool stopped;
     bool router_closed;
-} fx_t;
+    /* Optional, for a file whose loomd does more than record (the bundle
+     * tests serve objects): on_msg sees each message as it is recorded;
+     * on_turn runs before and after each loop turn a wait takes, so it can
+     * answer what came in and what the test let go. ud is theirs. */
+    void (*on_msg)(fx_t *f, const loom_msg_t *m);
+    void (*on_turn)(fx_t *f);
+    void *ud;
+};
 
 FX void on_router_message(void *ud, zmq_msg_t *parts, size_t nparts)
 {
@@ -63,6 +72,7 @@ FX void on_router_message(void *ud, zmq_msg_t *parts, size_t nparts)
         fail_msg("agent sent an invalid message: %s", why);
     f->msgs = loom_xrealloc(f->msgs, (f->n_msgs + 1) * sizeof *f->msgs);
     f->msgs[f->n_msgs++] = m;
+    if (f->on_msg) f->on_msg(f, m);
     uv_stop(&f->loop);
 }
 
@@ -75,9 +85,11 @@ FX void on_deadline_timer(uv_timer_t *handle)
 /* One loop iteration, at most ms long. */
 FX void run_once(fx_t *f, uint64_t ms)
 {
+    if (f->on_turn) f->on_turn(f);
     uv_timer_start(&f->deadline, on_deadline_timer, ms, 0);
     uv_run(&f->loop, UV_RUN_ONCE);
     uv_timer_stop(&f->deadline);
+    if (f->on_turn) f->on_turn(f);
 }
 
 typedef bool (*msg_pred)(const loom_msg_t *m, uint64_t arg);
@@ -214,7 +226,9 @@ FX void send_dispatch(fx_t *f, Loom__Dispatch *d)
     send_msg(f, &m);
 }
 
-FX void dispatch_shell(fx_t *f, uint64_t id, uint64_t seq, const char *shell, uint64_t timeout_ms)
+/* The first attempt id of run 1's pipe/task, running shell: a Dispatch for
+ * the caller to add to and send. */
+FX Loom__Dispatch shell_dispatch(uint64_t id, uint64_t seq, const char *shell)
 {
     Loom__Dispatch d = LOOM__DISPATCH__INIT;
     d.attempt_id = id;
@@ -223,8 +237,14 @@ FX void dispatch_shell(fx_t *f, uint64_t id, uint64_t seq, const char *shell, ui
     d.task = "task";
     d.shell = (char *)shell;
     d.seq = seq;
-    d.timeout_ms = timeout_ms;
     d.attempt_number = 1;
+    return d;
+}
+
+FX void dispatch_shell(fx_t *f, uint64_t id, uint64_t seq, const char *shell, uint64_t timeout_ms)
+{
+    Loom__Dispatch d = shell_dispatch(id, seq, shell);
+    d.timeout_ms = timeout_ms;
     send_dispatch(f, &d);
 }
 
