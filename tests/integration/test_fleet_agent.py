@@ -12,26 +12,14 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from loomtest import AGENT, Cluster, DEADLINE, SOURCE, wait_for  # noqa: E402
+from loomtest import Cluster, DEADLINE, SOURCE, wait_for  # noqa: E402
 
 MIB = 1024 * 1024
 FAKE_SMI = os.path.join(SOURCE, "tests", "integration", "fake-nvidia-smi")
 
 
 class FleetCluster(Cluster):
-    """Cluster whose agents take extra flags and environment. (loomtest's
-    start_agent takes neither; this mirrors it.)"""
-
-    def start_agent(self, name, slots=2, extra=(), env=None):
-        work = os.path.join(self.tmp, "agent-" + name)
-        log = open(os.path.join(self.tmp, "agent-%s.log" % name), "ab")
-        p = subprocess.Popen(
-            [AGENT, "--server", self.zmq, "--name", name, "--work-dir", work,
-             "--slots", str(slots), "--log-level", self.log_level] + list(extra),
-            stdout=log, stderr=subprocess.STDOUT, env=env)
-        log.close()
-        self.agents[name] = p
-        return p
+    """Cluster with helpers for agents that see (stand-in) GPUs."""
 
     def agent(self, name):
         for a in self.get("/api/v1/agents")["agents"]:
