@@ -54,6 +54,14 @@ static const cli_cmd_t commands[] = {
      "  drain NAME     take no new work, finish what runs (shown as draining)\n"
      "  cordon NAME    take no new work\n"
      "  uncordon NAME  take work again\n"},
+    {"cron", cmd_cron, "cron \"EXPR\" [--tz ZONE] [-n N] [--from TIME]",
+     "Print the next fire times of a cron expression, offline.",
+     "  --tz ZONE      an IANA time zone such as Europe/Berlin (default UTC)\n"
+     "  -n, --count N  how many fire times to show (default 5, at most 1000)\n"
+     "  --from TIME    fire times at or after TIME (default: now): RFC 3339 such as\n"
+     "                 2026-03-08T00:00:00Z or ...+01:00, a wall time in the zone such as\n"
+     "                 \"2026-03-08 00:00\", or @UNIXSECONDS\n"
+     "Exit status 1 if the expression never fires.\n"},
     {"up", cmd_up, "up [--home DIR] [--http HOST:PORT] [--bind ENDPOINT] [--slots N] [--name NAME]",
      "Run loomd and one loom-agent on this machine, until Ctrl-C.",
      "  --home DIR        state folder (default: $LOOM_HOME, else ~/.loom)\n"

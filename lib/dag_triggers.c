@@ -4,34 +4,31 @@
  * trigger engine reads one fixed shape and never YAML. */
 #include "dag_int.h"
 
+#include "loom/cron.h"
+#include "loom/tz.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* ---- schedule ---- */
 
-/* Five fields of cron characters, or a macro. The triggers engine brings a
- * full cron parser; this catches what is clearly not cron, with a position. */
-static bool cron_text(const char *s, loom_buf_t *norm)
+/* The expression for the normalised JSON: fields separated by one space,
+ * a macro in lower case. The trigger engine parses it again. */
+static void cron_normal(const char *s, loom_buf_t *norm)
 {
-    static const char *const macros[] = {"@hourly", "@daily", "@weekly", "@monthly", "@yearly"};
-    for (size_t i = 0; i < sizeof macros / sizeof macros[0]; i++)
-        if (strcmp(s, macros[i]) == 0) {
-            loom_buf_puts(norm, s);
-            return true;
-        }
     int fields = 0;
     for (const char *p = s; *p;) {
         p += strspn(p, " \t");
         size_t n = strcspn(p, " \t");
         if (n == 0) break;
-        if (strspn(p, "0123456789*/,-?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") < n)
-            return false;
         loom_buf_printf(norm, "%s%.*s", fields ? " " : "", (int)n, p);
         fields++;
         p += n;
     }
-    return fields == 5;
+    if (norm->data && norm->data[0] == '@')
+        for (char *p = norm->data; *p; p++)
+            if (*p >= 'A' && *p <= 'Z') *p = (char)(*p - 'A' + 'a');
 }
 
 static bool timezone_ok(const char *s)
@@ -44,21 +41,48 @@ static bool timezone_ok(const char *s)
 typedef struct {
     const loom_ynode_t *kind_key, *kind, *timezone, *catchup, *when, *params;
     const loom_ynode_t *timezone_key, *catchup_key, *when_key;
+    const loom_ynode_t *consecutive_key, *consecutive;
 } trigger_nodes;
+
+/* Parses the expression, as the trigger engine will, and reports what is
+ * wrong with it, including an expression that never fires ("0 0 30 2 *"). */
+static void cron_check(pctx *c, const trigger_nodes *n, loom_buf_t *norm)
+{
+    const loom_ynode_t *v = n->kind;
+    char why[320], got[LOOM_YQUOTE_MAX];
+    loom_cron_t cron;
+    loom_tz_t *utc = NULL;
+    if (v->kind != LOOM_YSCALAR || loom_ynode_is_null(v)) {
+        loom_ynode_describe(v, got, sizeof got);
+        dag_error(c, dag_where(n->kind_key, v),
+                  "\"schedule\" must be a cron expression of 5 fields such as \"0 3 * * *\", or "
+                  "@hourly, @daily, @weekly, @monthly or @yearly, got %s",
+                  got);
+        return;
+    }
+    if (loom_cron_parse(v->str, &cron, why, sizeof why) != 0) {
+        dag_error(c, v, "invalid \"schedule\": %s", why);
+        return;
+    }
+    /* Any such expression fires within 8 years of any date if it ever
+     * does: try from 2000-01-01 in UTC. */
+    bool fires = loom_tz_load("UTC", &utc, why, sizeof why) == 0 &&
+                 loom_cron_next(&cron, utc, 946684800) != -1;
+    loom_tz_free(&utc);
+    if (!fires) {
+        dag_error(c, v, "\"schedule\" %s never fires: no date matches its day-of-month and month",
+                  dag_qname(v->str, got));
+        return;
+    }
+    cron_normal(v->str, norm);
+}
 
 static void schedule_fields(pctx *c, const trigger_nodes *n, json_t *o)
 {
     static const char *const catchups[] = {"none", "latest", "all", NULL};
     char got[LOOM_YQUOTE_MAX];
     loom_buf_t cron = {0};
-    const loom_ynode_t *v = n->kind;
-    if (v->kind != LOOM_YSCALAR || loom_ynode_is_null(v) || !cron_text(v->str, &cron)) {
-        loom_ynode_describe(v, got, sizeof got);
-        dag_error(c, dag_where(n->kind_key, v),
-                  "\"schedule\" must be a cron expression of 5 fields such as \"0 3 * * *\", or "
-                  "@hourly, @daily, @weekly, @monthly or @yearly, got %s",
-                  got);
-    }
+    cron_check(c, n, &cron);
     json_object_set_new(o, "cron", json_string(cron.data ? cron.data : ""));
     loom_buf_free(&cron);
     const char *tz = "UTC";
@@ -70,6 +94,12 @@ static void schedule_fields(pctx *c, const trigger_nodes *n, json_t *o)
                       "\"timezone\" must be a zone name such as \"UTC\" or \"Europe/Berlin\", "
                       "got %s",
                       got);
+        } else if (tz) {
+            /* Checked against this machine's zoneinfo, as loomd will use it. */
+            loom_tz_t *zone = NULL;
+            char why[320];
+            if (loom_tz_load(tz, &zone, why, sizeof why) != 0) dag_error(c, n->timezone, "%s", why);
+            loom_tz_free(&zone);
         }
     }
     json_object_set_new(o, "timezone", json_string(tz ? tz : ""));
@@ -129,8 +159,22 @@ static void data_path(pctx *c, const loom_ynode_t *k, const loom_ynode_t *v, dat
 {
     char got[LOOM_YQUOTE_MAX];
     d->path = dag_want_string(c, k, v);
-    if (d->path && !abs_path_ok(d->path)) {
-        dag_error(c, v, "the folder to watch must be an absolute path without \"..\", got %s",
+    if (d->path && strncmp(d->path, "s3://", 5) == 0) {
+        /* A bucket (and prefix) whose notifications come to /api/v1/hooks/s3. */
+        const char *bucket = d->path + 5;
+        size_t n = strcspn(bucket, "/");
+        char name[64];
+        snprintf(name, sizeof name, "%.*s", (int)(n < 63 ? n : 63), bucket);
+        if (n == 0 || n > 63 || !loom_name_valid(name) || strstr(d->path, "/../") ||
+            (strlen(d->path) >= 3 && strcmp(d->path + strlen(d->path) - 3, "/..") == 0)) {
+            dag_error(c, v, "an S3 location must be s3://BUCKET or s3://BUCKET/PREFIX, got %s",
+                      dag_qname(d->path, got));
+            d->path = NULL;
+        }
+    } else if (d->path && !abs_path_ok(d->path)) {
+        dag_error(c, v,
+                  "the folder to watch must be an absolute path without \"..\" (or "
+                  "s3://BUCKET/PREFIX), got %s",
                   dag_qname(d->path, got));
         d->path = NULL;
     }
@@ -170,6 +214,12 @@ static void data_fields(pctx *c, const trigger_nodes *n, json_t *o)
         for (size_t i = 0; i < v->n_pairs; i++) data_key(c, v->pairs[i].key, v->pairs[i].value, &d);
         if (!loom_ynode_get(v, "path"))
             dag_error(c, v, "\"data\" needs a \"path\": the folder to watch");
+        const loom_ynode_t *batch = loom_ynode_get(v, "batch");
+        if (batch && d.max_files > 1 && d.max_wait_ms == 0)
+            dag_error(c, batch,
+                      "a batch of %lld files needs \"max_wait\" too, or files could wait "
+                      "for ever for the rest",
+                      (long long)d.max_files);
     } else {
         loom_ynode_describe(v, got, sizeof got);
         dag_error(c, dag_where(n->kind_key, v),
@@ -232,8 +282,8 @@ static json_t *trigger_params(pctx *c, const loom_ynode_t *v)
 /* Sorts a trigger's keys into nodes; reports unknown and clashing ones. */
 static void trigger_keys(pctx *c, const loom_ynode_t *item, trigger_nodes *n)
 {
-    static const char *const keys[] = {"schedule", "data", "event",  "timezone",
-                                       "catchup",  "when", "params", NULL};
+    static const char *const keys[] = {"schedule", "data",   "event",       "timezone", "catchup",
+                                       "when",     "params", "consecutive", NULL};
     char q[LOOM_YQUOTE_MAX], q2[LOOM_YQUOTE_MAX], hint[LOOM_YQUOTE_MAX + 24];
     for (size_t i = 0; i < item->n_pairs; i++) {
         const loom_ynode_t *k = item->pairs[i].key, *v = item->pairs[i].value;
@@ -256,6 +306,9 @@ static void trigger_keys(pctx *c, const loom_ynode_t *item, trigger_nodes *n)
             n->when = v;
         } else if (strcmp(k->str, "params") == 0) {
             n->params = v;
+        } else if (strcmp(k->str, "consecutive") == 0) {
+            n->consecutive_key = k;
+            n->consecutive = v;
         } else {
             dag_suggest_word(c, k->str, keys, hint, sizeof hint);
             dag_error(c, k, "unknown key %s in a trigger%s", dag_qname(k->str, q), hint);
@@ -291,6 +344,20 @@ static json_t *parse_trigger(pctx *c, const loom_ynode_t *item)
         data_fields(c, &n, o);
     else
         event_fields(c, &n, o);
+    if (n.consecutive_key && strcmp(n.kind_key->str, "event") != 0) {
+        dag_error(c, n.consecutive_key, "\"consecutive\" applies only to an \"event\" trigger");
+    } else if (n.consecutive) {
+        /* Hysteresis: fire only after N events in a row pass `when`. */
+        int64_t k = 0;
+        if (n.consecutive->kind != LOOM_YSCALAR ||
+            loom_parse_i64(n.consecutive->str, 1, 1000, &k) != 0) {
+            loom_ynode_describe(n.consecutive, got, sizeof got);
+            dag_error(c, dag_where(n.consecutive_key, n.consecutive),
+                      "\"consecutive\" must be an integer 1..1000, got %s", got);
+        } else if (k > 1) {
+            json_object_set_new(o, "consecutive", json_integer((json_int_t)k));
+        }
+    }
     char *when = NULL;
     if (n.when) dag_check_cond(c, n.when_key, n.when, NO_TASK, &when);
     if (when) json_object_set_new(o, "when", json_string(when));

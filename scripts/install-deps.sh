@@ -9,7 +9,7 @@ pkgs=(
   libzmq3-dev libprotobuf-c-dev protobuf-c-compiler
   libsqlite3-dev libuv1-dev libsodium-dev libyaml-dev libjansson-dev
   libmicrohttpd-dev libcurl4-openssl-dev libcmocka-dev
-  python3 procps
+  python3 procps tzdata
 )
 
 missing=()
