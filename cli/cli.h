@@ -118,6 +118,7 @@ int cmd_pipelines(loom_cli_t *cli, int argc, char **argv);
 int cmd_up(loom_cli_t *cli, int argc, char **argv);
 int cmd_graph(loom_cli_t *cli, int argc, char **argv);
 int cmd_cron(loom_cli_t *cli, int argc, char **argv);
+int cmd_drift(loom_cli_t *cli, int argc, char **argv);
 
 /* Prints one task's log under a "==> TASK (state, exit N) <==" header; used
  * by `loom run --logs`. Returns an exit status. */

@@ -72,6 +72,31 @@ static const cli_cmd_t commands[] = {
      "  --name NAME       the local agent's name (default \"local\")\n"
      "loomd and loom-agent are looked for beside this loom, then on $PATH.\n"
      "Exit status 1 if either stops unexpectedly.\n"},
+    {"drift", cmd_drift,
+     "drift REFERENCE.csv CURRENT.csv [--columns A,B] [--numeric A,B] [--categorical C]\n"
+     "       [--test COL=TEST] [--threshold COL=X] [--share X] [--seed N] [--sample N]",
+     "Compare two CSV datasets column by column for data drift, offline.",
+     "Reads both files once (RFC 4180 CSV with a header row) and tests each column\n"
+     "of the reference (all must be in the current file, in any order). A column is\n"
+     "numeric when every value is a finite number, else categorical. Empty, NA, NaN\n"
+     "and null (any case) count as missing and are left out.\n"
+     "  --columns A,B        compare only these columns\n"
+     "  --numeric A,B        treat these as numeric (other values count as invalid)\n"
+     "  --categorical C      treat these as categories\n"
+     "  --test COL=TEST      psi, ks, wasserstein, js or chisq for one column\n"
+     "  --threshold COL=X    that column's threshold (p-value or distance)\n"
+     "  --share X            the dataset drifts when at least this share of the\n"
+     "                       columns tested drift (default 0.5)\n"
+     "  --sample N           numbers kept per column and file before sampling\n"
+     "                       (default 1000000)\n"
+     "  --seed N             seed of that sample (default 1)\n"
+     "Defaults: with at most 1000 reference rows, ks for numbers and chisq for\n"
+     "categories (drift when p < 0.05); beyond, wasserstein (W1 / reference std)\n"
+     "and js (Jensen-Shannon distance, base 2) (drift when >= 0.1).\n"
+     "PSI and JS use 10 reference-decile bins; PSI counts an empty bin as 0.0001.\n"
+     "Exit status: 0 no drift, 1 drift found, 2 bad usage or input.\n"
+     "`loom drift perf --help`: a model metric on labelled predictions against a\n"
+     "baseline (accuracy, auc, rmse).\n"},
     {"help", cmd_help, "help [COMMAND]", "Show help for loom or one command.", NULL},
 };
 
