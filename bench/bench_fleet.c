@@ -980,8 +980,8 @@ static bool ctl_start_and_wait(ctl_t *c, bool literal)
     atomic_store(&c->t0, t0);
     /* loomd answers with the whole run, every task included: not parsed
      * here, so that this thread takes no CPU from loomd while it runs. */
-    long status = http(c, "POST", "/api/v1/pipelines/fleet-bench/runs?tasks=0", body, 300, false, &resp,
-                       &c->post_bytes);
+    long status = http(c, "POST", "/api/v1/pipelines/fleet-bench/runs?tasks=0", body, 300, false,
+                       &resp, &c->post_bytes);
     c->post_ms = (mono_ns() - t0) / 1000000ull;
     c->hwm_post_kib = proc_status_kib(c->o->loomd_pid, "VmHWM");
     free(body);

@@ -7,3 +7,4 @@ bash scripts/install-deps.sh
 cmake --preset release >/dev/null
 cmake --build --preset release -j"$(nproc)" >/dev/null
 python3 bench/bench_spine.py "$@"
+python3 bench/bench_triggers.py

@@ -117,6 +117,9 @@ int cmd_agents(loom_cli_t *cli, int argc, char **argv);
 int cmd_pipelines(loom_cli_t *cli, int argc, char **argv);
 int cmd_up(loom_cli_t *cli, int argc, char **argv);
 int cmd_graph(loom_cli_t *cli, int argc, char **argv);
+int cmd_triggers(loom_cli_t *cli, int argc, char **argv);
+int cmd_events(loom_cli_t *cli, int argc, char **argv);
+int cmd_pause(loom_cli_t *cli, int argc, char **argv);
 int cmd_cron(loom_cli_t *cli, int argc, char **argv);
 int cmd_drift(loom_cli_t *cli, int argc, char **argv);
 

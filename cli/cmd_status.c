@@ -31,6 +31,32 @@ static void print_run_header(const json_t *run, uint64_t now)
     puts(safe);
     free(safe);
     free(line);
+    /* How it started, when a trigger started it. */
+    const json_t *o = cli_jobj(run, "origin");
+    const char *kind = cli_jstr(o, "kind");
+    if (!kind || strcmp(kind, "manual") == 0) return;
+    int64_t n = 0;
+    if (strcmp(kind, "schedule") == 0)
+        line = loom_xasprintf("started by schedule \"%s\" (%s) for %s", cli_jstr(o, "cron"),
+                              cli_jstr(o, "timezone"), cli_jstr(o, "scheduled_for"));
+    else if (strcmp(kind, "event") == 0 && cli_jint(o, "event_id", &n))
+        line = loom_xasprintf("started by event %s #%lld (%s)", cli_jstr(o, "event"), (long long)n,
+                              cli_jstr(o, "source"));
+    else if (strcmp(kind, "data") == 0 && cli_jint(o, "files", &n))
+        line = loom_xasprintf("started by %lld file%s in %s", (long long)n, n == 1 ? "" : "s",
+                              cli_jstr(o, "path"));
+    else
+        line = loom_xasprintf("started by %s", kind);
+    if (cli_jint(o, "debounced", &n) && n > 1) {
+        char *more =
+            loom_xasprintf("%s, standing for %lld triggers (debounce)", line, (long long)n);
+        free(line);
+        line = more;
+    }
+    safe = cli_sanitize(line);
+    puts(safe);
+    free(safe);
+    free(line);
 }
 
 /* What the NOTE column says of a task: why it failed or did not run, or

@@ -54,6 +54,19 @@ static const cli_cmd_t commands[] = {
      "  drain NAME     take no new work, finish what runs (shown as draining)\n"
      "  cordon NAME    take no new work\n"
      "  uncordon NAME  take work again\n"},
+    {"triggers", cmd_triggers, "triggers [--explain PIPELINE] [--limit N]",
+     "List every trigger and its next fire, or why a pipeline's triggers did what they did.",
+     "  --explain PIPELINE  the latest trigger decisions of PIPELINE, oldest first:\n"
+     "                      started, queued, debounced, skipped, filtered, missed, with why\n"
+     "  --limit N           at most N decisions (default 20)\n"},
+    {"events", cmd_events,
+     "events [--name NAME] [--limit N] | events send NAME [-d JSON | --data-file FILE] [--key KEY]",
+     "List recent events and what they started, or send one (what a monitor does).",
+     "  send NAME        POST an event: pipelines with `event: NAME` triggers react\n"
+     "  -d JSON          its payload, a JSON object (default {}); tasks see event.FIELD\n"
+     "  --data-file FILE the payload from FILE (- for stdin)\n"
+     "  --key KEY        an idempotency key: a second event with the same key starts nothing\n"
+     "  --name NAME      list only events called NAME\n"},
     {"cron", cmd_cron, "cron \"EXPR\" [--tz ZONE] [-n N] [--from TIME]",
      "Print the next fire times of a cron expression, offline.",
      "  --tz ZONE      an IANA time zone such as Europe/Berlin (default UTC)\n"
@@ -62,6 +75,12 @@ static const cli_cmd_t commands[] = {
      "                 2026-03-08T00:00:00Z or ...+01:00, a wall time in the zone such as\n"
      "                 \"2026-03-08 00:00\", or @UNIXSECONDS\n"
      "Exit status 1 if the expression never fires.\n"},
+    {"pause", cmd_pause, "pause PIPELINE",
+     "Stop a pipeline's triggers from starting runs (runs started by hand still start).",
+     "Schedules skip their fire times while paused; data files that arrive wait, and\n"
+     "start their run on resume; events are recorded as skipped.\n"},
+    {"resume", cmd_pause, "resume PIPELINE", "Let a paused pipeline's triggers start runs again.",
+     NULL},
     {"up", cmd_up, "up [--home DIR] [--http HOST:PORT] [--bind ENDPOINT] [--slots N] [--name NAME]",
      "Run loomd and one loom-agent on this machine, until Ctrl-C.",
      "  --home DIR        state folder (default: $LOOM_HOME, else ~/.loom)\n"

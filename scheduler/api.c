@@ -72,7 +72,7 @@ bool api_parse_id(const char *s, uint64_t *out)
     return true;
 }
 
-static json_t *parse_body(req_t *r, enum MHD_Result *rc)
+json_t *api_parse_body(req_t *r, enum MHD_Result *rc)
 {
     json_error_t err;
     json_t *j =
@@ -139,7 +139,7 @@ static enum MHD_Result post_pipeline(req_t *r, const path_t *p)
 {
     (void)p;
     enum MHD_Result rc;
-    json_t *body = parse_body(r, &rc);
+    json_t *body = api_parse_body(r, &rc);
     if (!body) return rc;
     json_t *jfile = json_object_get(body, "file");
     json_t *jsource = json_object_get(body, "source");
@@ -177,7 +177,7 @@ static enum MHD_Result post_objects_missing(req_t *r, const path_t *p)
 {
     (void)p;
     enum MHD_Result rc;
-    json_t *body = parse_body(r, &rc);
+    json_t *body = api_parse_body(r, &rc);
     if (!body) return rc;
     json_t *hashes = json_object_get(body, "hashes");
     if (!json_is_array(hashes) || json_array_size(hashes) > 100000) {
@@ -375,7 +375,7 @@ static enum MHD_Result run_response(req_t *r, unsigned status, uint64_t run_id, 
 static enum MHD_Result post_run(req_t *r, const path_t *p)
 {
     enum MHD_Result rc;
-    json_t *body = r->body.len ? parse_body(r, &rc) : json_object();
+    json_t *body = r->body.len ? api_parse_body(r, &rc) : json_object();
     if (!body) return rc;
     json_t *jv = json_object_get(body, "version");
     json_t *params = json_object_get(body, "params");
@@ -507,6 +507,14 @@ static const struct {
     {"GET", "runs/*/tasks/*/attempts", api_get_attempts},
     {"GET", "agents", get_agents},
     {"POST", "agents/*/*", post_agent_op},
+    {"POST", "events/*", api_post_event},
+    {"GET", "events", api_get_events},
+    {"POST", "hooks/alertmanager", api_post_alertmanager},
+    {"POST", "hooks/s3", api_post_s3},
+    {"GET", "triggers", api_get_triggers},
+    {"GET", "pipelines/*/decisions", api_get_decisions},
+    {"POST", "pipelines/*/pause", api_post_pause},
+    {"POST", "pipelines/*/resume", api_post_pause},
 };
 
 /* Splits "/api/v1/a/b" into segments in buf; false if too deep. */

@@ -80,6 +80,17 @@ enum MHD_Result api_respond_error(req_t *r, unsigned status, const char *fmt, ..
 enum MHD_Result api_respond_loom_error(req_t *r, int err, const char *what);
 int api_query_u64(req_t *r, const char *key, uint64_t max, uint64_t dflt, uint64_t *out);
 bool api_parse_id(const char *s, uint64_t *out);
+/* The body as a JSON object, or NULL after answering 400. */
+json_t *api_parse_body(req_t *r, enum MHD_Result *rc);
+
+/* api_trig.c: events, webhooks, triggers */
+enum MHD_Result api_post_event(req_t *r, const path_t *p);
+enum MHD_Result api_get_events(req_t *r, const path_t *p);
+enum MHD_Result api_post_alertmanager(req_t *r, const path_t *p);
+enum MHD_Result api_post_s3(req_t *r, const path_t *p);
+enum MHD_Result api_get_triggers(req_t *r, const path_t *p);
+enum MHD_Result api_get_decisions(req_t *r, const path_t *p);
+enum MHD_Result api_post_pause(req_t *r, const path_t *p);
 
 /* api_stream.c */
 enum MHD_Result api_get_log(req_t *r, const path_t *p);

@@ -159,7 +159,8 @@ struct s_run {
     uint64_t created_ms, started_ms, ended_ms;
     char *trigger;
     json_t *params; /* every parameter, defaults filled in */
-    json_t *event;  /* what triggered it (event payload); NULL for manual runs */
+    json_t *event;  /* what triggered it (event payload, {"files"}); NULL for manual runs */
+    json_t *origin; /* how it started ({"kind", ...}); NULL for manual runs */
     char *bundle;   /* code bundle manifest hash, or NULL */
     tq_t *tqs;      /* one placement queue per DAG task */
 };
@@ -213,6 +214,13 @@ struct loom_sched {
     link_t retry_wait;           /* tasks waiting for their retry delay, by not_before */
     uv_timer_t retry_timer;
 
+    /* Triggers (triggers.c): each pipeline's, and the runs each has active. */
+    loom_map_t trig_pipes;  /* pipeline id -> trig_pipe_t* */
+    loom_map_t active_runs; /* pipeline id -> runs not ended (as a count) */
+    loom_map_t trig_freed;  /* pipelines whose runs ended this turn */
+    uv_timer_t trig_timer;
+    bool trig_open;
+
     outmsg_t *out_head, **out_tail;
     loom_map_t changed_runs; /* run ids to tell the observer about */
     loom_map_t output_runs;
@@ -252,8 +260,14 @@ void sched_mark_output(loom_sched_t *s, uint64_t run_id);
 void sched_request_flush(loom_sched_t *s);
 
 /* sched_run.c: runs, their tasks, recovery, cancel */
+/* How a run starts: by hand (origin NULL) or by a trigger. */
+typedef struct {
+    const char *trigger; /* "manual", "schedule", "data", "event" */
+    json_t *origin;      /* {"kind", ...}: shown with the run, given to tasks; may be NULL */
+    json_t *event;       /* event.* and trigger.files for the tasks; may be NULL */
+} run_origin_t;
 int run_create(loom_sched_t *s, uint64_t pipeline_id, const char *pipeline, uint32_t version,
-               const char *source, size_t len, const char *trigger, json_t *params,
+               const char *source, size_t len, const run_origin_t *origin, json_t *params,
                uint64_t *run_id, char *why, size_t whylen);
 int run_recover(loom_sched_t *s, const loom_run_row_t *row);
 void run_free(run_t *r);
@@ -322,6 +336,17 @@ void attempt_finished(loom_sched_t *s, attempt_t *a, const Loom__Finished *f);
 void attempt_lost(loom_sched_t *s, attempt_t *a, const char *why);
 void attempt_started(loom_sched_t *s, attempt_t *a, uint64_t started_ms);
 int attempt_log(loom_sched_t *s, attempt_t *a, const Loom__LogChunk *c);
+
+/* triggers.c: what starts runs besides a request */
+int triggers_open(loom_sched_t *s);
+void triggers_close(loom_sched_t *s);
+void triggers_free(loom_sched_t *s);
+/* A new version of a pipeline was stored: its triggers may have changed. */
+void triggers_reload(loom_sched_t *s, uint64_t pipeline_id, const char *name);
+void triggers_run_started(loom_sched_t *s, uint64_t pipeline_id);
+void triggers_run_ended(loom_sched_t *s, uint64_t pipeline_id);
+/* Starts what waited for the runs that ended this turn (from the flush). */
+void triggers_flush(loom_sched_t *s);
 
 /* objects.c: answers an agent's FetchObject with an ObjectChunk. */
 void objects_on_fetch(loom_sched_t *s, agent_t *a, const loom_msg_t *m);

@@ -65,6 +65,7 @@ int loom_sched_submit(loom_sched_t *s, const char *file, const char *source, siz
     if (rc == 0 && res.created)
         rc = loom_store_version_origin(s->store, res.pipeline_id, res.version, origin->bundle,
                                        origin->git_commit, origin->git_dirty);
+    if (rc == 0 && res.created) triggers_reload(s, res.pipeline_id, dag->name);
     if (rc == 0) rc = loom_sched_commit(s);
     if (rc == 0) {
         *result =
@@ -90,7 +91,8 @@ int loom_sched_start_run(loom_sched_t *s, const char *pipeline, uint32_t version
                                         &source, &len);
     if (rc) return rc;
     json_t *given = params ? json_incref(params) : json_object();
-    rc = run_create(s, pipeline_id, pipeline, found_version, source, len, trigger, given, run_id,
+    run_origin_t origin = {.trigger = trigger};
+    rc = run_create(s, pipeline_id, pipeline, found_version, source, len, &origin, given, run_id,
                     why, whylen);
     json_decref(given);
     free(source);

@@ -93,6 +93,7 @@ void run_free(run_t *r)
     loom_dag_destroy(&r->dag);
     json_decref(r->params);
     json_decref(r->event);
+    json_decref(r->origin);
     free(r->pipeline);
     free(r->trigger);
     free(r->bundle);
@@ -339,8 +340,8 @@ static int insert_tasks(loom_sched_t *s, run_t *r)
 }
 
 int run_create(loom_sched_t *s, uint64_t pipeline_id, const char *pipeline, uint32_t version,
-               const char *source, size_t len, const char *trigger, json_t *given, uint64_t *run_id,
-               char *why, size_t whylen)
+               const char *source, size_t len, const run_origin_t *origin, json_t *given,
+               uint64_t *run_id, char *why, size_t whylen)
 {
     loom_dag_t *dag = NULL;
     if (loom_dag_parse(source, len, pipeline, &dag, NULL) != 0) {
@@ -350,7 +351,8 @@ int run_create(loom_sched_t *s, uint64_t pipeline_id, const char *pipeline, uint
     json_t *params = resolve_params(dag, given, why, whylen);
     spec_t *specs = NULL;
     uint32_t n = 0;
-    int rc = params ? expand(dag, params, NULL, &specs, &n, why, whylen) : LOOM_EINVAL;
+    const char *trigger = origin->trigger ? origin->trigger : "manual";
+    int rc = params ? expand(dag, params, origin->event, &specs, &n, why, whylen) : LOOM_EINVAL;
     if (rc) {
         json_decref(params);
         loom_dag_destroy(&dag);
@@ -358,14 +360,23 @@ int run_create(loom_sched_t *s, uint64_t pipeline_id, const char *pipeline, uint
     }
     uint64_t now = loom_unix_ms();
     char *params_text = json_dumps(params, JSON_COMPACT | JSON_SORT_KEYS);
+    char *origin_text =
+        origin->origin ? json_dumps(origin->origin, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    char *event_text =
+        origin->event ? json_dumps(origin->event, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY)
+                      : NULL;
     loom_run_row_t row = {.pipeline_id = pipeline_id,
                           .version = version,
                           .state = run_state_name(RUN_QUEUED),
                           .trigger = trigger,
                           .created_ms = now,
-                          .params_json = params_text};
+                          .params_json = params_text,
+                          .origin_json = origin_text,
+                          .event_json = event_text};
     rc = loom_store_run_insert(s->store, &row);
     free(params_text);
+    free(origin_text);
+    free(event_text);
     if (rc) {
         specs_free(specs, n);
         json_decref(params);
@@ -380,6 +391,8 @@ int run_create(loom_sched_t *s, uint64_t pipeline_id, const char *pipeline, uint
     r->created_ms = now;
     r->trigger = loom_xstrdup(trigger);
     r->params = params;
+    r->origin = origin->origin ? json_incref(origin->origin) : NULL;
+    r->event = origin->event ? json_incref(origin->event) : NULL;
     r->bundle = loom_store_version_bundle(s->store, pipeline_id, version);
     rc = insert_tasks(s, r);
     if (rc) {
@@ -387,6 +400,7 @@ int run_create(loom_sched_t *s, uint64_t pipeline_id, const char *pipeline, uint
         return rc;
     }
     loom_map_put(&s->runs, r->id, r);
+    triggers_run_started(s, pipeline_id);
     LOG_INFO("run created run=%llu pipeline=%s version=%u trigger=%s tasks=%u",
              (unsigned long long)r->id, pipeline, version, trigger, r->n_tasks);
     *run_id = r->id;
@@ -414,6 +428,7 @@ void run_check_done(loom_sched_t *s, run_t *r)
     LOG_INFO("run ended run=%llu pipeline=%s state=%s", (unsigned long long)r->id, r->pipeline,
              run_state_name(r->state));
     loom_map_del(&s->runs, r->id);
+    triggers_run_ended(s, r->pipeline_id);
     run_free(r);
 }
 
@@ -560,8 +575,11 @@ int run_recover(loom_sched_t *s, const loom_run_row_t *row)
     r->trigger = loom_xstrdup(row->trigger ? row->trigger : "manual");
     r->params = json_loads(row->params_json ? row->params_json : "{}", 0, NULL);
     if (!r->params) r->params = json_object();
+    r->origin = row->origin_json ? json_loads(row->origin_json, 0, NULL) : NULL;
+    r->event = row->event_json ? json_loads(row->event_json, JSON_DECODE_ANY, NULL) : NULL;
     r->bundle = loom_store_version_bundle(s->store, r->pipeline_id, r->version);
     loom_map_put(&s->runs, r->id, r);
+    triggers_run_started(s, r->pipeline_id);
     for (uint32_t i = 0; i < r->n_tasks; i++) recover_task(s, &r->tasks[i], &c.rows[i]);
     recover_free(&c);
     /* Pending tasks whose upstream ended while loomd was down move on now. */

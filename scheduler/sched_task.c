@@ -56,8 +56,12 @@ static json_t *lookup_value(const task_t *t, const char *path)
     if (dot) *dot = '\0';
     if (strcmp(buf, "item") == 0 && !rest) return t->item ? json_incref(t->item) : NULL;
     if (strcmp(buf, "params") == 0 && rest) return json_incref(json_object_get(r->params, rest));
-    if (strcmp(buf, "event") == 0 && rest)
-        return r->event ? json_incref(json_object_get(r->event, rest)) : NULL;
+    if (strcmp(buf, "event") == 0 && rest) {
+        json_t *v = r->event; /* event.labels.severity: nested fields */
+        for (char *part = strtok(rest, "."); part && v; part = strtok(NULL, "."))
+            v = json_is_object(v) ? json_object_get(v, part) : NULL;
+        return v ? json_incref(v) : NULL;
+    }
     if (strcmp(buf, "tasks") != 0 || !rest) return NULL;
     char *field = strchr(rest, '.');
     if (!field) return NULL;
@@ -343,6 +347,39 @@ static void build_env(const task_t *t, envlist_t *l)
         free(text);
     }
     env_add(l, "LOOM_TRIGGER", r->trigger ? r->trigger : "manual");
+    const char *okey;
+    json_t *ov;
+    json_object_foreach(r->origin, okey, ov)
+    {
+        /* The scalar facts of how the run started: LOOM_TRIGGER_EVENT_ID,
+         * LOOM_TRIGGER_SCHEDULED_FOR, ... (lists stay in the files). */
+        if (json_is_array(ov) || json_is_object(ov) || strcmp(okey, "kind") == 0) continue;
+        char name[96] = "LOOM_TRIGGER_";
+        size_t n = strlen(name);
+        for (const char *c = okey; *c && n + 1 < sizeof name; c++)
+            name[n++] = (char)toupper((unsigned char)*c);
+        name[n] = '\0';
+        char *text = value_text(ov);
+        env_add(l, name, text);
+        free(text);
+    }
+    /* The event's top-level scalars as LOOM_EVENT_<FIELD>: an event comes
+     * from outside, so it reaches commands only this way and by file. */
+    json_object_foreach(json_is_object(r->event) ? r->event : NULL, okey, ov)
+    {
+        if (!json_is_string(ov) && !json_is_number(ov) && !json_is_boolean(ov)) continue;
+        char name[96] = "LOOM_EVENT_";
+        size_t n = strlen(name);
+        bool ok = *okey != '\0' && strlen(okey) < sizeof name - n;
+        for (const char *c = okey; ok && *c; c++) {
+            if (!isalnum((unsigned char)*c) && *c != '_') ok = false;
+            name[n++] = (char)toupper((unsigned char)*c);
+        }
+        name[n] = '\0';
+        char *text = ok ? value_text(ov) : NULL;
+        if (text && strlen(text) <= LOOM_PARAM_ENV_MAX) env_add(l, name, text);
+        free(text);
+    }
     for (size_t i = 0; i < l->n; i++) l->ptrs[i] = &l->vars[i];
 }
 
@@ -401,7 +438,36 @@ static bool send_dispatch(loom_sched_t *s, attempt_t *a, char *why, size_t whyle
     params_file.content.data = (uint8_t *)params;
     params_file.content.len = params ? strlen(params) : 0;
     params_file.env = "LOOM_PARAMS_FILE";
-    Loom__File *files[] = {&params_file};
+    /* How the run started (origin and event, as JSON), and for a data
+     * trigger the files, one path per line. */
+    char *trigger_text = NULL;
+    loom_buf_t list = {0};
+    Loom__File trigger_file = LOOM__FILE__INIT, data_file = LOOM__FILE__INIT;
+    Loom__File *files[3];
+    size_t n_files = 0;
+    if (json_object_size(t->run->params)) files[n_files++] = &params_file;
+    if (t->run->origin) {
+        json_t *j = json_pack("{s:O,s:O?}", "origin", t->run->origin, "event", t->run->event);
+        trigger_text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+        json_decref(j);
+        trigger_file.path = "loom-trigger.json";
+        trigger_file.content.data = (uint8_t *)trigger_text;
+        trigger_file.content.len = trigger_text ? strlen(trigger_text) : 0;
+        trigger_file.env = "LOOM_TRIGGER_FILE";
+        files[n_files++] = &trigger_file;
+    }
+    json_t *data = t->run->event ? json_object_get(t->run->event, "files") : NULL;
+    if (json_is_array(data)) {
+        size_t i;
+        json_t *f;
+        json_array_foreach(data, i, f) if (json_is_string(f))
+            loom_buf_printf(&list, "%s\n", json_string_value(f));
+        data_file.path = "loom-data-files.txt";
+        data_file.content.data = (uint8_t *)(list.data ? list.data : "");
+        data_file.content.len = list.len;
+        data_file.env = "LOOM_DATA_FILES";
+        files[n_files++] = &data_file;
+    }
 
     Loom__Dispatch d = LOOM__DISPATCH__INIT;
     d.attempt_id = a->id;
@@ -420,7 +486,7 @@ static bool send_dispatch(loom_sched_t *s, attempt_t *a, char *why, size_t whyle
     /* Only a pipeline with parameters gets the file: creating a file per
      * attempt is a measurable share of an agent's work at 1,000 tasks/s. */
     d.files = files;
-    d.n_files = json_object_size(t->run->params) ? 1 : 0;
+    d.n_files = n_files;
     d.metrics = dt->metrics ? dt->metrics : "";
     d.gpus = a->gpus;
     d.n_gpus = a->n_gpus;
@@ -431,6 +497,8 @@ static bool send_dispatch(loom_sched_t *s, attempt_t *a, char *why, size_t whyle
     msg.dispatch = &d;
     sched_send(s, a->agent->name, &msg);
     free(params);
+    free(trigger_text);
+    loom_buf_free(&list);
     env_free(&env);
     free(shell);
     free_argv(argv, argc);

@@ -143,7 +143,7 @@ static void notify(loom_sched_t *s, loom_map_t *set, void (*cb)(void *, uint64_t
 static bool flush_pending(loom_sched_t *s)
 {
     return loom_store_in_txn(s->store) || s->out_head || s->changed_runs.count ||
-           s->output_runs.count;
+           s->output_runs.count || s->trig_freed.count;
 }
 
 /* Commit, then act: send queued messages and tell observers. Sending may read
@@ -153,6 +153,7 @@ static bool flush_pending(loom_sched_t *s)
 static void flush(loom_sched_t *s)
 {
     for (int round = 0; round < 16 && flush_pending(s); round++) {
+        triggers_flush(s); /* queued triggers whose runs ended: their runs join this commit */
         loom_sched_commit(s);
         send_outbox(s);
         notify(s, &s->changed_runs, s->obs.on_run_changed);
@@ -311,7 +312,10 @@ int loom_sched_open(loom_sched_t *s, char *why, size_t whylen)
     uv_timer_start(&s->liveness_timer, on_liveness_timer, every, every);
     s->open_handles = 4;
     retry_timer_start(s); /* recovered tasks may be waiting for a retry */
-    return 0;
+    rc = triggers_open(s);
+    if (rc == 0) rc = loom_sched_commit(s);
+    if (rc) snprintf(why, whylen, "cannot load triggers: %s", loom_errname(rc));
+    return rc;
 }
 
 int loom_sched_bind(loom_sched_t *s, char *out, size_t outlen, char *why, size_t whylen)
@@ -388,6 +392,10 @@ void loom_sched_close(loom_sched_t *s, void (*on_closed)(void *ud), void *ud)
         uv_close((uv_handle_t *)&s->liveness_timer, on_handle_closed);
         uv_close((uv_handle_t *)&s->retry_timer, on_handle_closed);
     }
+    if (s->trig_open) {
+        triggers_close(s);
+        uv_close((uv_handle_t *)&s->trig_timer, on_handle_closed);
+    }
 }
 
 void loom_sched_destroy(loom_sched_t **sp)
@@ -395,6 +403,7 @@ void loom_sched_destroy(loom_sched_t **sp)
     loom_sched_t *s = sp ? *sp : NULL;
     if (!s) return;
     void *v;
+    triggers_free(s);
     for (size_t i = 0; loom_map_next(&s->runs, &i, &v);) run_free(v);
     for (size_t i = 0; loom_map_next(&s->agents, &i, &v);) agent_free(v);
     for (size_t i = 0; loom_map_next(&s->pools, &i, &v);) {

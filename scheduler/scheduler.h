@@ -25,8 +25,10 @@ typedef struct {
     loom_sync_mode sync;
     const char *const *pools; /* "NAME=LIMIT": at most LIMIT tasks of the pool at once */
     size_t n_pools;
-    void *zmq_ctx;      /* optional shared context */
-    loom_clock_t clock; /* zero value: the real monotonic clock */
+    void *zmq_ctx;           /* optional shared context */
+    loom_clock_t clock;      /* zero value: the real monotonic clock */
+    loom_clock_t wall;       /* unix ms, for schedules and trigger windows; zero: the real one */
+    uint64_t data_rescan_ms; /* data folders' rescan period; 0: 30 s */
 } loom_sched_config_t;
 
 /* Told, after each commit, what changed, so that waiting HTTP clients can be
@@ -91,6 +93,27 @@ int loom_sched_agent_cordon(loom_sched_t *s, const char *name, bool cordon, bool
 void loom_sched_annotate_run(loom_sched_t *s, json_t *run);
 /* Why task idx of a run in flight is still queued, or NULL. */
 const char *loom_sched_task_waiting(loom_sched_t *s, uint64_t run_id, uint32_t idx);
+
+/* --- triggers (triggers.c, trig_sources.c) --- */
+
+/* An event arrived (POST /events/NAME, an Alertmanager alert, `loom events
+ * send`): it is stored, and every pipeline with an event trigger of that
+ * name whose `when` holds gets a firing through its admission policy. A
+ * repeated idempotency key starts nothing. *result: {"event_id",
+ * "duplicate", "outcome": [{"pipeline", "decision", "run_id", "reason"}]}. */
+int loom_sched_event(loom_sched_t *s, const char *name, const char *source, json_t *payload,
+                     const char *idem_key, json_t **result);
+/* Data arrivals from outside loomd's file system (S3 notifications): path
+ * like "s3://bucket/key", with size and a version tag. */
+int loom_sched_data_arrived(loom_sched_t *s, const char *path, uint64_t size, const char *tag,
+                            json_t **result);
+/* Every trigger of every pipeline, with its next fire time. */
+json_t *loom_sched_triggers_json(loom_sched_t *s);
+/* LOOM_ENOTFOUND for an unknown pipeline. */
+int loom_sched_pipeline_pause(loom_sched_t *s, const char *pipeline, bool paused);
+/* Fires what is due as of the wall clock now (the timer calls it; tests
+ * with an injected clock call it after moving time). */
+void loom_sched_triggers_tick(loom_sched_t *s);
 
 /* Counters for tests and benchmarks. */
 typedef struct {

@@ -62,6 +62,32 @@ static const char *const migrations[] = {
     /* 3: the fleet (GPU assignments, cordoned agents) */
     "ALTER TABLE attempts ADD COLUMN gpus TEXT;"
     "ALTER TABLE agents ADD COLUMN cordoned INTEGER NOT NULL DEFAULT 0;",
+    /* 4: triggers (schedules, data arrival, events) and admission */
+    "ALTER TABLE runs ADD COLUMN origin TEXT;"
+    "ALTER TABLE runs ADD COLUMN event TEXT;"
+    "ALTER TABLE pipelines ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE pipelines ADD COLUMN last_trigger_run_ms INTEGER;"
+    "CREATE TABLE schedules ("
+    "  pipeline_id INTEGER NOT NULL REFERENCES pipelines(id), key TEXT NOT NULL,"
+    "  last_fire_s INTEGER NOT NULL, PRIMARY KEY (pipeline_id, key));"
+    "CREATE TABLE data_files ("
+    "  pipeline_id INTEGER NOT NULL REFERENCES pipelines(id), key TEXT NOT NULL,"
+    "  path TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,"
+    "  seen_ms INTEGER NOT NULL, run_id INTEGER,"
+    "  PRIMARY KEY (pipeline_id, key, path));"
+    "CREATE TABLE events ("
+    "  id INTEGER PRIMARY KEY, name TEXT NOT NULL, source TEXT NOT NULL,"
+    "  received_ms INTEGER NOT NULL, idem_key TEXT UNIQUE, payload TEXT NOT NULL,"
+    "  outcome TEXT NOT NULL DEFAULT '[]');"
+    "CREATE TABLE trigger_queue ("
+    "  id INTEGER PRIMARY KEY, pipeline_id INTEGER NOT NULL REFERENCES pipelines(id),"
+    "  due_ms INTEGER, origin TEXT NOT NULL, event TEXT, params TEXT NOT NULL,"
+    "  created_ms INTEGER NOT NULL);"
+    "CREATE TABLE trigger_decisions ("
+    "  id INTEGER PRIMARY KEY, pipeline_id INTEGER NOT NULL REFERENCES pipelines(id),"
+    "  at_ms INTEGER NOT NULL, kind TEXT NOT NULL, what TEXT NOT NULL,"
+    "  decision TEXT NOT NULL, run_id INTEGER, reason TEXT);"
+    "CREATE INDEX decisions_by_pipeline ON trigger_decisions(pipeline_id, id);",
 };
 
 enum {
@@ -101,8 +127,8 @@ static const char *const sql[Q_COUNT] = {
                          " WHERE p.name = ?1 AND v.version = CASE WHEN ?2 = 0"
                          " THEN p.latest_version ELSE ?2 END",
     [Q_RUN_INSERT] = "INSERT INTO runs(pipeline_id, version, state, trigger, created_ms,"
-                     " started_ms, ended_ms, params) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,"
-                     " coalesce(?8, '{}'))",
+                     " started_ms, ended_ms, params, origin, event) VALUES (?1, ?2, ?3, ?4, ?5,"
+                     " ?6, ?7, coalesce(?8, '{}'), ?9, ?10)",
     [Q_RUN_UPDATE] = "UPDATE runs SET state = ?2, started_ms = ?3, ended_ms = ?4 WHERE id = ?1",
     [Q_TASK_INSERT] = "INSERT INTO tasks(run_id, idx, name, needs, state, dag_idx, item)"
                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -134,6 +160,11 @@ struct loom_store {
     sqlite3_stmt *stmts[Q_COUNT];
     bool in_txn;
 };
+
+sqlite3 *store_db(loom_store_t *s)
+{
+    return s->db;
+}
 
 static int db_err(loom_store_t *s, const char *what)
 {
@@ -458,6 +489,8 @@ int loom_store_run_insert(loom_store_t *s, loom_run_row_t *row)
     bind_ms(st, 6, row->started_ms);
     bind_ms(st, 7, row->ended_ms);
     store_bind_text(st, 8, row->params_json);
+    store_bind_text(st, 9, row->origin_json);
+    store_bind_text(st, 10, row->event_json);
     if (step_done(s, st, "insert run")) return LOOM_EDB;
     row->id = (uint64_t)sqlite3_last_insert_rowid(s->db);
     return 0;
@@ -620,6 +653,8 @@ static void read_run(sqlite3_stmt *st, loom_run_row_t *row)
     row->started_ms = col_u64(st, 7);
     row->ended_ms = col_u64(st, 8);
     row->params_json = store_col_text(st, 9);
+    row->origin_json = store_col_text(st, 10);
+    row->event_json = store_col_text(st, 11);
 }
 
 int loom_store_each_active_run(loom_store_t *s, int (*cb)(void *ud, const loom_run_row_t *row),

@@ -68,6 +68,8 @@ typedef struct {
     const char *trigger;
     uint64_t created_ms, started_ms, ended_ms; /* 0: not reached */
     const char *params_json;                   /* the run's parameters, a JSON object */
+    const char *origin_json; /* how it started: {"kind": "manual"|"schedule"|...}; NULL: manual */
+    const char *event_json;  /* what a task sees as event.* and trigger.files; NULL: none */
 } loom_run_row_t;
 
 typedef struct {
@@ -153,6 +155,60 @@ int loom_store_each_agent(loom_store_t *s, int (*cb)(void *ud, const loom_agent_
                           void *ud);
 
 /* --- JSON for the API -------------------------------------------------------- */
+
+/* --- triggers and admission (store_trig.c) ----------------------------------- */
+
+/* Calls cb with the latest version of every pipeline, by name. */
+int loom_store_each_latest(loom_store_t *s,
+                           int (*cb)(void *ud, uint64_t pipeline_id, const char *name,
+                                     uint32_t version, const char *source, size_t len),
+                           void *ud);
+int loom_store_pipeline_flags(loom_store_t *s, uint64_t pipeline_id, bool *paused,
+                              uint64_t *last_trigger_run_ms);
+int loom_store_pipeline_set_paused(loom_store_t *s, uint64_t pipeline_id, bool paused);
+int loom_store_pipeline_set_last_trigger(loom_store_t *s, uint64_t pipeline_id, uint64_t ms);
+/* A schedule's last fire time; LOOM_ENOTFOUND if it never had one. */
+int loom_store_schedule_get(loom_store_t *s, uint64_t pipeline_id, const char *key,
+                            int64_t *last_fire_s);
+int loom_store_schedule_set(loom_store_t *s, uint64_t pipeline_id, const char *key,
+                            int64_t last_fire_s);
+/* A data file seen by a data trigger; LOOM_ENOTFOUND if never. */
+int loom_store_data_file_get(loom_store_t *s, uint64_t pipeline_id, const char *key,
+                             const char *path, uint64_t *size, int64_t *mtime_ns);
+/* Records a file as arrived and waiting for a run (run_id NULL). */
+int loom_store_data_file_put(loom_store_t *s, uint64_t pipeline_id, const char *key,
+                             const char *path, uint64_t size, int64_t mtime_ns, uint64_t seen_ms);
+/* Files arrived and waiting, oldest first. */
+int loom_store_data_files_waiting(loom_store_t *s, uint64_t pipeline_id, const char *key,
+                                  int (*cb)(void *ud, const char *path), void *ud);
+/* Marks the waiting files in paths (a JSON array) as handled by run_id (0:
+ * handled without a run). */
+int loom_store_data_files_done(loom_store_t *s, uint64_t pipeline_id, const char *key,
+                               const json_t *paths, uint64_t run_id);
+/* An event delivered before under this idempotency key: its id and outcome
+ * (caller frees); LOOM_ENOTFOUND if none. */
+int loom_store_event_find(loom_store_t *s, const char *idem_key, uint64_t *id, char **outcome);
+int loom_store_event_insert(loom_store_t *s, const char *name, const char *source,
+                            uint64_t received_ms, const char *idem_key, const char *payload,
+                            uint64_t *id);
+int loom_store_event_outcome(loom_store_t *s, uint64_t id, const char *outcome_json);
+/* Triggers waiting to be admitted: in a debounce window (due_ms > 0) or for
+ * a free run slot (due_ms 0). */
+typedef struct {
+    uint64_t id, pipeline_id, due_ms, created_ms;
+    const char *origin_json, *event_json, *params_json;
+} loom_queue_row_t;
+int loom_store_queue_insert(loom_store_t *s, loom_queue_row_t *row); /* sets row->id */
+int loom_store_queue_update(loom_store_t *s, const loom_queue_row_t *row);
+int loom_store_queue_delete(loom_store_t *s, uint64_t id);
+int loom_store_each_queued(loom_store_t *s, int (*cb)(void *ud, const loom_queue_row_t *row),
+                           void *ud);
+/* Records what a trigger led to ("started", "queued", "skipped", ...). */
+int loom_store_decision(loom_store_t *s, uint64_t pipeline_id, uint64_t at_ms, const char *kind,
+                        const char *what, const char *decision, uint64_t run_id,
+                        const char *reason);
+int loom_store_json_decisions(loom_store_t *s, const char *pipeline, int limit, json_t **out);
+int loom_store_json_events(loom_store_t *s, const char *name, int limit, json_t **out);
 
 int loom_store_json_pipelines(loom_store_t *s, json_t **out);
 /* A pipeline with its versions and the source of version (0: the latest). */

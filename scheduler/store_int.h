@@ -12,10 +12,11 @@ sqlite3_stmt *store_prepare(loom_store_t *s, const char *q);
 /* Binds text, or NULL for a NULL pointer. */
 void store_bind_text(sqlite3_stmt *st, int i, const char *v);
 const char *store_col_text(sqlite3_stmt *st, int i);
+sqlite3 *store_db(loom_store_t *s);
 
 #define RUN_COLUMNS                                                                                \
     "r.id, r.pipeline_id, p.name, r.version, r.state, r.trigger, r.created_ms, "                   \
-    "r.started_ms, r.ended_ms, r.params"
+    "r.started_ms, r.ended_ms, r.params, r.origin, r.event"
 
 #define TASK_COLUMNS                                                                               \
     "t.id, t.run_id, t.idx, t.name, t.needs, t.state, t.attempts, t.current_attempt, "             \

@@ -104,11 +104,12 @@ static json_t *json_col(sqlite3_stmt *st, int i, json_t *fallback)
 
 static json_t *run_json(sqlite3_stmt *st)
 {
-    return json_pack("{s:I,s:o,s:i,s:o,s:o,s:o,s:o,s:o,s:o}", "id", sqlite3_column_int64(st, 0),
+    return json_pack("{s:I,s:o,s:i,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "id", sqlite3_column_int64(st, 0),
                      "pipeline", json_str(st, 2), "version", sqlite3_column_int(st, 3), "state",
                      json_str(st, 4), "trigger", json_str(st, 5), "created_unix_ms", json_ms(st, 6),
                      "started_unix_ms", json_ms(st, 7), "ended_unix_ms", json_ms(st, 8), "params",
-                     json_col(st, 9, json_object()));
+                     json_col(st, 9, json_object()), "origin",
+                     json_col(st, 10, json_pack("{s:s}", "kind", "manual")));
 }
 
 int loom_store_json_runs(loom_store_t *s, const char *pipeline, int limit, json_t **out)
@@ -157,7 +158,7 @@ int loom_store_json_run_summary(loom_store_t *s, uint64_t run_id, json_t **out)
         return LOOM_ENOTFOUND;
     }
     json_t *run = run_json(st);
-    json_object_set_new(run, "tasks_total", json_integer(sqlite3_column_int64(st, 10)));
+    json_object_set_new(run, "tasks_total", json_integer(sqlite3_column_int64(st, 12)));
     sqlite3_finalize(st);
     *out = run;
     return 0;

@@ -139,9 +139,9 @@ class Cluster:
         return "\n".join(out)
 
     # -- HTTP ----------------------------------------------------------------
-    def request(self, method, path, body=None, raw=False, timeout=DEADLINE + 5):
+    def request(self, method, path, body=None, raw=False, timeout=DEADLINE + 5, headers=None):
         data = None
-        headers = {}
+        headers = dict(headers or {})
         if body is not None:
             data = body if isinstance(body, bytes) else json.dumps(body).encode()
             headers["Content-Type"] = "application/json"

@@ -35,6 +35,25 @@ typedef struct {
     size_t n_socks;
 } fixture_t;
 
+/* Opens f's scheduler (again) in f->dir; wall: an injected wall clock, or
+ * NULL for the real one. */
+static void fixture_start(fixture_t *f, const char *const *pools, size_t n_pools,
+                          const loom_clock_t *wall)
+{
+    loom_sched_config_t cfg = {.state_dir = f->dir,
+                               .bind = "tcp://127.0.0.1:*",
+                               .heartbeat_ms = 100,
+                               .agent_timeout_ms = 5000,
+                               .zmq_ctx = f->zctx,
+                               .pools = pools,
+                               .n_pools = n_pools,
+                               .wall = wall ? *wall : (loom_clock_t){0}};
+    char why[256];
+    f->s = loom_sched_new(&f->loop, &cfg);
+    assert_int_equal(loom_sched_open(f->s, why, sizeof why), 0);
+    assert_int_equal(loom_sched_bind(f->s, f->endpoint, sizeof f->endpoint, why, sizeof why), 0);
+}
+
 /* A scheduler in a temporary folder, on its own loop, bound to an
  * OS-picked port; pools as loomd's --pool takes them. */
 static fixture_t *fixture_open(const char *const *pools, size_t n_pools)
@@ -44,18 +63,18 @@ static fixture_t *fixture_open(const char *const *pools, size_t n_pools)
     assert_non_null(mkdtemp(f->dir));
     uv_loop_init(&f->loop);
     f->zctx = zmq_ctx_new();
-    loom_sched_config_t cfg = {.state_dir = f->dir,
-                               .bind = "tcp://127.0.0.1:*",
-                               .heartbeat_ms = 100,
-                               .agent_timeout_ms = 5000,
-                               .zmq_ctx = f->zctx,
-                               .pools = pools,
-                               .n_pools = n_pools};
-    char why[256];
-    f->s = loom_sched_new(&f->loop, &cfg);
-    assert_int_equal(loom_sched_open(f->s, why, sizeof why), 0);
-    assert_int_equal(loom_sched_bind(f->s, f->endpoint, sizeof f->endpoint, why, sizeof why), 0);
+    fixture_start(f, pools, n_pools, NULL);
     return f;
+}
+
+static void on_closed(void *ud);
+
+/* Closes the scheduler as loomd does on exit, keeping its folder. */
+static void fixture_stop(fixture_t *f)
+{
+    loom_sched_close(f->s, on_closed, NULL);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    loom_sched_destroy(&f->s);
 }
 
 static int setup(void **state)
@@ -81,9 +100,7 @@ static int teardown(void **state)
 {
     fixture_t *f = *state;
     for (size_t i = 0; i < f->n_socks; i++) zmq_close(f->socks[i]);
-    loom_sched_close(f->s, on_closed, NULL);
-    uv_run(&f->loop, UV_RUN_DEFAULT);
-    loom_sched_destroy(&f->s);
+    if (f->s) fixture_stop(f);
     uv_loop_close(&f->loop);
     zmq_ctx_term(f->zctx);
     nftw(f->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
