@@ -2,6 +2,7 @@
  * the handlers for what loomd sends. Attempts and their buffered output
  * live in attempt.c; this file decides when they are sent. */
 #include "agent_int.h"
+#include "cache.h"
 #include "fetch.h"
 #include "workdir.h"
 
@@ -49,6 +50,7 @@ loom_agent_t *loom_agent_new(uv_loop_t *loop, const loom_agent_config_t *cfg)
     a->hello_interval_ms = cfg->hello_interval_ms ? cfg->hello_interval_ms : DEFAULT_HELLO_MS;
     a->kill_grace_ms = cfg->kill_grace_ms ? cfg->kill_grace_ms : LOOM_RUNNER_KILL_GRACE_MS;
     a->keep_attempts = cfg->keep_attempts;
+    a->cache_max = cfg->cache_size_bytes ? cfg->cache_size_bytes : CACHE_DEFAULT_MAX;
     a->max_unacked = cfg->max_unacked_bytes ? cfg->max_unacked_bytes : DEFAULT_MAX_UNACKED;
     a->zctx = cfg->zmq_ctx;
     a->clock = cfg->clock.now_ms ? cfg->clock : loom_clock_real();
@@ -93,6 +95,16 @@ bool loom_agent_output_paused(const loom_agent_t *a)
 const uint8_t *loom_agent_session(const loom_agent_t *a)
 {
     return a->session;
+}
+
+uint64_t loom_agent_cache_bytes(const loom_agent_t *a)
+{
+    return a->cache ? cache_bytes(a->cache) : 0;
+}
+
+uint64_t loom_agent_cache_evicted(const loom_agent_t *a)
+{
+    return a->cache ? cache_evicted(a->cache) : 0;
 }
 
 const char *loom_agent_limit_mechanism(const loom_agent_t *a)
@@ -192,6 +204,7 @@ static void on_heartbeat_timer(uv_timer_t *handle)
         return;
     }
     send_heartbeat(a);
+    agent_tick_uploads(a);
 }
 
 static void on_retry_timer(uv_timer_t *handle)
@@ -287,6 +300,11 @@ static void handle_object(loom_agent_t *a, loom_msg_t **mp)
     fetcher_on_chunk(a->fetcher, (*mp)->object);
 }
 
+static void handle_put_ack(loom_agent_t *a, loom_msg_t **mp)
+{
+    agent_put_ack(a, (*mp)->put_ack);
+}
+
 /* A handler may take the message (and set *m to NULL). */
 typedef void (*handler_fn)(loom_agent_t *a, loom_msg_t **m);
 
@@ -302,6 +320,7 @@ static const struct {
     {LOOM__ENVELOPE__BODY_CANCEL, handle_cancel},
     {LOOM__ENVELOPE__BODY_ERROR, handle_error},
     {LOOM__ENVELOPE__BODY_OBJECT, handle_object},
+    {LOOM__ENVELOPE__BODY_PUT_ACK, handle_put_ack},
 };
 
 static void handle_msg(loom_agent_t *a, loom_msg_t **m)
@@ -415,6 +434,18 @@ static int prepare_work_dir(loom_agent_t *a)
     return 0;
 }
 
+/* What the cache holds, in order of use; trimmed to its bound (the
+ * evicted files are unlinked on the thread pool once the loop runs). */
+static int load_cache(loom_agent_t *a)
+{
+    a->cache = cache_new(a, a->cache_dir, a->cache_max);
+    if (cache_load(a->cache) != 0) {
+        LOG_ERROR("cannot read cache folder %s: %s", a->cache_dir, strerror(errno));
+        return LOOM_EIO;
+    }
+    return 0;
+}
+
 static void *open_socket(loom_agent_t *a)
 {
     int one = 1, zero = 0, ivl = RECONNECT_IVL_MS, ivl_max = RECONNECT_IVL_MAX_MS;
@@ -458,6 +489,7 @@ int loom_agent_start(loom_agent_t *a)
 {
     int rc = check_config(a);
     if (rc == 0) rc = prepare_work_dir(a);
+    if (rc == 0) rc = load_cache(a);
     if (rc != 0) return rc;
     host_init(a);
     if (!a->zctx) {
@@ -542,7 +574,9 @@ void agent_queue_job(loom_agent_t *a, void (*work)(void *ud), void (*done)(void 
 
 void agent_maybe_close(loom_agent_t *a)
 {
-    if (!a->stopping || a->closing || a->running > 0 || a->jobs > 0) return;
+    /* Not started: no handle to close (a job, say a cache eviction queued
+     * before the start failed, may still come back here). */
+    if (!a->started || !a->stopping || a->closing || a->running > 0 || a->jobs > 0) return;
     a->closing = true;
     free_inbox(a);
     fetcher_close(a->fetcher, agent_handle_closed);
@@ -623,6 +657,8 @@ void loom_agent_destroy(loom_agent_t **ap)
     agent_free_attempts(a);
     free_inbox(a);
     fetcher_destroy(&a->fetcher);
+    cache_destroy(&a->cache);
+    loom_map_free(&a->uploading);
     if (a->own_zctx) zmq_ctx_term(a->zctx);
     for (size_t i = 0; i < a->n_labels; i++) free(a->labels[i]);
     free(a->labels);

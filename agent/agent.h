@@ -43,6 +43,9 @@ typedef struct {
     uint64_t gpu_detect_timeout_ms; /* nvidia-smi is killed after this; default 5000 */
     const char *sys_root;           /* tests: /proc and cgroups are read beneath it; default "/" */
     loom_keep_attempts keep_attempts; /* which attempt folders outlive their attempt */
+    /* The object cache (bundle files, inputs) is kept under this many bytes
+     * by evicting the least recently used objects; default 10 GiB. */
+    uint64_t cache_size_bytes;
 } loom_agent_config_t;
 
 /* Copies what it needs from cfg. */
@@ -81,6 +84,9 @@ size_t loom_agent_unacked_bytes(const loom_agent_t *a);
 /* True while output reading is paused for lack of acknowledgements. */
 bool loom_agent_output_paused(const loom_agent_t *a);
 const uint8_t *loom_agent_session(const loom_agent_t *a);
+/* Bytes in the object cache now, and objects evicted from it so far. */
+uint64_t loom_agent_cache_bytes(const loom_agent_t *a);
+uint64_t loom_agent_cache_evicted(const loom_agent_t *a);
 /* How task limits are enforced: "cgroup v2", "cgroup v1" or "rlimit"
  * (after a successful start). */
 const char *loom_agent_limit_mechanism(const loom_agent_t *a);

@@ -10,6 +10,7 @@
 #include "runner.h"
 
 #include "loom/codec.h"
+#include "loom/map.h"
 #include "loom/zsock.h"
 
 /* One LogChunk kept until loomd acknowledges it, encoded once so that a
@@ -24,10 +25,12 @@ typedef struct chunk {
 
 struct prep;
 struct fetcher;
+struct upload;
+struct cache;
 
 /* An attempt lives while its working folder is prepared, while its process
- * runs, while its metrics are read, while its Finished is unacked, or while
- * any of its chunks is unacked. */
+ * runs, while its metrics are read and its outputs collected and uploaded,
+ * while its Finished is unacked, or while any of its chunks is unacked. */
 typedef struct attempt {
     struct attempt *prev, *next;
     loom_agent_t *agent;
@@ -36,21 +39,25 @@ typedef struct attempt {
     loom_runner_t *runner;
     struct prep *prep; /* fetching and unpacking its bundle, writing its files */
     bool preparing;    /* prep is under way: no process yet */
-    bool finishing;    /* exited; its metrics file is being read */
+    bool finishing;    /* exited; its metrics are read, its outputs uploaded */
     char *metrics;     /* Dispatch.metrics, or NULL */
-    char *dir;         /* its working folder */
-    bool running;      /* the process has not been reported exited */
-    bool forgotten;    /* loomd cancelled it in a Welcome: no result, no logs */
+    char **outputs;    /* Dispatch.outputs (patterns) */
+    size_t n_outputs;
+    struct upload *upload; /* collecting, hashing, uploading its outputs */
+    char *dir;             /* its working folder */
+    bool running;          /* the process has not been reported exited */
+    bool forgotten;        /* loomd cancelled it in a Welcome: no result, no logs */
     bool cancelled;
     bool stopped;
     bool succeeded; /* its result says success: the folder may go */
     char *cancel_reason;
+    bool cancel_outputs; /* cancelled after it exited: upload nothing */
     uint64_t timeout_ms;
     limit_box_t *box; /* its cgroups (or rlimit), while it runs */
     uint64_t log_seq; /* last chunk seq given out */
     chunk_t *chunks, *chunks_tail;
     chunk_t *unsent;          /* first chunk not yet sent on this connection */
-    Loom__Finished *exit_fin; /* while finishing: the result, less its metrics */
+    Loom__Finished *exit_fin; /* while finishing: the result, less metrics and outputs */
     uint8_t *finished;        /* encoded Finished, kept until FinishedAck */
     size_t finished_len;
     bool finished_sent;
@@ -98,7 +105,13 @@ struct loom_agent {
     uint32_t preparing;      /* attempts holding a slot before their process starts */
     uint32_t jobs;           /* thread-pool jobs not yet completed */
     char *cache_dir;         /* <work_dir>/cache: objects/ab/cdef..., tmp/ */
+    uint64_t cache_max;      /* --cache-size */
+    struct cache *cache;     /* what the cache holds, its bound, pins */
     struct fetcher *fetcher; /* object downloads from loomd */
+    /* hash -> the upload (upload.c) sending that object now: one attempt at
+     * a time per object, since loomd keeps one upload per agent and object
+     * (a second attempt's query would restart the first one's upload). */
+    loom_map_t uploading;
     size_t unacked_bytes;
     int pending_closes; /* handles and runners whose close has not completed */
     void (*on_stopped)(void *ud);
@@ -166,6 +179,12 @@ void agent_dispatch(loom_agent_t *a, loom_msg_t *msg);
 void agent_prepared(loom_agent_t *a, attempt_t *t, const Loom__Dispatch *d, const char *error);
 void agent_ack_log(loom_agent_t *a, uint64_t attempt_id, uint64_t seq);
 void agent_ack_finished(loom_agent_t *a, uint64_t attempt_id);
+/* loomd's answer to a PutObject, for the attempt's upload. */
+void agent_put_ack(loom_agent_t *a, const Loom__PutAck *ack);
+/* Called with each heartbeat: uploads that heard nothing for long ask again. */
+void agent_tick_uploads(loom_agent_t *a);
+/* An object was let go by the upload sending it: others waiting for it go. */
+void agent_kick_uploads(loom_agent_t *a);
 void agent_cancel(loom_agent_t *a, uint64_t attempt_id, const char *reason);
 void agent_forget_attempt(loom_agent_t *a, uint64_t attempt_id);
 /* Marks every unacked chunk and Finished as not yet sent on this connection. */

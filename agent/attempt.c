@@ -3,6 +3,7 @@
  * acknowledges them, so that nothing is lost across a loomd restart. */
 #include "agent_int.h"
 #include "prepare.h"
+#include "upload.h"
 
 #include "loom/err.h"
 #include "loom/log.h"
@@ -50,6 +51,9 @@ static attempt_t *attempt_add(loom_agent_t *a, const Loom__Dispatch *d)
     t->task = loom_xstrdup(d->task);
     t->timeout_ms = d->timeout_ms;
     t->metrics = d->metrics && *d->metrics ? loom_xstrdup(d->metrics) : NULL;
+    t->outputs = loom_xcalloc(d->n_outputs + 1, sizeof *t->outputs);
+    for (size_t i = 0; i < d->n_outputs; i++) t->outputs[i] = loom_xstrdup(d->outputs[i]);
+    t->n_outputs = d->n_outputs;
     t->dir = loom_xasprintf("%s/attempts/%llu", a->work_dir, (unsigned long long)t->id);
     if (a->n_spare_dirs) {
         /* An emptied folder of an earlier attempt becomes this one's. */
@@ -85,10 +89,15 @@ static void drop_finished(attempt_t *t)
     t->finished_sent = false;
 }
 
+/* A result built while finishing owns its strings; its artifacts are
+ * borrowed from the upload for as long as set_finished takes. */
 static void free_result(Loom__Finished *f)
 {
     if (!f) return;
     free(f->error);
+    free(f->metrics_json);
+    free(f->metrics_error);
+    free(f->outputs_error);
     free(f);
 }
 
@@ -145,6 +154,10 @@ static void remove_folder(loom_agent_t *a, attempt_t *t)
 
 static void attempt_free(attempt_t *t)
 {
+    upload_detach(t->upload);
+    t->upload = NULL;
+    for (size_t i = 0; i < t->n_outputs; i++) free(t->outputs[i]);
+    free(t->outputs);
     limits_box_release(t->agent->limits, &t->box);
     while (t->chunks) drop_chunk_head(t->agent, t);
     drop_finished(t);
@@ -192,6 +205,8 @@ static bool flush_attempt(loom_agent_t *a, attempt_t *t)
         if (agent_send_raw(a, t->unsent->msg, t->unsent->len) != 0) goto blocked;
         t->unsent = t->unsent->next;
     }
+    /* Its uploads report a failed send themselves. */
+    if (t->upload && !upload_flush(t->upload)) return false;
     if (t->finished && !t->finished_sent) {
         if (agent_send_raw(a, t->finished, t->finished_len) != 0) goto blocked;
         t->finished_sent = true;
@@ -213,6 +228,7 @@ void agent_rewind_all(loom_agent_t *a)
     for (attempt_t *t = a->attempts; t; t = t->next) {
         t->unsent = t->chunks;
         t->finished_sent = false;
+        if (t->upload) upload_restart(t->upload);
     }
 }
 
@@ -263,14 +279,30 @@ static void set_finished(loom_agent_t *a, attempt_t *t, Loom__Finished *f)
 {
     t->succeeded = f->exit_code == 0 && f->signal == 0 && !f->refused && !f->timed_out &&
                    !f->cancelled && !(f->error && *f->error) &&
-                   !(f->metrics_error && *f->metrics_error);
+                   !(f->metrics_error && *f->metrics_error) &&
+                   !(f->outputs_error && *f->outputs_error);
     loom_msg_t m = LOOM__ENVELOPE__INIT;
     m.body_case = LOOM__ENVELOPE__BODY_FINISHED;
     m.finished = f;
     f->attempt_id = t->id;
     f->log_seq = t->log_seq;
     drop_finished(t);
-    if (loom_codec_encode(&m, &t->finished, &t->finished_len) != 0) abort();
+    if (loom_codec_encode(&m, &t->finished, &t->finished_len) != 0) {
+        /* Only a list of artifacts can make it too large for one message
+         * (LOOM_ARTIFACTS_MAX paths of up to a kilobyte each). */
+        Loom__Finished copy = *f;
+        char *why = loom_xasprintf("outputs: the list of %zu artifacts does not fit in one "
+                                   "message of %d bytes",
+                                   f->n_artifacts, LOOM_MSG_MAX);
+        copy.artifacts = NULL;
+        copy.n_artifacts = 0;
+        copy.outputs_error = why;
+        m.finished = &copy;
+        t->succeeded = false;
+        LOG_WARN("attempt=%llu task=%s: %s", (unsigned long long)t->id, t->task, why);
+        if (loom_codec_encode(&m, &t->finished, &t->finished_len) != 0) abort();
+        free(why);
+    }
     flush_attempt(a, t);
 }
 
@@ -318,6 +350,8 @@ static Loom__Finished *exit_result(loom_agent_t *a, attempt_t *t, const loom_run
     bool oom = release_limits(a, t, res, &limit);
     Loom__Finished *f = loom_xmalloc(sizeof *f);
     loom__finished__init(f);
+    /* Owned strings from here on (free_result), not protobuf-c's shared "". */
+    f->metrics_json = f->metrics_error = f->outputs_error = NULL;
     f->exit_code = res->exit_code;
     f->signal = res->signal;
     f->started_unix_ms = res->started_unix_ms;
@@ -333,22 +367,66 @@ static Loom__Finished *exit_result(loom_agent_t *a, attempt_t *t, const loom_run
     return f;
 }
 
-static void on_metrics_read(attempt_t *t, const char *json, const char *error)
+/* The result of a finishing attempt is whole (metrics and outputs in it, or
+ * why not): it goes to loomd. */
+static void complete(loom_agent_t *a, attempt_t *t)
 {
-    loom_agent_t *a = t->agent;
     Loom__Finished *f = t->exit_fin;
     t->exit_fin = NULL;
     t->finishing = false;
-    if (error)
-        LOG_WARN("no metrics attempt=%llu task=%s: %s", (unsigned long long)t->id, t->task, error);
-    if (!t->forgotten) {
-        f->metrics_json = (char *)json;
-        f->metrics_error = (char *)error;
-        set_finished(a, t, f);
-    }
+    if (!t->forgotten) set_finished(a, t, f);
     free_result(f);
     maybe_free(a, t);
     agent_maybe_close(a);
+}
+
+static void on_outputs_done(attempt_t *t, Loom__Artifact **arts, size_t n, const char *error)
+{
+    Loom__Finished *f = t->exit_fin;
+    t->upload = NULL;
+    f->artifacts = arts; /* borrowed: encoded by complete(), before it returns */
+    f->n_artifacts = n;
+    f->outputs_error = error ? loom_xstrdup(error) : NULL;
+    complete(t->agent, t);
+}
+
+/* Ends an upload that will not be finished, with why in outputs_error. */
+static void abandon_outputs(loom_agent_t *a, attempt_t *t, const char *why)
+{
+    Loom__Finished *f = t->exit_fin;
+    upload_detach(t->upload);
+    t->upload = NULL;
+    if (t->cancel_outputs) {
+        f->cancelled = true;
+        free(f->error);
+        f->error = loom_xasprintf("cancelled: %s", t->cancel_reason);
+    }
+    f->outputs_error = loom_xstrdup(why);
+    complete(a, t);
+}
+
+/* After a successful exit and its metrics: the outputs, if it has any. */
+static void collect_outputs(loom_agent_t *a, attempt_t *t)
+{
+    const Loom__Finished *f = t->exit_fin;
+    if (t->forgotten || t->n_outputs == 0 || (f->metrics_error && *f->metrics_error))
+        complete(a, t); /* failed anyway: nothing worth keeping */
+    else if (t->cancel_outputs)
+        abandon_outputs(a, t, "cancelled before the outputs were uploaded");
+    else if (a->stopping)
+        abandon_outputs(a, t, "agent stopped before the outputs were uploaded");
+    else
+        t->upload = upload_start(a, t, t->outputs, t->n_outputs, on_outputs_done);
+}
+
+static void on_metrics_read(attempt_t *t, const char *json, const char *error)
+{
+    Loom__Finished *f = t->exit_fin;
+    if (error)
+        LOG_WARN("no metrics attempt=%llu task=%s: %s", (unsigned long long)t->id, t->task, error);
+    f->metrics_json = json ? loom_xstrdup(json) : NULL;
+    f->metrics_error = error ? loom_xstrdup(error) : NULL;
+    collect_outputs(t->agent, t);
 }
 
 static void on_runner_exit(void *ud, const loom_runner_result_t *res)
@@ -370,10 +448,15 @@ static void on_runner_exit(void *ud, const loom_runner_result_t *res)
         bool succeeded = res->started && res->exit_code == 0 && res->signal == 0 &&
                          !res->timed_out && !t->cancelled;
         if (succeeded && t->metrics) {
-            /* Held (finishing) until the file is read: the result waits. */
+            /* Held (finishing) until the file is read and the outputs are
+             * uploaded: the result waits. */
             t->finishing = true;
             t->exit_fin = f;
             prep_read_metrics(a, t, on_metrics_read);
+        } else if (succeeded && t->n_outputs) {
+            t->finishing = true;
+            t->exit_fin = f;
+            t->upload = upload_start(a, t, t->outputs, t->n_outputs, on_outputs_done);
         } else {
             set_finished(a, t, f);
             free_result(f);
@@ -589,6 +672,28 @@ void agent_ack_log(loom_agent_t *a, uint64_t attempt_id, uint64_t seq)
     maybe_free(a, t);
 }
 
+void agent_put_ack(loom_agent_t *a, const Loom__PutAck *ack)
+{
+    attempt_t *t = find(a, ack->attempt_id);
+    upload_t *u = t ? t->upload : NULL;
+    /* No attempt named: the upload sending this object now. */
+    if (!ack->attempt_id) u = loom_smap_get(&a->uploading, ack->hash);
+    if (u) upload_on_ack(u, ack);
+}
+
+void agent_kick_uploads(loom_agent_t *a)
+{
+    for (attempt_t *t = a->attempts; t; t = t->next)
+        if (t->upload) upload_pump(t->upload);
+}
+
+void agent_tick_uploads(loom_agent_t *a)
+{
+    uint64_t now = loom_clock_now(&a->clock);
+    for (attempt_t *t = a->attempts; t; t = t->next)
+        if (t->upload) upload_tick(t->upload, now);
+}
+
 void agent_ack_finished(loom_agent_t *a, uint64_t attempt_id)
 {
     attempt_t *t = find(a, attempt_id);
@@ -618,7 +723,20 @@ void agent_cancel(loom_agent_t *a, uint64_t attempt_id, const char *reason)
         free(f.error);
         return;
     }
-    if (t->finishing) return; /* exited: its result follows */
+    if (t->finishing) {
+        /* Exited: its result follows, unless its outputs are to be
+         * uploaded, which may take long; then they are not. */
+        if (t->n_outputs == 0 || t->cancel_outputs) return;
+        LOG_INFO("cancelling attempt=%llu task=%s after it exited: its outputs are dropped "
+                 "reason=%s",
+                 (unsigned long long)t->id, t->task, reason);
+        t->cancel_outputs = true;
+        t->cancelled = true;
+        free(t->cancel_reason);
+        t->cancel_reason = loom_xstrdup(reason);
+        if (t->upload) abandon_outputs(a, t, "cancelled before the outputs were uploaded");
+        return;
+    }
     if (!t->running) {
         /* Already over: loomd has settled the attempt without our result. */
         drop_finished(t);
@@ -641,6 +759,13 @@ void agent_forget_attempt(loom_agent_t *a, uint64_t attempt_id)
              t->task);
     t->forgotten = true;
     if (t->preparing) stop_preparing(a, t);
+    if (t->upload) {
+        upload_detach(t->upload);
+        t->upload = NULL;
+        t->finishing = false;
+        free_result(t->exit_fin);
+        t->exit_fin = NULL;
+    }
     while (t->chunks) drop_chunk_head(a, t);
     drop_finished(t);
     if (t->running) loom_runner_terminate(t->runner);
@@ -652,7 +777,13 @@ void agent_stop_attempts(loom_agent_t *a)
 {
     /* Stopping must not wait for acks that may never come. */
     pause_output(a, false);
-    for (attempt_t *t = a->attempts; t; t = t->next) {
+    for (attempt_t *t = a->attempts, *next; t; t = next) {
+        next = t->next;
+        if (t->upload) {
+            t->stopped = true;
+            abandon_outputs(a, t, "agent stopped before the outputs were uploaded");
+            continue;
+        }
         if (t->preparing) {
             stop_preparing(a, t);
             t->stopped = true;

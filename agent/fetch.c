@@ -10,6 +10,7 @@
 #include "fetch.h"
 
 #include "agent_int.h"
+#include "cache.h"
 
 #include "loom/bundle.h"
 #include "loom/err.h"
@@ -195,7 +196,8 @@ static void dl_free(dl_t *d)
     free(d);
 }
 
-static void dl_end(dl_t *d, const char *error)
+/* error is NULL on success; refused: it is loomd's answer (ObjectChunk.error). */
+static void dl_end_as(dl_t *d, const char *error, bool refused)
 {
     fetcher_t *f = d->f;
     char hash[LOOM_HASH_HEX_LEN + 1];
@@ -212,14 +214,23 @@ static void dl_end(dl_t *d, const char *error)
     } else {
         list_remove(&f->queue, d);
     }
-    if (error)
-        LOG_WARN("object download failed hash=%s agent=%s: %s", hash, f->a->name, error);
-    else
+    if (error) {
+        LOG_WARN("object download failed hash=%s agent=%s: %s%s", hash, f->a->name,
+                 refused ? "loomd: " : "", error);
+    } else {
         LOG_DEBUG("object cached hash=%s size=%llu", hash, (unsigned long long)d->size);
+        /* Listed before the waiters hear of it, so they find it cached. */
+        cache_added(f->a->cache, hash, d->size);
+    }
     if (!d->writing) dl_free(d); /* else when its job returns */
-    for (size_t i = 0; i < n; i++) waiters[i].cb(waiters[i].ud, hash, error);
+    for (size_t i = 0; i < n; i++) waiters[i].cb(waiters[i].ud, hash, error, refused);
     free(waiters);
     activate_next(f);
+}
+
+static void dl_end(dl_t *d, const char *error)
+{
+    dl_end_as(d, error, false);
 }
 
 /* --- writing, on the thread pool ------------------------------------------ */
@@ -335,7 +346,8 @@ static void start_job(dl_t *d)
 /* Checks a chunk at the expected offset; returns why it is unacceptable. */
 static const char *bad_chunk(dl_t *d, const Loom__ObjectChunk *c)
 {
-    if (!d->size_known && c->size > FETCH_OBJECT_MAX) return "object too large for this agent";
+    if (!d->size_known && c->size > cache_max(d->f->a->cache))
+        return "object larger than the agent's whole cache (--cache-size)";
     if (d->size_known && c->size != d->size) return "loomd changed the object's size";
     uint64_t size = d->size_known ? d->size : c->size;
     if (c->offset > size || c->data.len > size - c->offset) return "chunk past the object's end";
@@ -348,9 +360,7 @@ void fetcher_on_chunk(fetcher_t *f, const Loom__ObjectChunk *c)
     dl_t *d = loom_smap_get(&f->by_hash, c->hash);
     if (!d || !d->active) return;
     if (c->error && *c->error) {
-        char *error = loom_xasprintf("loomd: %s", c->error);
-        dl_end(d, error);
-        free(error);
+        dl_end_as(d, c->error, true);
         return;
     }
     if (c->offset != d->accepted) return; /* a duplicate, or a leftover */
@@ -393,18 +403,16 @@ typedef struct {
 static void on_cached_done(void *ud)
 {
     cached_t *c = ud;
-    c->cb(c->ud, c->hash, NULL);
+    c->cb(c->ud, c->hash, NULL, false);
     free(c);
 }
 
 /* Installed since the caller last looked (a download that ended between
- * its scan of the cache and now): nothing to fetch. */
+ * its scan of the cache and now): nothing to fetch. The cache's index, not
+ * the file system, says so: an evicted object's file may linger a moment. */
 static bool in_cache(fetcher_t *f, const char *hash)
 {
-    char *path = loom_xasprintf("%s/objects/%.2s/%s", f->cache, hash, hash + 2);
-    bool there = access(path, F_OK) == 0;
-    free(path);
-    return there;
+    return cache_has(f->a->cache, hash);
 }
 
 void fetcher_want(fetcher_t *f, const char *hash, fetch_cb cb, void *ud)

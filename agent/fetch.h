@@ -26,11 +26,12 @@ typedef struct fetcher fetcher_t;
  * such rounds the download fails. */
 #define FETCH_STALL_MS 5000
 #define FETCH_STALLS 6
-/* Largest object an agent accepts. */
-#define FETCH_OBJECT_MAX (4ull << 30)
+/* The largest object an agent accepts is its cache's bound (cache.h). */
 
-/* error is NULL when the object is now in the cache. */
-typedef void (*fetch_cb)(void *ud, const char *hash, const char *error);
+/* error is NULL when the object is now in the cache (and listed there);
+ * refused: error is loomd's own answer (it lacks the object, or cannot
+ * read it), not a failure on the way. */
+typedef void (*fetch_cb)(void *ud, const char *hash, const char *error, bool refused);
 
 /* Initialises its timer on the agent's loop (counted in pending_closes). */
 fetcher_t *fetcher_new(loom_agent_t *a, const char *cache_dir);

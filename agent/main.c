@@ -55,6 +55,11 @@ static void usage(FILE *out)
             "                      signal stops at once\n"
             "  --keep-attempts K   which attempt folders stay after their result reached\n"
             "                      loomd: failed (default), all or none\n"
+            "  --cache-size SIZE   bound on the object cache (bundle files and input\n"
+            "                      artifacts under WORK_DIR/cache), e.g. 20G (default 10G):\n"
+            "                      the least recently used objects are evicted, never one\n"
+            "                      an attempt is placing; an object larger than SIZE\n"
+            "                      cannot be fetched\n"
             "  --log-level LEVEL   debug, info, warn or error (default info)\n"
             "  --help              show this help\n"
             "  --version           print the version\n"
@@ -93,7 +98,7 @@ static int parse_gpu(options_t *o, const char *arg)
 static int parse_flag(options_t *o, int c, const char *arg)
 {
     int64_t n;
-    uint64_t ms;
+    uint64_t ms, size;
     switch (c) {
     case 'g':
         return parse_gpu(o, arg);
@@ -140,6 +145,11 @@ static int parse_flag(options_t *o, int c, const char *arg)
         else
             return bad_flag("--keep-attempts", arg, "expected failed, all or none");
         return -1;
+    case 'C':
+        if (loom_parse_size(arg, &size) != 0 || size == 0)
+            return bad_flag("--cache-size", arg, "expected a size such as 20G or 512M");
+        o->cfg.cache_size_bytes = size;
+        return -1;
     case 'L':
         if (loom_log_parse_level(arg, &o->level) != 0)
             return bad_flag("--log-level", arg, "expected debug, info, warn or error");
@@ -171,6 +181,7 @@ static int parse_args(options_t *o, int argc, char **argv)
         {"no-gpu-detect", no_argument, NULL, 'G'},
         {"drain-timeout", required_argument, NULL, 'D'},
         {"keep-attempts", required_argument, NULL, 'K'},
+        {"cache-size", required_argument, NULL, 'C'},
         {NULL, 0, NULL, 0},
     };
     opterr = 0;

@@ -100,6 +100,7 @@ int workdir_scan(const char *cache, const char *manifest_hash, loom_manifest_t *
     char *text = NULL;
     size_t len = 0;
     int rc = loom_read_file(path, LOOM_MANIFEST_MAX_BYTES, &text, &len);
+    if (rc == 0) utimensat(AT_FDCWD, path, NULL, 0); /* used now: the cache's order */
     free(path);
     if (rc == LOOM_ENOTFOUND) return rc;
     if (rc) FAIL(rc, "manifest %.12s: %s", manifest_hash, loom_strerror(rc));
@@ -199,8 +200,40 @@ static int unpack_file(int dirfd, const char *cache, const loom_bundle_file_t *f
     int rc = copy_fd(src, dst, f->size);
     if (rc == 0 && fchmod(dst, f->mode) != 0) rc = -errno;
     if (close(dst) != 0 && rc == 0) rc = -errno;
+    futimens(src, NULL); /* used now: the cache's order survives a restart */
     close(src);
     if (rc) FAIL(LOOM_EIO, "%s: %s", f->path, strerror(-rc));
+    return 0;
+}
+
+/* A copy of the cached object, never a link: the task may write to it. An
+ * input replaces a bundle file of the same path. */
+static int place_input(int dirfd, const char *cache, const Loom__Input *in, char *why,
+                       size_t whylen)
+{
+    char *obj = workdir_object_path(cache, in->hash);
+    int src = open(obj, O_RDONLY | O_CLOEXEC);
+    free(obj);
+    if (src < 0)
+        FAIL(LOOM_EIO, "input \"%s\": object %.12s… is not in the cache", in->path, in->hash);
+    struct stat st;
+    if (fstat(src, &st) != 0 || (uint64_t)st.st_size != in->size) {
+        close(src);
+        FAIL(LOOM_EPARSE, "input \"%s\": object %.12s… holds %lld bytes, the dispatch says %llu",
+             in->path, in->hash, (long long)st.st_size, (unsigned long long)in->size);
+    }
+    mode_t mode = in->mode ? (mode_t)(in->mode & 0777) : 0644;
+    int dst = workdir_open_beneath(dirfd, in->path, O_WRONLY | O_CREAT | O_TRUNC, 0600, true);
+    if (dst < 0) {
+        close(src);
+        FAIL(LOOM_EINVAL, "input \"%s\": %s", in->path, errtext(dst));
+    }
+    int rc = copy_fd(src, dst, in->size);
+    if (rc == 0 && fchmod(dst, mode) != 0) rc = -errno;
+    if (close(dst) != 0 && rc == 0) rc = -errno;
+    futimens(src, NULL);
+    close(src);
+    if (rc) FAIL(LOOM_EIO, "input \"%s\": %s", in->path, strerror(-rc));
     return 0;
 }
 
@@ -232,7 +265,8 @@ static int write_file(int dirfd, const Loom__File *f, char *why, size_t whylen)
 }
 
 int workdir_populate(const char *dir, const char *cache, const loom_manifest_t *m,
-                     Loom__File *const *files, size_t n_files, char *why, size_t whylen)
+                     Loom__Input *const *inputs, size_t n_inputs, Loom__File *const *files,
+                     size_t n_files, char *why, size_t whylen)
 {
     if (mkdir(dir, 0700) != 0 && errno != EEXIST)
         FAIL(LOOM_EIO, "cannot create %s: %s", dir, strerror(errno));
@@ -241,6 +275,8 @@ int workdir_populate(const char *dir, const char *cache, const loom_manifest_t *
     int rc = 0;
     for (size_t i = 0; m && rc == 0 && i < m->n; i++)
         rc = unpack_file(dirfd, cache, &m->files[i], why, whylen);
+    for (size_t i = 0; rc == 0 && i < n_inputs; i++)
+        rc = place_input(dirfd, cache, inputs[i], why, whylen);
     for (size_t i = 0; rc == 0 && i < n_files; i++) rc = write_file(dirfd, files[i], why, whylen);
     close(dirfd);
     return rc;

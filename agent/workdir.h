@@ -1,6 +1,6 @@
 /* The blocking file work behind an attempt's working folder: the object
- * cache, unpacking a bundle, writing Dispatch.files, reading the metrics
- * file. Nothing here touches the loop; prepare.c runs it on the thread
+ * cache, unpacking a bundle, placing inputs, writing Dispatch.files,
+ * reading the metrics file. Nothing here touches the loop; prepare.c runs it on the thread
  * pool. Every path that comes from loomd or from the task is opened one
  * segment at a time with O_NOFOLLOW beneath the working folder, so neither
  * a hostile manifest nor a task's symbolic link can reach outside it. */
@@ -35,14 +35,18 @@ int workdir_scan(const char *cache, const char *manifest_hash, loom_manifest_t *
                  size_t *n_missing, char *why, size_t whylen);
 
 /* Creates the folder dir (0700) if needed, then unpacks the bundle (m may
- * be NULL) from the cache into it and writes the dispatch's files after it
- * (a file of the dispatch replaces a bundle file of the same path). Copies
- * are reflinks where the file system can (FICLONE), else in-kernel copies:
- * never hard links, which a task writing to its file would turn into a
- * corrupted cache. Returns 0 or an error with the reason in why, naming the
- * path. */
+ * be NULL) from the cache into it, places the inputs (each object at its
+ * path, parent folders created, with its mode, 0 meaning 0644; its size
+ * checked) and writes the dispatch's files last (an input or a file of the
+ * dispatch replaces a bundle file of the same path). Copies are reflinks
+ * where the file system can (FICLONE), else in-kernel copies: never hard
+ * links, which a task writing to its file would turn into a corrupted
+ * cache. Each object copied is touched (mtime), which is how the cache's
+ * order of use survives a restart. Returns 0 or an error with the reason
+ * in why, naming the path ("input \"PATH\": ..." for an input). */
 int workdir_populate(const char *dir, const char *cache, const loom_manifest_t *m,
-                     Loom__File *const *files, size_t n_files, char *why, size_t whylen);
+                     Loom__Input *const *inputs, size_t n_inputs, Loom__File *const *files,
+                     size_t n_files, char *why, size_t whylen);
 
 /* Reads the metrics file rel of the folder dir: a regular file of at most
  * LOOM_METRICS_MAX bytes holding a JSON object whose values are numbers.

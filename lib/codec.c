@@ -35,6 +35,10 @@ const char *loom_codec_kind_name(Loom__Envelope__BodyCase kind)
         return "fetch";
     case LOOM__ENVELOPE__BODY_OBJECT:
         return "object";
+    case LOOM__ENVELOPE__BODY_PUT:
+        return "put";
+    case LOOM__ENVELOPE__BODY_PUT_ACK:
+        return "put_ack";
     default:
         return "unknown";
     }
@@ -45,6 +49,26 @@ const char *loom_codec_kind_name(Loom__Envelope__BodyCase kind)
         snprintf(why, whylen, __VA_ARGS__);                                                        \
         return LOOM_EPROTO;                                                                        \
     } while (0)
+
+static bool hash_ok(const char *h)
+{
+    return h && strlen(h) == 64 && strspn(h, "0123456789abcdef") == 64;
+}
+
+/* A relative, normalised path inside a working folder: no leading '/', no
+ * empty, "." or ".." segment, no NUL (protobuf strings cannot hold one). */
+bool loom_codec_relpath_ok(const char *p)
+{
+    if (!p || !*p || *p == '/' || strlen(p) > 4096) return false;
+    for (const char *seg = p; *seg;) {
+        size_t n = strcspn(seg, "/");
+        if (n == 0 || (n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.'))
+            return false;
+        seg += n;
+        if (*seg == '/' && !*++seg) return false; /* a trailing slash */
+    }
+    return true;
+}
 
 static int check_body(const loom_msg_t *m, char *why, size_t whylen)
 {
@@ -63,6 +87,12 @@ static int check_body(const loom_msg_t *m, char *why, size_t whylen)
         if (m->dispatch->attempt_id == 0) FAIL("dispatch: attempt_id is 0");
         if (m->dispatch->n_argv == 0 && (!m->dispatch->shell || !*m->dispatch->shell))
             FAIL("dispatch: neither argv nor shell");
+        if (m->dispatch->n_inputs > LOOM_ARTIFACTS_MAX) FAIL("dispatch: too many inputs");
+        for (size_t i = 0; i < m->dispatch->n_inputs; i++) {
+            const Loom__Input *in = m->dispatch->inputs[i];
+            if (!loom_codec_relpath_ok(in->path)) FAIL("dispatch: input %zu: bad path", i);
+            if (!hash_ok(in->hash)) FAIL("dispatch: input %zu: hash must be 64 hex", i);
+        }
         break;
     case LOOM__ENVELOPE__BODY_STARTED:
         if (m->started->attempt_id == 0) FAIL("started: attempt_id is 0");
@@ -90,8 +120,25 @@ static int check_body(const loom_msg_t *m, char *why, size_t whylen)
         if (m->object->data.len > LOOM_OBJECT_CHUNK_MAX)
             FAIL("object: chunk over %d bytes", LOOM_OBJECT_CHUNK_MAX);
         break;
+    case LOOM__ENVELOPE__BODY_PUT:
+        if (m->put->attempt_id == 0) FAIL("put: attempt_id is 0");
+        if (!hash_ok(m->put->hash)) FAIL("put: hash must be 64 lowercase hex");
+        if (m->put->data.len > LOOM_OBJECT_CHUNK_MAX)
+            FAIL("put: chunk over %d bytes", LOOM_OBJECT_CHUNK_MAX);
+        if (m->put->offset > m->put->size || m->put->data.len > m->put->size - m->put->offset)
+            FAIL("put: chunk past the object's size");
+        break;
+    case LOOM__ENVELOPE__BODY_PUT_ACK:
+        if (!hash_ok(m->put_ack->hash)) FAIL("put_ack: hash must be 64 lowercase hex");
+        break;
     case LOOM__ENVELOPE__BODY_FINISHED:
         if (m->finished->attempt_id == 0) FAIL("finished: attempt_id is 0");
+        if (m->finished->n_artifacts > LOOM_ARTIFACTS_MAX) FAIL("finished: too many artifacts");
+        for (size_t i = 0; i < m->finished->n_artifacts; i++) {
+            const Loom__Artifact *a = m->finished->artifacts[i];
+            if (!loom_codec_relpath_ok(a->path)) FAIL("finished: artifact %zu: bad path", i);
+            if (!hash_ok(a->hash)) FAIL("finished: artifact %zu: hash must be 64 hex", i);
+        }
         if (m->finished->signal < 0 || m->finished->signal > 128)
             FAIL("finished: signal %d out of range", (int)m->finished->signal);
         if (m->finished->metrics_json && strlen(m->finished->metrics_json) > LOOM_METRICS_MAX)

@@ -4,6 +4,7 @@
 #ifndef LOOM_CODEC_H
 #define LOOM_CODEC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -16,6 +17,8 @@
 #define LOOM_LOG_CHUNK_MAX (256 * 1024)
 /* Largest ObjectChunk payload loomd sends. */
 #define LOOM_OBJECT_CHUNK_MAX (1024 * 1024)
+/* Most input or output files one attempt may have. */
+#define LOOM_ARTIFACTS_MAX 10000
 /* Largest metrics JSON a Finished may carry. */
 #define LOOM_METRICS_MAX (64 * 1024)
 
@@ -23,6 +26,9 @@ typedef Loom__Envelope loom_msg_t;
 
 /* Name of a body kind for logs ("hello", "log", ...). */
 const char *loom_codec_kind_name(Loom__Envelope__BodyCase kind);
+/* A path relative to a working folder and normalised: not empty, no
+ * leading or trailing '/', no empty, "." or ".." segment. */
+bool loom_codec_relpath_ok(const char *p);
 
 /* Unpacks and validates one envelope. On failure returns LOOM_EPROTO with a
  * reason in why; nothing is allocated. Free a result with loom_codec_free. */
