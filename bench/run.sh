@@ -8,3 +8,4 @@ cmake --preset release >/dev/null
 cmake --build --preset release -j"$(nproc)" >/dev/null
 python3 bench/bench_spine.py "$@"
 python3 bench/bench_triggers.py
+python3 bench/bench_artifacts.py

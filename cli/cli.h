@@ -122,6 +122,11 @@ int cmd_events(loom_cli_t *cli, int argc, char **argv);
 int cmd_pause(loom_cli_t *cli, int argc, char **argv);
 int cmd_cron(loom_cli_t *cli, int argc, char **argv);
 int cmd_drift(loom_cli_t *cli, int argc, char **argv);
+int cmd_artifacts(loom_cli_t *cli, int argc, char **argv);
+int cmd_lineage(loom_cli_t *cli, int argc, char **argv);
+int cmd_models(loom_cli_t *cli, int argc, char **argv);
+int cmd_metrics(loom_cli_t *cli, int argc, char **argv);
+int cmd_gc(loom_cli_t *cli, int argc, char **argv);
 
 /* Prints one task's log under a "==> TASK (state, exit N) <==" header; used
  * by `loom run --logs`. Returns an exit status. */

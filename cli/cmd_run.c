@@ -82,9 +82,10 @@ static int follow_run(loom_cli_t *cli, long long id, bool logs)
 }
 
 static int start_run(loom_cli_t *cli, const char *pipeline, int64_t version, json_t *params,
-                     bool wait, bool logs)
+                     bool no_cache, bool wait, bool logs)
 {
     json_t *body = json_object();
+    if (no_cache) json_object_set_new(body, "no_cache", json_true());
     if (version > 0) json_object_set_new(body, "version", json_integer((json_int_t)version));
     if (json_object_size(params)) json_object_set(body, "params", params);
     char *esc = cli_url_escape(pipeline);
@@ -123,15 +124,16 @@ out:
 
 int cmd_run(loom_cli_t *cli, int argc, char **argv)
 {
-    enum { OPT_VERSION = 1, OPT_WAIT, OPT_LOGS };
+    enum { OPT_VERSION = 1, OPT_WAIT, OPT_LOGS, OPT_NO_CACHE };
     static const struct option longopts[] = {{"version", required_argument, NULL, OPT_VERSION},
                                              {"param", required_argument, NULL, 'p'},
                                              {"wait", no_argument, NULL, OPT_WAIT},
                                              {"logs", no_argument, NULL, OPT_LOGS},
+                                             {"no-cache", no_argument, NULL, OPT_NO_CACHE},
                                              CLI_COMMON_LONGOPTS,
                                              {0}};
     int64_t version = 0;
-    bool wait = false, logs = false;
+    bool wait = false, logs = false, no_cache = false;
     json_t *params = json_object();
     int rc = -1;
     cli_opts_begin(cli, argv);
@@ -151,13 +153,15 @@ int cmd_run(loom_cli_t *cli, int argc, char **argv)
             wait = true;
         } else if (c == OPT_LOGS) {
             wait = logs = true;
+        } else if (c == OPT_NO_CACHE) {
+            no_cache = true;
         } else {
             rc = cli_opt_common(cli, c);
         }
     }
     if (rc < 0 && optind >= argc) rc = cli_usage_error(cli, "missing PIPELINE");
     if (rc < 0 && argc - optind > 1) rc = cli_usage_error(cli, "one PIPELINE at a time");
-    if (rc < 0) rc = start_run(cli, argv[optind], version, params, wait, logs);
+    if (rc < 0) rc = start_run(cli, argv[optind], version, params, no_cache, wait, logs);
     json_decref(params);
     return rc;
 }

@@ -24,10 +24,11 @@ static const cli_cmd_t commands[] = {
     {"graph", cmd_graph, "graph FILE [--dot]", "Draw a DAG file's graph, offline.",
      "Prints the DAG as text in a terminal, or as Graphviz DOT with --dot (or when\n"
      "the output is not a terminal).\n"},
-    {"run", cmd_run, "run PIPELINE [-p NAME=VALUE]... [--version N] [--wait] [--logs]",
+    {"run", cmd_run, "run PIPELINE [-p NAME=VALUE]... [--version N] [--no-cache] [--wait] [--logs]",
      "Start a run of a pipeline.",
      "  -p, --param NAME=VALUE  a parameter for this run (checked against its declared type)\n"
      "  --version N  run version N (default: the latest)\n"
+     "  --no-cache   run every task, even those with `cache: true` and a cached result\n"
      "  --wait       wait for the run to end, print its tasks, and exit 0 only if it\n"
      "               succeeded (1 if it failed or was cancelled)\n"
      "  --logs       like --wait, and print each task's log once the run has ended\n"},
@@ -54,6 +55,27 @@ static const cli_cmd_t commands[] = {
      "  drain NAME     take no new work, finish what runs (shown as draining)\n"
      "  cordon NAME    take no new work\n"
      "  uncordon NAME  take work again\n"},
+    {"artifacts", cmd_artifacts, "artifacts RUN [TASK] | artifacts get RUN TASK PATH [-o FILE]",
+     "List the files a run's tasks left (outputs), or download one.",
+     "  get RUN TASK PATH  write the file to stdout, or with -o FILE to FILE (through a\n"
+     "                     temporary file: a failed download leaves nothing)\n"},
+    {"lineage", cmd_lineage, "lineage HASH | lineage RUN:TASK:PATH",
+     "Where an artifact came from: the runs, tasks, code and data that made it.", NULL},
+    {"models", cmd_models, "models [show NAME | alias NAME ALIAS VERSION]",
+     "List registered models, one model's versions, or point an alias at a version.",
+     "  show NAME                   every version with its metrics, run and aliases\n"
+     "  alias NAME ALIAS VERSION    move ALIAS (champion, challenger...) to VERSION;\n"
+     "                              a model.alias event other pipelines can trigger on\n"},
+    {"metrics", cmd_metrics, "metrics PIPELINE TASK",
+     "A task's metrics across the pipeline's recent runs, newest first.", NULL},
+    {"gc", cmd_gc, "gc [--keep-last N] [--max-age DURATION] [--dry-run]",
+     "Delete old runs (logs, records) and the stored files nothing refers to any more.",
+     "  --keep-last N     keep each pipeline's newest N runs\n"
+     "  --max-age D       delete ended runs older than D (30d, 12h)\n"
+     "  --dry-run         say what would go, delete nothing\n"
+     "With both, a run goes only when it is beyond the newest N and older than D.\n"
+     "Runs that registered a model version are kept, and so is every file a model\n"
+     "version, a stored pipeline's code bundle or a kept run refers to.\n"},
     {"triggers", cmd_triggers, "triggers [--explain PIPELINE] [--limit N]",
      "List every trigger and its next fire, or why a pipeline's triggers did what they did.",
      "  --explain PIPELINE  the latest trigger decisions of PIPELINE, oldest first:\n"

@@ -3,6 +3,7 @@
 #include "dag_int.h"
 
 #include <math.h>
+#include <fnmatch.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,10 @@ void dag_task_free(loom_dag_task_t *t)
     free(t->inputs);
     for (size_t i = 0; i < t->n_outputs; i++) free(t->outputs[i]);
     free(t->outputs);
+    free(t->model_name);
+    free(t->model_path);
+    free(t->promote_alias);
+    free(t->promote_metric);
 }
 
 static void task_init(loom_dag_task_t *t)
@@ -450,6 +455,111 @@ static void task_metrics(pctx *c, void *obj, const loom_ynode_t *k, const loom_y
         t->metrics = loom_xstrdup(s);
 }
 
+/* ---- model ---- */
+
+static void model_promote(pctx *c, loom_dag_task_t *t, const loom_ynode_t *k, const loom_ynode_t *v)
+{
+    static const char *const keys[] = {"alias", "metric", "direction", NULL};
+    static const char *const directions[] = {"max", "min", NULL};
+    char q[LOOM_YQUOTE_MAX], hint[LOOM_YQUOTE_MAX + 24];
+    if (v->kind != LOOM_YMAP) {
+        loom_ynode_describe(v, q, sizeof q);
+        dag_error(c, dag_where(k, v),
+                  "\"promote\" must be a mapping {alias, metric, direction}, got %s", q);
+        return;
+    }
+    for (size_t i = 0; i < v->n_pairs; i++) {
+        const loom_ynode_t *pk = v->pairs[i].key, *pv = v->pairs[i].value;
+        if (strcmp(pk->str, "alias") == 0) {
+            const char *s = dag_want_string(c, pk, pv);
+            if (s && !loom_name_valid(s))
+                dag_error(c, pv, "invalid alias %s: use 1-63 letters, digits, '_', '.' or '-'",
+                          dag_qname(s, q));
+            else if (s)
+                t->promote_alias = loom_xstrdup(s);
+        } else if (strcmp(pk->str, "metric") == 0) {
+            const char *s = dag_want_string(c, pk, pv);
+            if (s && !dag_ident_valid(s))
+                dag_error(c, pv, "invalid metric name %s", dag_qname(s, q));
+            else if (s)
+                t->promote_metric = loom_xstrdup(s);
+        } else if (strcmp(pk->str, "direction") == 0) {
+            t->promote_lower = dag_want_enum(c, pk, pv, directions) == 1;
+        } else {
+            dag_suggest_word(c, pk->str, keys, hint, sizeof hint);
+            dag_error(c, pk, "unknown key %s in \"promote\"%s", dag_qname(pk->str, q), hint);
+        }
+    }
+    if (!t->promote_alias) dag_error(c, v, "\"promote\" needs an \"alias\", such as champion");
+    /* Without a metric the alias always moves: the gate is the task's `if`. */
+}
+
+/* model: {name, path, promote}. Checked after the whole task is read, so
+ * `outputs` and `metrics` may come after it. */
+static void task_model(pctx *c, void *obj, const loom_ynode_t *k, const loom_ynode_t *v)
+{
+    loom_dag_task_t *t = obj;
+    static const char *const keys[] = {"name", "path", "promote", NULL};
+    char q[LOOM_YQUOTE_MAX], hint[LOOM_YQUOTE_MAX + 24];
+    if (loom_ynode_is_null(v)) return;
+    if (v->kind != LOOM_YMAP) {
+        loom_ynode_describe(v, q, sizeof q);
+        dag_error(c, dag_where(k, v), "\"model\" must be a mapping {name, path, promote}, got %s",
+                  q);
+        return;
+    }
+    const loom_ynode_t *promote = NULL, *promote_key = NULL;
+    for (size_t i = 0; i < v->n_pairs; i++) {
+        const loom_ynode_t *mk = v->pairs[i].key, *mv = v->pairs[i].value;
+        if (strcmp(mk->str, "name") == 0) {
+            const char *s = dag_want_string(c, mk, mv);
+            if (s && !loom_name_valid(s))
+                dag_error(c, mv, "invalid model name %s: use 1-63 letters, digits, '_', '.' or '-'",
+                          dag_qname(s, q));
+            else if (s)
+                t->model_name = loom_xstrdup(s);
+        } else if (strcmp(mk->str, "path") == 0) {
+            const char *s = dag_want_string(c, mk, mv), *why = s ? dag_rel_path_problem(s) : NULL;
+            if (why)
+                dag_error(c, mv, "model path %s %s", dag_qname(s, q), why);
+            else if (s)
+                t->model_path = loom_xstrdup(s);
+        } else if (strcmp(mk->str, "promote") == 0) {
+            promote_key = mk;
+            promote = mv;
+        } else {
+            dag_suggest_word(c, mk->str, keys, hint, sizeof hint);
+            dag_error(c, mk, "unknown key %s in \"model\"%s", dag_qname(mk->str, q), hint);
+        }
+    }
+    if (!loom_ynode_get(v, "name")) dag_error(c, v, "\"model\" needs a \"name\"");
+    if (!loom_ynode_get(v, "path")) dag_error(c, v, "\"model\" needs the \"path\" of the file");
+    if (promote) model_promote(c, t, promote_key, promote);
+}
+
+/* The model file must be one of the task's outputs (by name, under an
+ * output folder, or matching an output glob). */
+static void check_model(pctx *c, const loom_dag_task_t *t, const loom_ynode_t *where)
+{
+    if (!t->model_path) return;
+    char q[LOOM_YQUOTE_MAX];
+    if (t->promote_metric && !t->metrics)
+        dag_error(c, where, "\"promote\" compares metrics: the task needs \"metrics: FILE\"");
+    if (t->foreach || t->foreach_json) {
+        dag_error(c, where, "a \"foreach\" task cannot register a model (one version per run)");
+        return;
+    }
+    for (size_t i = 0; i < t->n_outputs; i++) {
+        const char *o = t->outputs[i];
+        size_t n = strlen(o);
+        if (strcmp(o, t->model_path) == 0 || fnmatch(o, t->model_path, FNM_PATHNAME) == 0 ||
+            (strncmp(o, t->model_path, n) == 0 && t->model_path[n] == '/'))
+            return;
+    }
+    dag_error(c, where, "model path %s must be one of the task's \"outputs\"",
+              dag_qname(t->model_path, q));
+}
+
 /* ---- foreach ---- */
 
 static void foreach_what(pctx *c, const loom_ynode_t *v)
@@ -525,6 +635,7 @@ static const key_handler task_keys[] = {
     {"metrics", task_metrics},
     {"cache", task_cache},
     {"foreach", task_foreach},
+    {"model", task_model},
 };
 #define N_TASK_KEYS (sizeof task_keys / sizeof task_keys[0])
 
@@ -643,6 +754,8 @@ static void parse_task(pctx *c, size_t i, const loom_ynode_t *body)
     snprintf(in, sizeof in, " in task %s", q);
     dag_dispatch(c, t, body, task_keys, N_TASK_KEYS, in);
     if (c->defaults) apply_defaults(c, t, body);
+    const loom_ynode_t *model = loom_ynode_get(body, "model");
+    if (model) check_model(c, t, model);
     check_backoff(c, t, false);
     if (!loom_ynode_get(body, "run"))
         dag_error_pos(c, t->line, t->col, "task %s has no \"run\"", q);

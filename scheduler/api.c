@@ -379,11 +379,13 @@ static enum MHD_Result post_run(req_t *r, const path_t *p)
     if (!body) return rc;
     json_t *jv = json_object_get(body, "version");
     json_t *params = json_object_get(body, "params");
+    json_t *no_cache = json_object_get(body, "no_cache");
     const char *bad = NULL;
     if (jv &&
         (!json_is_integer(jv) || json_integer_value(jv) < 1 || json_integer_value(jv) > UINT32_MAX))
         bad = "\"version\" must be a positive integer";
     if (params && !json_is_object(params)) bad = "\"params\" must be an object";
+    if (no_cache && !json_is_boolean(no_cache)) bad = "\"no_cache\" must be true or false";
     if (bad) {
         json_decref(body);
         return api_respond_error(r, MHD_HTTP_BAD_REQUEST, "%s", bad);
@@ -391,8 +393,8 @@ static enum MHD_Result post_run(req_t *r, const path_t *p)
     uint32_t version = jv ? (uint32_t)json_integer_value(jv) : 0;
     uint64_t run_id = 0;
     char why[256] = "";
-    int err = loom_sched_start_run(r->api->sched, p->segs[3], version, "manual", params, &run_id,
-                                   why, sizeof why);
+    int err = loom_sched_start_run(r->api->sched, p->segs[3], version, "manual", params,
+                                   json_is_true(no_cache), &run_id, why, sizeof why);
     json_decref(body);
     if (err == LOOM_ENOTFOUND) {
         if (version)
@@ -513,6 +515,14 @@ static const struct {
     {"POST", "hooks/s3", api_post_s3},
     {"GET", "triggers", api_get_triggers},
     {"GET", "pipelines/*/decisions", api_get_decisions},
+    {"GET", "runs/*/artifacts", api_get_artifacts},
+    {"GET", "objects/*", api_get_object},
+    {"GET", "lineage", api_get_lineage},
+    {"GET", "models", api_get_models},
+    {"GET", "models/*", api_get_models},
+    {"POST", "models/*/aliases/*", api_post_alias},
+    {"GET", "pipelines/*/tasks/*/metrics", api_get_metrics},
+    {"POST", "gc", api_post_gc},
     {"POST", "pipelines/*/pause", api_post_pause},
     {"POST", "pipelines/*/resume", api_post_pause},
 };

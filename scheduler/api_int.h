@@ -83,6 +83,15 @@ bool api_parse_id(const char *s, uint64_t *out);
 /* The body as a JSON object, or NULL after answering 400. */
 json_t *api_parse_body(req_t *r, enum MHD_Result *rc);
 
+/* api_art.c: artifacts, lineage, models, metrics, gc */
+enum MHD_Result api_get_artifacts(req_t *r, const path_t *p);
+enum MHD_Result api_get_object(req_t *r, const path_t *p);
+enum MHD_Result api_get_lineage(req_t *r, const path_t *p);
+enum MHD_Result api_get_models(req_t *r, const path_t *p);
+enum MHD_Result api_post_alias(req_t *r, const path_t *p);
+enum MHD_Result api_get_metrics(req_t *r, const path_t *p);
+enum MHD_Result api_post_gc(req_t *r, const path_t *p);
+
 /* api_trig.c: events, webhooks, triggers */
 enum MHD_Result api_post_event(req_t *r, const path_t *p);
 enum MHD_Result api_get_events(req_t *r, const path_t *p);

@@ -20,7 +20,7 @@ typedef struct {
     char http_host[64];
     uint16_t http_port;
     const char *bind;
-    uint64_t heartbeat_ms, agent_timeout_ms;
+    uint64_t heartbeat_ms, agent_timeout_ms, max_log_bytes;
     loom_sync_mode sync;
     const char *pools[64];
     size_t n_pools;
@@ -47,6 +47,8 @@ static void usage(FILE *out)
           "  --sync normal|full     SQLite durability (default normal: survives a crash of\n"
           "                         loomd; full also survives power loss, slower)\n"
           "  --pool NAME=LIMIT      at most LIMIT tasks of pool NAME at once (repeatable)\n"
+          "  --max-log-bytes SIZE   keep at most SIZE of each attempt's output, then a notice\n"
+          "                         (default 1G)\n"
           "  --log-level LEVEL      debug, info, warn, error (default info)\n"
           "  --version, --help\n"
           "Once listening, loomd writes STATE_DIR/loomd.json with the bound addresses.\n",
@@ -89,6 +91,7 @@ static int parse_args(int argc, char **argv, options_t *o)
                                              {"agent-timeout", required_argument, NULL, 't'},
                                              {"sync", required_argument, NULL, 'y'},
                                              {"pool", required_argument, NULL, 'p'},
+                                             {"max-log-bytes", required_argument, NULL, 'm'},
                                              {"log-level", required_argument, NULL, 'l'},
                                              {"version", no_argument, NULL, 'V'},
                                              {"help", no_argument, NULL, '?'},
@@ -123,6 +126,10 @@ static int parse_args(int argc, char **argv, options_t *o)
                 o->sync = LOOM_SYNC_FULL;
             else
                 return fail_flag("--sync", optarg, "want normal or full");
+            break;
+        case 'm':
+            if (loom_parse_size(optarg, &o->max_log_bytes) || o->max_log_bytes < 1024)
+                return fail_flag("--max-log-bytes", optarg, "want a size of at least 1K");
             break;
         case 'p':
             if (o->n_pools == sizeof o->pools / sizeof o->pools[0])
@@ -206,6 +213,7 @@ int main(int argc, char **argv)
     loom_sched_config_t cfg = {.state_dir = o.state_dir,
                                .bind = o.bind,
                                .heartbeat_ms = (uint32_t)o.heartbeat_ms,
+                               .max_log_bytes = o.max_log_bytes,
                                .agent_timeout_ms = (uint32_t)o.agent_timeout_ms,
                                .sync = o.sync,
                                .pools = o.pools,

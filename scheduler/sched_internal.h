@@ -126,7 +126,8 @@ struct s_task {
     int exit_code, signal;
     char *error; /* why it failed, or why it did not run */
     json_t *metrics;
-    bool in_tq; /* queued in its run's placement queue (placement.c) */
+    bool in_tq;      /* queued in its run's placement queue (placement.c) */
+    char *cache_key; /* `cache: true`: the key its attempt's result is kept under */
 };
 
 /* Queued tasks of one DAG task of one run: they all ask for the same
@@ -221,6 +222,11 @@ struct loom_sched {
     uv_timer_t trig_timer;
     bool trig_open;
 
+    /* Artifacts (sched_art.c) */
+    loom_map_t uploads;     /* "AGENT\nHASH" -> upload in progress (a string map) */
+    int upload_commits;     /* objects being verified on the thread pool */
+    json_t *pending_events; /* model events to fire at the end of the turn */
+
     outmsg_t *out_head, **out_tail;
     loom_map_t changed_runs; /* run ids to tell the observer about */
     loom_map_t output_runs;
@@ -265,6 +271,7 @@ typedef struct {
     const char *trigger; /* "manual", "schedule", "data", "event" */
     json_t *origin;      /* {"kind", ...}: shown with the run, given to tasks; may be NULL */
     json_t *event;       /* event.* and trigger.files for the tasks; may be NULL */
+    bool no_cache;       /* `loom run --no-cache`: run every task, even `cache: true` ones */
 } run_origin_t;
 int run_create(loom_sched_t *s, uint64_t pipeline_id, const char *pipeline, uint32_t version,
                const char *source, size_t len, const run_origin_t *origin, json_t *params,
@@ -347,6 +354,25 @@ void triggers_run_started(loom_sched_t *s, uint64_t pipeline_id);
 void triggers_run_ended(loom_sched_t *s, uint64_t pipeline_id);
 /* Starts what waited for the runs that ended this turn (from the flush). */
 void triggers_flush(loom_sched_t *s);
+
+/* sched_art.c: artifacts, inputs, the cache, models */
+void artifacts_on_put(loom_sched_t *s, agent_t *a, const Loom__PutObject *p);
+void artifacts_free_uploads(loom_sched_t *s);
+/* The inputs of an attempt (recorded for lineage when attempt_id is set). */
+int inputs_resolve(loom_sched_t *s, const task_t *t, uint64_t attempt_id, Loom__Input ***out,
+                   size_t *n_out, char *why, size_t whylen);
+void inputs_free(Loom__Input **items, size_t n);
+/* NULL when a successful attempt's outputs are all stored; else why not. */
+char *artifacts_check(loom_sched_t *s, const task_t *t, const Loom__Finished *f);
+void artifacts_record(loom_sched_t *s, const attempt_t *a, const Loom__Finished *f,
+                      const json_t *metrics);
+void artifacts_fire_events(loom_sched_t *s);
+/* `cache: true`: computes t's key; on a hit copies the earlier outputs and
+ * returns the note to end the task with (succeeded). NULL: run it. */
+char *cache_lookup(loom_sched_t *s, task_t *t);
+/* The task's command with its references filled in (sched_task.c). */
+bool task_render(const task_t *t, char **shell, char ***argv, size_t *argc, char *why,
+                 size_t whylen);
 
 /* objects.c: answers an agent's FetchObject with an ObjectChunk. */
 void objects_on_fetch(loom_sched_t *s, agent_t *a, const loom_msg_t *m);

@@ -80,8 +80,8 @@ int loom_sched_submit(loom_sched_t *s, const char *file, const char *source, siz
 }
 
 int loom_sched_start_run(loom_sched_t *s, const char *pipeline, uint32_t version,
-                         const char *trigger, json_t *params, uint64_t *run_id, char *why,
-                         size_t whylen)
+                         const char *trigger, json_t *params, bool no_cache, uint64_t *run_id,
+                         char *why, size_t whylen)
 {
     uint64_t pipeline_id;
     uint32_t found_version;
@@ -91,7 +91,7 @@ int loom_sched_start_run(loom_sched_t *s, const char *pipeline, uint32_t version
                                         &source, &len);
     if (rc) return rc;
     json_t *given = params ? json_incref(params) : json_object();
-    run_origin_t origin = {.trigger = trigger};
+    run_origin_t origin = {.trigger = trigger, .no_cache = no_cache};
     rc = run_create(s, pipeline_id, pipeline, found_version, source, len, &origin, given, run_id,
                     why, whylen);
     json_decref(given);

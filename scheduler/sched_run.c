@@ -86,6 +86,7 @@ void run_free(run_t *r)
         free(t->down);
         json_decref(t->item);
         json_decref(t->metrics);
+        free(t->cache_key);
     }
     free(r->tasks);
     for (size_t i = 0; r->tqs && i < r->dag->n_tasks; i++) tq_free(&r->tqs[i]);
@@ -377,6 +378,9 @@ int run_create(loom_sched_t *s, uint64_t pipeline_id, const char *pipeline, uint
     free(params_text);
     free(origin_text);
     free(event_text);
+    bool no_cache = true;
+    if (rc == 0 && origin->no_cache)
+        rc = loom_store_run_no_cache(s->store, row.id, &no_cache, true);
     if (rc) {
         specs_free(specs, n);
         json_decref(params);

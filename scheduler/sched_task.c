@@ -254,10 +254,16 @@ static void evaluate(loom_sched_t *s, task_t *t, tstack_t *stack)
     if (t->state != TASK_PENDING) return;
     if (t->run->cancelling) return;
     if (apply_rule(s, t, stack) != 1) return;
-    if (t->item_index == -2)
+    if (t->item_index == -2) {
         end_and_push(s, t, TASK_SKIPPED, "skipped: foreach over an empty list", stack);
-    else if (condition_holds(s, t, stack))
-        enqueue(s, t);
+    } else if (condition_holds(s, t, stack)) {
+        char *cached = cache_lookup(s, t);
+        if (cached)
+            end_and_push(s, t, TASK_SUCCEEDED, cached, stack);
+        else
+            enqueue(s, t);
+        free(cached);
+    }
 }
 
 static void drain(loom_sched_t *s, tstack_t *stack)
@@ -385,8 +391,8 @@ static void build_env(const task_t *t, envlist_t *l)
 
 /* The command with its ${{ references }} filled in: shell values quoted,
  * argv values kept within their argument. Returns false with why set. */
-static bool render_run(const task_t *t, char **shell, char ***argv, size_t *argc, char *why,
-                       size_t whylen)
+bool task_render(const task_t *t, char **shell, char ***argv, size_t *argc, char *why,
+                 size_t whylen)
 {
     const loom_dag_task_t *dt = dag_task(t);
     *shell = NULL;
@@ -429,7 +435,7 @@ static bool send_dispatch(loom_sched_t *s, attempt_t *a, char *why, size_t whyle
     const loom_dag_task_t *dt = dag_task(t);
     char *shell, **argv;
     size_t argc;
-    if (!render_run(t, &shell, &argv, &argc, why, whylen)) return false;
+    if (!task_render(t, &shell, &argv, &argc, why, whylen)) return false;
     envlist_t env = {0};
     build_env(t, &env);
     char *params = json_dumps(t->run->params, JSON_COMPACT | JSON_SORT_KEYS);
@@ -469,8 +475,23 @@ static bool send_dispatch(loom_sched_t *s, attempt_t *a, char *why, size_t whyle
         files[n_files++] = &data_file;
     }
 
+    Loom__Input **inputs = NULL;
+    size_t n_inputs = 0;
+    if (dt->n_inputs && inputs_resolve(s, t, a->id, &inputs, &n_inputs, why, whylen) != 0) {
+        free(params);
+        free(trigger_text);
+        loom_buf_free(&list);
+        env_free(&env);
+        free(shell);
+        free_argv(argv, argc);
+        return false;
+    }
     Loom__Dispatch d = LOOM__DISPATCH__INIT;
     d.attempt_id = a->id;
+    d.inputs = inputs;
+    d.n_inputs = n_inputs;
+    d.outputs = dt->outputs;
+    d.n_outputs = dt->n_outputs;
     d.run_id = t->run->id;
     d.pipeline = t->run->pipeline;
     d.task = t->name;
@@ -502,6 +523,7 @@ static bool send_dispatch(loom_sched_t *s, attempt_t *a, char *why, size_t whyle
     env_free(&env);
     free(shell);
     free_argv(argv, argc);
+    inputs_free(inputs, n_inputs);
     return true;
 }
 
@@ -715,9 +737,14 @@ void attempt_finished(loom_sched_t *s, attempt_t *a, const Loom__Finished *f)
     bool metrics_bad = dag_task(t)->metrics && f->metrics_error && *f->metrics_error;
     bool ok = f->signal == 0 && f->exit_code == 0 && !f->timed_out && !f->cancelled &&
               !(f->error && *f->error) && !metrics_bad;
+    char *error = describe_exit(f, metrics_bad);
+    if (ok && !error) {
+        /* Succeeded only once every output is stored. */
+        error = artifacts_check(s, t, f);
+        ok = error == NULL;
+    }
     json_t *metrics = ok ? parse_metrics(f) : NULL;
     char *metrics_text = metrics ? json_dumps(metrics, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-    char *error = describe_exit(f, metrics_bad);
     const char *state = ok ? "succeeded" : f->cancelled ? "cancelled" : "failed";
     loom_attempt_row_t row = {.id = a->id,
                               .state = state,
@@ -734,6 +761,7 @@ void attempt_finished(loom_sched_t *s, attempt_t *a, const Loom__Finished *f)
                               .log_bytes = a->log_bytes,
                               .metrics_json = metrics_text};
     loom_store_attempt_update(s->store, &row);
+    if (ok) artifacts_record(s, a, f, metrics);
     t->has_exit = true;
     t->exit_code = f->exit_code;
     t->signal = f->signal;
@@ -751,9 +779,19 @@ void attempt_finished(loom_sched_t *s, attempt_t *a, const Loom__Finished *f)
     dispatch_ready(s);
 }
 
+static void log_notice(loom_sched_t *s, attempt_t *a, const char *text);
+
 void attempt_lost(loom_sched_t *s, attempt_t *a, const char *why)
 {
     task_t *t = a->task;
+    if (a->log_seq > 0) {
+        /* Never silently: what the agent had not sent yet is gone with it. */
+        char *text = loom_xasprintf("attempt lost (%s): output after byte %llu that the agent had "
+                                    "not yet sent is missing",
+                                    why, (unsigned long long)a->log_bytes);
+        log_notice(s, a, text);
+        free(text);
+    }
     loom_attempt_row_t row = {.id = a->id,
                               .state = "lost",
                               .started_ms = a->started_ms,
@@ -805,17 +843,13 @@ static int open_log(loom_sched_t *s, attempt_t *a)
 /* Appends one chunk exactly once. Returns 0 when the chunk is stored (or was
  * already), so the caller acknowledges it; an error leaves it unacknowledged
  * for the agent to send again. */
-int attempt_log(loom_sched_t *s, attempt_t *a, const Loom__LogChunk *c)
+/* Appends to the attempt's log file; on failure the file is trimmed back
+ * to the recorded size. */
+static int log_append(loom_sched_t *s, attempt_t *a, const void *data, size_t len)
 {
-    if (c->seq <= a->log_seq) return 0; /* a resend of what we have */
-    if (c->seq != a->log_seq + 1) {
-        LOG_WARN("log gap attempt=%llu have=%llu got=%llu", (unsigned long long)a->id,
-                 (unsigned long long)a->log_seq, (unsigned long long)c->seq);
-        return LOOM_EPROTO;
-    }
     if (open_log(s, a) != 0) return LOOM_EIO;
-    const uint8_t *p = c->data.data;
-    size_t left = c->data.len;
+    const uint8_t *p = data;
+    size_t left = len;
     while (left > 0) {
         ssize_t n = write(a->log_fd, p, left);
         if (n < 0 && errno == EINTR) continue;
@@ -830,9 +864,49 @@ int attempt_log(loom_sched_t *s, attempt_t *a, const Loom__LogChunk *c)
         p += n;
         left -= (size_t)n;
     }
+    a->log_bytes += len;
+    return 0;
+}
+
+/* A line loomd adds to a log: on a line of its own, marked [loom]. */
+static void log_notice(loom_sched_t *s, attempt_t *a, const char *text)
+{
+    char *line = loom_xasprintf("\n[loom] %s\n", text);
+    if (log_append(s, a, line, strlen(line)) == 0) {
+        loom_store_attempt_log(s->store, a->id, a->log_seq, a->log_bytes);
+        sched_mark_output(s, a->run->id);
+    }
+    free(line);
+}
+
+int attempt_log(loom_sched_t *s, attempt_t *a, const Loom__LogChunk *c)
+{
+    if (c->seq <= a->log_seq) return 0; /* a resend of what we have */
+    if (c->seq != a->log_seq + 1) {
+        LOG_WARN("log gap attempt=%llu have=%llu got=%llu", (unsigned long long)a->id,
+                 (unsigned long long)a->log_seq, (unsigned long long)c->seq);
+        return LOOM_EPROTO;
+    }
+    uint64_t cap = s->cfg.max_log_bytes;
+    size_t keep = c->data.len;
+    bool truncating = false;
+    if (a->log_bytes >= cap) {
+        keep = 0; /* over the limit already: acknowledged, not kept */
+    } else if (a->log_bytes + keep > cap) {
+        keep = (size_t)(cap - a->log_bytes);
+        truncating = true;
+    }
+    if (keep && log_append(s, a, c->data.data, keep) != 0) return LOOM_EIO;
     a->log_seq = c->seq;
-    a->log_bytes += c->data.len;
+    if (truncating) {
+        char text[160];
+        snprintf(text, sizeof text,
+                 "output truncated: this attempt's log reached loomd's limit of %llu bytes "
+                 "(--max-log-bytes); the rest is not kept",
+                 (unsigned long long)cap);
+        log_notice(s, a, text);
+    }
     loom_store_attempt_log(s->store, a->id, a->log_seq, a->log_bytes);
-    sched_mark_output(s, a->run->id);
+    if (keep) sched_mark_output(s, a->run->id);
     return 0;
 }

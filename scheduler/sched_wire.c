@@ -293,6 +293,26 @@ static void on_agent_error(loom_sched_t *s, agent_t *a, const loom_msg_t *m)
              m->error->message ? m->error->message : "");
 }
 
+/* An output of an attempt this agent runs; anything else is refused, so
+ * an agent cannot fill loomd's disk for attempts it does not hold. */
+static void on_put(loom_sched_t *s, agent_t *a, const loom_msg_t *m)
+{
+    const Loom__PutObject *p = m->put;
+    attempt_t *x = loom_map_get(&s->attempts, p->attempt_id);
+    if (!x || x->agent != a) {
+        Loom__PutAck ack = LOOM__PUT_ACK__INIT;
+        ack.attempt_id = p->attempt_id;
+        ack.hash = p->hash;
+        ack.error = "the attempt is not running on this agent";
+        loom_msg_t reply = LOOM__ENVELOPE__INIT;
+        reply.body_case = LOOM__ENVELOPE__BODY_PUT_ACK;
+        reply.put_ack = &ack;
+        sched_send(s, a->name, &reply);
+        return;
+    }
+    artifacts_on_put(s, a, p);
+}
+
 typedef void (*handler_fn)(loom_sched_t *s, agent_t *a, const loom_msg_t *m);
 
 static const struct {
@@ -302,7 +322,7 @@ static const struct {
     {LOOM__ENVELOPE__BODY_HELLO, on_hello},         {LOOM__ENVELOPE__BODY_HEARTBEAT, on_heartbeat},
     {LOOM__ENVELOPE__BODY_STARTED, on_started},     {LOOM__ENVELOPE__BODY_LOG, on_log},
     {LOOM__ENVELOPE__BODY_FINISHED, on_finished},   {LOOM__ENVELOPE__BODY_ERROR, on_agent_error},
-    {LOOM__ENVELOPE__BODY_FETCH, objects_on_fetch},
+    {LOOM__ENVELOPE__BODY_FETCH, objects_on_fetch}, {LOOM__ENVELOPE__BODY_PUT, on_put},
 };
 
 static handler_fn find_handler(Loom__Envelope__BodyCase kind)

@@ -33,6 +33,7 @@ loom_sched_t *loom_sched_new(uv_loop_t *loop, const loom_sched_config_t *cfg)
     if (!s->cfg.agent_timeout_ms) s->cfg.agent_timeout_ms = 10000;
     if (!s->cfg.max_lost_retries) s->cfg.max_lost_retries = 3;
     if (!s->cfg.clock.now_ms) s->cfg.clock = loom_clock_real();
+    if (!s->cfg.max_log_bytes) s->cfg.max_log_bytes = 1ull << 30;
     s->state_dir = loom_xstrdup(cfg->state_dir ? cfg->state_dir : ".");
     s->bind = loom_xstrdup(cfg->bind ? cfg->bind : "tcp://127.0.0.1:8421");
     s->cfg.state_dir = s->state_dir;
@@ -143,7 +144,7 @@ static void notify(loom_sched_t *s, loom_map_t *set, void (*cb)(void *, uint64_t
 static bool flush_pending(loom_sched_t *s)
 {
     return loom_store_in_txn(s->store) || s->out_head || s->changed_runs.count ||
-           s->output_runs.count || s->trig_freed.count;
+           s->output_runs.count || s->trig_freed.count || s->pending_events;
 }
 
 /* Commit, then act: send queued messages and tell observers. Sending may read
@@ -404,6 +405,8 @@ void loom_sched_destroy(loom_sched_t **sp)
     if (!s) return;
     void *v;
     triggers_free(s);
+    artifacts_free_uploads(s);
+    json_decref(s->pending_events);
     for (size_t i = 0; loom_map_next(&s->runs, &i, &v);) run_free(v);
     for (size_t i = 0; loom_map_next(&s->agents, &i, &v);) agent_free(v);
     for (size_t i = 0; loom_map_next(&s->pools, &i, &v);) {

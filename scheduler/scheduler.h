@@ -29,6 +29,7 @@ typedef struct {
     loom_clock_t clock;      /* zero value: the real monotonic clock */
     loom_clock_t wall;       /* unix ms, for schedules and trigger windows; zero: the real one */
     uint64_t data_rescan_ms; /* data folders' rescan period; 0: 30 s */
+    uint64_t max_log_bytes;  /* an attempt's log is cut here, with a notice; 0: 1 GiB */
 } loom_sched_config_t;
 
 /* Told, after each commit, what changed, so that waiting HTTP clients can be
@@ -74,8 +75,8 @@ int loom_sched_submit(loom_sched_t *s, const char *file, const char *source, siz
  * is converted) and queues its first tasks. LOOM_ENOTFOUND for an unknown
  * pipeline or version, LOOM_EINVAL (why set) for bad parameters. */
 int loom_sched_start_run(loom_sched_t *s, const char *pipeline, uint32_t version,
-                         const char *trigger, json_t *params, uint64_t *run_id, char *why,
-                         size_t whylen);
+                         const char *trigger, json_t *params, bool no_cache, uint64_t *run_id,
+                         char *why, size_t whylen);
 /* LOOM_ENOTFOUND, LOOM_ESTATE if the run already ended. */
 int loom_sched_cancel_run(loom_sched_t *s, uint64_t run_id, const char *reason);
 /* True while the run has not ended. */
@@ -114,6 +115,20 @@ int loom_sched_pipeline_pause(loom_sched_t *s, const char *pipeline, bool paused
 /* Fires what is due as of the wall clock now (the timer calls it; tests
  * with an injected clock call it after moving time). */
 void loom_sched_triggers_tick(loom_sched_t *s);
+
+/* Points a model's alias at a version (loom models alias); fires a
+ * model.alias event. LOOM_ENOTFOUND for an unknown model or version. */
+int loom_sched_model_alias(loom_sched_t *s, const char *name, const char *alias, uint32_t version);
+
+/* Retention (loom gc). At least one of keep_last and max_age_ms. */
+typedef struct {
+    uint32_t keep_last;  /* keep each pipeline's newest N runs; 0: no such rule */
+    uint64_t max_age_ms; /* delete ended runs older than this; 0: no such rule */
+    bool dry_run;        /* count, delete nothing */
+} loom_gc_opts_t;
+/* *result: {"runs_deleted", "objects_deleted", "bytes_freed", ...}.
+ * LOOM_EINVAL when no rule is given. */
+int loom_sched_gc(loom_sched_t *s, const loom_gc_opts_t *o, json_t **result);
 
 /* Counters for tests and benchmarks. */
 typedef struct {

@@ -88,6 +88,34 @@ static const char *const migrations[] = {
     "  at_ms INTEGER NOT NULL, kind TEXT NOT NULL, what TEXT NOT NULL,"
     "  decision TEXT NOT NULL, run_id INTEGER, reason TEXT);"
     "CREATE INDEX decisions_by_pipeline ON trigger_decisions(pipeline_id, id);",
+    /* 5: artifacts, the task cache, lineage and the model registry */
+    "CREATE TABLE artifacts ("
+    "  id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id),"
+    "  task_id INTEGER NOT NULL, attempt_id INTEGER, task TEXT NOT NULL,"
+    "  path TEXT NOT NULL, hash TEXT NOT NULL, size INTEGER NOT NULL,"
+    "  mode INTEGER NOT NULL, created_ms INTEGER NOT NULL, cached_from INTEGER);"
+    "CREATE INDEX artifacts_by_run ON artifacts(run_id, task, path);"
+    "CREATE INDEX artifacts_by_attempt ON artifacts(attempt_id);"
+    "CREATE INDEX artifacts_by_hash ON artifacts(hash);"
+    "CREATE TABLE attempt_inputs ("
+    "  attempt_id INTEGER NOT NULL, path TEXT NOT NULL, hash TEXT NOT NULL,"
+    "  from_task TEXT NOT NULL, from_attempt INTEGER, PRIMARY KEY (attempt_id, path));"
+    "CREATE TABLE task_cache ("
+    "  key TEXT PRIMARY KEY, run_id INTEGER NOT NULL, task_id INTEGER NOT NULL,"
+    "  attempt_id INTEGER NOT NULL, created_ms INTEGER NOT NULL);"
+    "CREATE INDEX task_cache_by_run ON task_cache(run_id);"
+    "ALTER TABLE tasks ADD COLUMN cached_from INTEGER;"
+    "ALTER TABLE attempts ADD COLUMN cache_key TEXT;"
+    "ALTER TABLE runs ADD COLUMN no_cache INTEGER NOT NULL DEFAULT 0;"
+    "CREATE TABLE models ("
+    "  name TEXT NOT NULL, version INTEGER NOT NULL, run_id INTEGER NOT NULL,"
+    "  task TEXT NOT NULL, attempt_id INTEGER NOT NULL, path TEXT NOT NULL,"
+    "  hash TEXT NOT NULL, size INTEGER NOT NULL, metrics TEXT,"
+    "  created_ms INTEGER NOT NULL, PRIMARY KEY (name, version));"
+    "CREATE INDEX models_by_hash ON models(hash);"
+    "CREATE TABLE model_aliases ("
+    "  name TEXT NOT NULL, alias TEXT NOT NULL, version INTEGER NOT NULL,"
+    "  updated_ms INTEGER NOT NULL, PRIMARY KEY (name, alias));",
 };
 
 enum {

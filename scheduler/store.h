@@ -210,6 +210,68 @@ int loom_store_decision(loom_store_t *s, uint64_t pipeline_id, uint64_t at_ms, c
 int loom_store_json_decisions(loom_store_t *s, const char *pipeline, int limit, json_t **out);
 int loom_store_json_events(loom_store_t *s, const char *name, int limit, json_t **out);
 
+/* --- artifacts, cache, models (store_art.c) ---------------------------------- */
+
+typedef struct {
+    uint64_t run_id, task_id, attempt_id; /* attempt 0: reused from the cache */
+    const char *task, *path, *hash;
+    uint64_t size;
+    uint32_t mode;
+    uint64_t created_ms;
+    uint64_t cached_from; /* the run it was made by, when reused; 0: made here */
+} loom_artifact_row_t;
+
+int loom_store_artifact_add(loom_store_t *s, const loom_artifact_row_t *a);
+/* Calls cb for each artifact of a task (of a run), by path. */
+int loom_store_task_artifacts(loom_store_t *s, uint64_t task_id,
+                              int (*cb)(void *ud, const loom_artifact_row_t *a), void *ud);
+/* Records that an attempt was given an artifact (lineage). */
+int loom_store_attempt_input(loom_store_t *s, uint64_t attempt_id, const char *path,
+                             const char *hash, const char *from_task, uint64_t from_attempt);
+int loom_store_attempt_cache_key(loom_store_t *s, uint64_t attempt_id, const char *key);
+int loom_store_attempt_cache_key_get(loom_store_t *s, uint64_t attempt_id, char **key);
+/* The successful attempt recorded under a cache key; LOOM_ENOTFOUND if none. */
+int loom_store_cache_get(loom_store_t *s, const char *key, uint64_t *run_id, uint64_t *task_id,
+                         uint64_t *attempt_id);
+int loom_store_cache_put(loom_store_t *s, const char *key, uint64_t run_id, uint64_t task_id,
+                         uint64_t attempt_id, uint64_t now_ms);
+int loom_store_task_cached_from(loom_store_t *s, uint64_t task_id, uint64_t run_id);
+/* Reads (set false) or writes (set true) a run's `--no-cache`. */
+int loom_store_run_no_cache(loom_store_t *s, uint64_t run_id, bool *no_cache, bool set);
+
+typedef struct {
+    const char *name;
+    uint64_t run_id;
+    const char *task;
+    uint64_t attempt_id;
+    const char *path, *hash;
+    uint64_t size;
+    const char *metrics_json;
+    uint64_t created_ms;
+} loom_model_row_t;
+
+/* Adds the next version of a model; its number goes to *version. */
+int loom_store_model_register(loom_store_t *s, const loom_model_row_t *m, uint32_t *version);
+/* LOOM_ENOTFOUND if there is no such version; *metrics_json (may be NULL)
+ * is the caller's to free. */
+int loom_store_model_version(loom_store_t *s, const char *name, uint32_t version,
+                             char **metrics_json);
+int loom_store_model_alias_get(loom_store_t *s, const char *name, const char *alias,
+                               uint32_t *version);
+int loom_store_model_alias_set(loom_store_t *s, const char *name, const char *alias,
+                               uint32_t version, uint64_t now_ms);
+int loom_store_json_artifacts(loom_store_t *s, uint64_t run_id, const char *task, json_t **out);
+int loom_store_artifact_find(loom_store_t *s, uint64_t run_id, const char *task, const char *path,
+                             char hash[65], uint64_t *size);
+int loom_store_json_models(loom_store_t *s, json_t **out);
+int loom_store_json_model(loom_store_t *s, const char *name, json_t **out);
+int loom_store_json_metrics(loom_store_t *s, const char *pipeline, const char *task, int limit,
+                            json_t **out);
+/* The chain of runs and artifacts that made an artifact (by hash, or by
+ * run, task and path), back to the data that started them. */
+int loom_store_json_lineage(loom_store_t *s, const char *hash, uint64_t run_id, const char *task,
+                            const char *path, json_t **out);
+
 int loom_store_json_pipelines(loom_store_t *s, json_t **out);
 /* A pipeline with its versions and the source of version (0: the latest). */
 int loom_store_json_pipeline(loom_store_t *s, const char *name, uint32_t version, json_t **out);

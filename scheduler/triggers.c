@@ -356,6 +356,7 @@ static uint64_t pump_queue(loom_sched_t *s, trig_pipe_t *tp, uint64_t now)
 
 void triggers_flush(loom_sched_t *s)
 {
+    if (s->pending_events) artifacts_fire_events(s); /* model events */
     if (s->trig_freed.count == 0) return;
     uint64_t now = trig_now(s);
     for (size_t i = 0; i < s->trig_freed.cap; i++) {

@@ -123,8 +123,14 @@ typedef struct {
     size_t n_inputs;
     char **outputs; /* `outputs` as written */
     size_t n_outputs;
-    int cache;        /* `cache: true` */
-    int32_t priority; /* higher runs first among queued tasks; -1000..1000, default 0 */
+    int cache; /* `cache: true` */
+    /* `model: {name, path, promote: {alias, metric, direction}}`: on success
+     * the output `path` is registered as a new version of model `name`; with
+     * `promote`, `alias` moves to it when its `metric` beats the alias's. */
+    char *model_name, *model_path;
+    char *promote_alias, *promote_metric;
+    int promote_lower; /* 1: a lower metric is better (direction: min) */
+    int32_t priority;  /* higher runs first among queued tasks; -1000..1000, default 0 */
 } loom_dag_task_t;
 
 typedef struct {

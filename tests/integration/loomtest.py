@@ -59,7 +59,7 @@ class Cluster:
         self.zmq = None
 
     # -- processes --------------------------------------------------------
-    def start_loomd(self):
+    def start_loomd(self, extra=()):
         # A restart reuses the agents' endpoint the OS picked the first time,
         # so running agents find the new loomd where the old one was.
         bind = self.zmq or "tcp://127.0.0.1:*"
@@ -70,7 +70,8 @@ class Cluster:
         self.loomd = subprocess.Popen(
             [LOOMD, "--state-dir", self.state, "--http", "127.0.0.1:0",
              "--bind", bind, "--heartbeat", self.heartbeat,
-             "--agent-timeout", self.agent_timeout, "--log-level", self.log_level],
+             "--agent-timeout", self.agent_timeout, "--log-level", self.log_level]
+            + list(extra),
             stdout=log, stderr=subprocess.STDOUT)
         log.close()
 

@@ -602,6 +602,46 @@ static void test_trigger_errors(void **state)
 
 /* ---- concurrency ---- */
 
+static void test_models(void **state)
+{
+    (void)state;
+    loom_dag_t *dag = parse_ok("pipeline: p\n"
+                               "tasks:\n"
+                               "  t:\n"
+                               "    run: x\n"
+                               "    model: {name: churn, path: out/model.pkl,\n"
+                               "            promote: {alias: champion, metric: loss, "
+                               "direction: min}}\n"
+                               "    metrics: m.json\n"
+                               "    outputs: [out]\n");
+    assert_string_equal(dag->tasks[0].model_name, "churn");
+    assert_string_equal(dag->tasks[0].model_path, "out/model.pkl");
+    assert_string_equal(dag->tasks[0].promote_alias, "champion");
+    assert_string_equal(dag->tasks[0].promote_metric, "loss");
+    assert_int_equal(dag->tasks[0].promote_lower, 1);
+    loom_dag_destroy(&dag);
+    assert_errors("pipeline: p\n"
+                  "tasks:\n"
+                  "  a: {run: x, outputs: [m.pkl], model: {name: 'bad name', path: m.pkl}}\n"
+                  "  b: {run: x, outputs: [m.pkl], model: {path: other.pkl, promote: {metric: "
+                  "auc}}}\n"
+                  "  c: {run: x, foreach: [1, 2], outputs: [m.pkl], model: {name: m, path: "
+                  "m.pkl}}\n"
+                  "  d: {run: x, model: [m]}\n",
+                  "dag.yaml:3:47: error: invalid model name \"bad name\": use 1-63 letters, "
+                  "digits, '_', '.' or '-'\n"
+                  "dag.yaml:4:40: error: \"model\" needs a \"name\"\n"
+                  "dag.yaml:4:40: error: \"promote\" compares metrics: the task needs "
+                  "\"metrics: FILE\"\n"
+                  "dag.yaml:4:40: error: model path \"other.pkl\" must be one of the task's "
+                  "\"outputs\"\n"
+                  "dag.yaml:4:67: error: \"promote\" needs an \"alias\", such as champion\n"
+                  "dag.yaml:5:57: error: a \"foreach\" task cannot register a model (one version "
+                  "per run)\n"
+                  "dag.yaml:6:22: error: \"model\" must be a mapping {name, path, promote}, got a "
+                  "list\n");
+}
+
 static void test_concurrency(void **state)
 {
     (void)state;
@@ -690,6 +730,7 @@ int main(void)
         cmocka_unit_test(test_triggers_normalised),
         cmocka_unit_test(test_trigger_errors),
         cmocka_unit_test(test_concurrency),
+        cmocka_unit_test(test_models),
         cmocka_unit_test(test_new_keys_suggest),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -71,8 +71,8 @@ static uint64_t start_run(fixture_t *f)
     json_decref(res);
     uint64_t run_id = 0;
     char why[128];
-    assert_int_equal(loom_sched_start_run(f->s, "p", 0, "manual", NULL, &run_id, why, sizeof why),
-                     0);
+    assert_int_equal(
+        loom_sched_start_run(f->s, "p", 0, "manual", NULL, false, &run_id, why, sizeof why), 0);
     return run_id;
 }
 

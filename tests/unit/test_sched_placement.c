@@ -42,7 +42,8 @@ static uint64_t start(fixture_t *f, const char *dag)
     char pipeline[32];
     snprintf(pipeline, sizeof pipeline, "%.*s", (int)strcspn(name, "\n"), name);
     assert_int_equal(
-        loom_sched_start_run(f->s, pipeline, 0, "manual", NULL, &run_id, why, sizeof why), 0);
+        loom_sched_start_run(f->s, pipeline, 0, "manual", NULL, false, &run_id, why, sizeof why),
+        0);
     return run_id;
 }
 
@@ -221,8 +222,8 @@ static void test_unplaceable_task_waits_and_is_flagged(void **state)
     json_decref(res);
     uint64_t run_id = 0;
     char why[128];
-    assert_int_equal(loom_sched_start_run(f->s, "big", 0, "manual", NULL, &run_id, why, sizeof why),
-                     0);
+    assert_int_equal(
+        loom_sched_start_run(f->s, "big", 0, "manual", NULL, false, &run_id, why, sizeof why), 0);
     expect_nothing(f, ag);
     json_t *run = NULL;
     assert_int_equal(loom_store_json_run(loom_sched_store(f->s), run_id, &run), 0);
