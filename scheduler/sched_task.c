@@ -784,7 +784,7 @@ static void log_notice(loom_sched_t *s, attempt_t *a, const char *text);
 void attempt_lost(loom_sched_t *s, attempt_t *a, const char *why)
 {
     task_t *t = a->task;
-    if (a->log_seq > 0) {
+    if (a->log_seq > 0 || a->state == ATT_RUNNING) {
         /* Never silently: what the agent had not sent yet is gone with it. */
         char *text = loom_xasprintf("attempt lost (%s): output after byte %llu that the agent had "
                                     "not yet sent is missing",

@@ -39,6 +39,7 @@ tasks:
     outputs: [data.txt]
   fit:
     needs: [prep]
+    cache: true
     inputs: ["prep:*"]
     run: cat data.txt
 """
@@ -122,9 +123,12 @@ class Artifacts(ClusterTest):
         self.assertEqual(prep["attempts"], 0)
         self.assertIn("cached: the same command and inputs succeeded in run %d" % first["id"],
                       prep["error"])
-        self.assertIn(b"prepared 1", self.c.log(second["id"], "fit"))
+        # fit's command and input are the same too: cached as well.
+        self.assertEqual(self.tasks(second)["fit"]["attempts"], 0)
         changed = self.run_and_wait("cached", n=2)
         self.assertEqual(self.tasks(changed)["prep"]["attempts"], 1)
+        # A changed input (prep's new data.txt) runs fit again.
+        self.assertEqual(self.tasks(changed)["fit"]["attempts"], 1)
         self.assertIn(b"prepared 2", self.c.log(changed["id"], "fit"))
         out = self.c.cli("run", "cached", "--no-cache", "--wait", check=0).stdout
         self.assertIn("succeeded", out)

@@ -61,6 +61,10 @@ class FleetTest(unittest.TestCase):
                          [("a1", "lost"), ("a2", "succeeded")])
         self.assertIn("lost", att[0]["error"])
         self.assertEqual(self.c.log(run_id, "t"), b"done on 2\n")
+        # The lost attempt's log says, in its own line, that output may be missing.
+        lost = self.c.log(run_id, "t", attempt=1).decode()
+        self.assertRegex(lost, r"^\n\[loom\] attempt lost \(.*\): output after byte 0 that "
+                               r"the agent had not yet sent is missing\n$")
 
     def test_frozen_agent_is_fenced_when_it_comes_back(self):
         self.c.start_agent("a1", 1)
