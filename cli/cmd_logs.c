@@ -12,7 +12,7 @@
 
 /* Streams one task's log to stdout. */
 static int stream_log(loom_cli_t *cli, long long run, const char *task, int64_t attempt,
-                      bool follow, cli_http_resp_t *r)
+                      bool follow, bool timestamps, cli_http_resp_t *r)
 {
     char *esc = cli_url_escape(task);
     loom_buf_t path = {0};
@@ -23,7 +23,11 @@ static int stream_log(loom_cli_t *cli, long long run, const char *task, int64_t 
         loom_buf_printf(&path, "%sattempt=%lld", sep, (long long)attempt);
         sep = "&";
     }
-    if (follow) loom_buf_printf(&path, "%sfollow=1", sep);
+    if (follow) {
+        loom_buf_printf(&path, "%sfollow=1", sep);
+        sep = "&";
+    }
+    if (timestamps) loom_buf_printf(&path, "%stimestamps=1", sep);
     char *url = cli_url(cli, path.data);
     loom_buf_free(&path);
     fflush(stdout);
@@ -56,7 +60,7 @@ int cli_print_task_log(loom_cli_t *cli, long long run_id, const json_t *task)
     int64_t attempts;
     if (cli_jint(task, "attempts", &attempts) && attempts == 0) return CLI_EXIT_OK;
     cli_http_resp_t r;
-    int rc = stream_log(cli, run_id, name, 0, false, &r);
+    int rc = stream_log(cli, run_id, name, 0, false, false, &r);
     /* Keep the next header on a line of its own. */
     if (rc == CLI_EXIT_OK && r.streamed > 0 && r.last != '\n') putchar('\n');
     cli_http_resp_free(&r);
@@ -65,18 +69,21 @@ int cli_print_task_log(loom_cli_t *cli, long long run_id, const json_t *task)
 
 int cmd_logs(loom_cli_t *cli, int argc, char **argv)
 {
-    enum { OPT_ATTEMPT = 1 };
+    enum { OPT_ATTEMPT = 1, OPT_TIMESTAMPS };
     static const struct option longopts[] = {{"follow", no_argument, NULL, 'f'},
                                              {"attempt", required_argument, NULL, OPT_ATTEMPT},
+                                             {"timestamps", no_argument, NULL, OPT_TIMESTAMPS},
                                              CLI_COMMON_LONGOPTS,
                                              {0}};
-    bool follow = false;
+    bool follow = false, timestamps = false;
     int64_t attempt = 0;
     cli_opts_begin(cli, argv);
     int c;
     while ((c = getopt_long(argc, argv, "fh", longopts, NULL)) != -1) {
         if (c == 'f') {
             follow = true;
+        } else if (c == OPT_TIMESTAMPS) {
+            timestamps = true;
         } else if (c == OPT_ATTEMPT) {
             if (loom_parse_i64(optarg, 1, INT32_MAX, &attempt) != 0)
                 return cli_usage_error(cli, "--attempt wants a number from 1, not '%s'", optarg);
@@ -91,7 +98,7 @@ int cmd_logs(loom_cli_t *cli, int argc, char **argv)
     long long run;
     if (!cli_parse_run_id(cli, argv[optind], &run)) return CLI_EXIT_USAGE;
     cli_http_resp_t r;
-    int rc = stream_log(cli, run, argv[optind + 1], attempt, follow, &r);
+    int rc = stream_log(cli, run, argv[optind + 1], attempt, follow, timestamps, &r);
     cli_http_resp_free(&r);
     return rc;
 }

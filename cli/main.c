@@ -37,11 +37,12 @@ static const cli_cmd_t commands[] = {
      "  --pipeline NAME  only runs of this pipeline\n"
      "  --limit N        at most N runs (default 20)\n"
      "The exit status is 0 whatever state the run is in, 1 if there is no such run.\n"},
-    {"logs", cmd_logs, "logs RUN TASK [-f|--follow] [--attempt N]",
+    {"logs", cmd_logs, "logs RUN TASK [-f|--follow] [--attempt N] [--timestamps]",
      "Print a task's output (stdout and stderr combined).",
      "  -f, --follow   keep printing new output until the attempt ends (waits for the\n"
      "                 task to start if it has not)\n"
-     "  --attempt N    attempt N, counting from 1 (default: the latest)\n"},
+     "  --attempt N    attempt N, counting from 1 (default: the latest)\n"
+     "  --timestamps   start each line with the time loomd stored it (UTC, ms)\n"},
     {"cancel", cmd_cancel, "cancel RUN", "Cancel a run that has not ended.",
      "Pending and queued tasks are cancelled; running ones are stopped on their\n"
      "agents. Exit status 1 if the run has already ended.\n"},

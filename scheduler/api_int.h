@@ -63,6 +63,12 @@ struct follow {
     bool follow;
     bool suspended;
     follow_t *next, *prev;
+    /* ?timestamps=1: each line prefixed with when loomd stored it. */
+    bool timestamps;
+    bool line_start;
+    uint64_t raw; /* next byte of the log file to read */
+    uint64_t *ts; /* the time index: (offset, unix ms) pairs */
+    size_t n_ts;
 };
 
 typedef struct {

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* --- logs ------------------------------------------------------------------------ */
@@ -31,7 +32,84 @@ static void on_follow_free(void *cls)
     follow_t *f = cls;
     follower_unlink(f);
     if (f->fd >= 0) close(f->fd);
+    free(f->ts);
     free(f);
+}
+
+/* Reloads the time index (it grows while the attempt runs). */
+static void load_times(follow_t *f)
+{
+    char *path = loom_sched_log_ts_path(f->api->sched, f->run_id, f->attempt_id);
+    char *data = NULL;
+    size_t len = 0;
+    if (loom_read_file(path, 64u << 20, &data, &len) == 0) {
+        free(f->ts);
+        f->n_ts = len / (2 * sizeof(uint64_t));
+        f->ts = loom_xmalloc(f->n_ts * 2 * sizeof(uint64_t) + 1);
+        memcpy(f->ts, data, f->n_ts * 2 * sizeof(uint64_t));
+    }
+    free(data);
+    free(path);
+}
+
+/* When the byte at raw offset was stored: the last chunk starting at or
+ * before it; 0 when unknown (a log written before the index existed). */
+static uint64_t time_of(follow_t *f, uint64_t raw)
+{
+    if (f->n_ts == 0 || f->ts[2 * (f->n_ts - 1)] < raw) load_times(f);
+    size_t lo = 0, hi = f->n_ts;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (f->ts[2 * mid] <= raw)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo ? f->ts[2 * (lo - 1) + 1] : 0;
+}
+
+#define TS_PREFIX 25 /* "2026-11-27T10:31:50.123Z " */
+
+static void format_time(uint64_t ms, char out[64])
+{
+    if (!ms) {
+        snprintf(out, 64, "%-24s ", "-");
+        return;
+    }
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char base[24];
+    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, 64, "%.19s.%03uZ ", base, (unsigned)(ms % 1000));
+}
+
+/* Reads raw bytes at f->raw and writes them to buf with a time before each
+ * line; returns the bytes written (0 at the end of what is there). */
+static ssize_t read_stamped(follow_t *f, char *buf, size_t max)
+{
+    char raw[16384];
+    size_t want = max / 2 < sizeof raw ? max / 2 : sizeof raw;
+    if (want == 0) want = 1;
+    ssize_t n = pread(f->fd, raw, want, (off_t)f->raw);
+    if (n <= 0) return n;
+    size_t out = 0, used = 0;
+    while (used < (size_t)n) {
+        if (f->line_start) {
+            if (out + TS_PREFIX + 1 > max) break;
+            char stamp[64];
+            format_time(time_of(f, f->raw + used), stamp);
+            memcpy(buf + out, stamp, TS_PREFIX);
+            out += TS_PREFIX;
+            f->line_start = false;
+        }
+        if (out + 1 > max) break;
+        char c = raw[used++];
+        buf[out++] = c;
+        if (c == '\n') f->line_start = true;
+    }
+    f->raw += used;
+    return (ssize_t)out;
 }
 
 /* Serves the log file from offset+pos. At the end of what is written so far
@@ -47,7 +125,8 @@ static ssize_t on_log_read(void *cls, uint64_t pos, char *buf, size_t max)
         free(path);
     }
     if (f->fd >= 0) {
-        ssize_t n = pread(f->fd, buf, max, (off_t)(f->offset + pos));
+        ssize_t n = f->timestamps ? read_stamped(f, buf, max)
+                                  : pread(f->fd, buf, max, (off_t)(f->offset + pos));
         if (n > 0) return n;
         if (n < 0) return MHD_CONTENT_READER_END_WITH_ERROR;
     }
@@ -62,15 +141,17 @@ static ssize_t on_log_read(void *cls, uint64_t pos, char *buf, size_t max)
 enum MHD_Result api_get_log(req_t *r, const path_t *p)
 {
     loom_api_t *api = r->api;
-    uint64_t run_id, offset, number, follow;
+    uint64_t run_id, offset, number, follow, timestamps;
     if (!api_parse_id(p->segs[3], &run_id))
         return api_respond_error(r, MHD_HTTP_BAD_REQUEST, "run id \"%s\" is not a number",
                                  p->segs[3]);
     if (api_query_u64(r, "offset", INT64_MAX, 0, &offset) ||
         api_query_u64(r, "attempt", UINT32_MAX, 0, &number) ||
-        api_query_u64(r, "follow", 1, 0, &follow))
+        api_query_u64(r, "follow", 1, 0, &follow) ||
+        api_query_u64(r, "timestamps", 1, 0, &timestamps))
         return api_respond_error(r, MHD_HTTP_BAD_REQUEST,
-                                 "offset and attempt must be non-negative integers, follow 0 or 1");
+                                 "offset and attempt must be non-negative integers, follow and "
+                                 "timestamps 0 or 1");
     uint64_t attempt_id = 0;
     uint32_t found = 0;
     int err = loom_store_find_attempt(loom_sched_store(api->sched), run_id, p->segs[5],
@@ -98,6 +179,9 @@ enum MHD_Result api_get_log(req_t *r, const path_t *p)
     f->offset = offset;
     f->fd = -1;
     f->follow = follow != 0 && attempt_id != 0;
+    f->timestamps = timestamps != 0;
+    f->raw = offset;
+    f->line_start = true;
     f->next = api->followers;
     if (f->next) f->next->prev = f;
     api->followers = f;

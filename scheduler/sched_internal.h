@@ -89,6 +89,7 @@ struct s_attempt {
     uint64_t dispatched_ms, started_ms; /* unix ms */
     uint64_t log_seq, log_bytes;
     int log_fd;
+    int ts_fd; /* the log's time index: (offset, unix ms) per chunk; -1: closed */
     bool cancel_sent;
     /* Resources reserved on the agent until the attempt ends. */
     double cpus;

@@ -500,6 +500,7 @@ static void recover_attempt(loom_sched_t *s, task_t *t)
     a->log_seq = row.log_seq;
     a->log_bytes = row.log_bytes;
     a->log_fd = -1;
+    a->ts_fd = -1;
     char *path = loom_sched_log_path(s, t->run->id, a->id);
     if (truncate(path, (off_t)a->log_bytes) != 0 && errno != ENOENT)
         LOG_WARN("cannot trim log %s: %s", path, strerror(errno));

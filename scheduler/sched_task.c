@@ -539,6 +539,7 @@ void dispatch_task(loom_sched_t *s, task_t *t, agent_t *ag)
     a->state = ATT_DISPATCHED;
     a->dispatched_ms = now;
     a->log_fd = -1;
+    a->ts_fd = -1;
     loom_attempt_row_t row = {.task_id = t->id,
                               .run_id = r->id,
                               .number = a->number,
@@ -700,6 +701,8 @@ static void attempt_detach(loom_sched_t *s, attempt_t *a)
     loom_map_del(&s->attempts, a->id);
     if (a->log_fd >= 0) close(a->log_fd);
     a->log_fd = -1;
+    if (a->ts_fd >= 0) close(a->ts_fd);
+    a->ts_fd = -1;
 }
 
 static char *describe_exit(const Loom__Finished *f, bool metrics_bad)
@@ -834,6 +837,12 @@ static int open_log(loom_sched_t *s, attempt_t *a)
         a->log_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
         if (a->log_fd < 0) rc = LOOM_EIO;
     }
+    if (rc == 0) {
+        /* Best effort: without it, `--timestamps` has no times to show. */
+        char *ts = loom_sched_log_ts_path(s, a->run->id, a->id);
+        a->ts_fd = open(ts, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        free(ts);
+    }
     if (rc) LOG_ERROR("cannot open log %s: %s", path, strerror(errno));
     free(dir);
     free(path);
@@ -896,7 +905,13 @@ int attempt_log(loom_sched_t *s, attempt_t *a, const Loom__LogChunk *c)
         keep = (size_t)(cap - a->log_bytes);
         truncating = true;
     }
+    uint64_t at = a->log_bytes;
     if (keep && log_append(s, a, c->data.data, keep) != 0) return LOOM_EIO;
+    if (keep && a->ts_fd >= 0) {
+        uint64_t rec[2] = {at, loom_unix_ms()};
+        if (write(a->ts_fd, rec, sizeof rec) != (ssize_t)sizeof rec)
+            LOG_WARN("cannot index log times attempt=%llu", (unsigned long long)a->id);
+    }
     a->log_seq = c->seq;
     if (truncating) {
         char text[160];

@@ -40,6 +40,7 @@ void agent_free(agent_t *a)
         attempt_t *x = CONTAINER_OF(a->attempts.next, attempt_t, on_agent);
         link_remove(&x->on_agent);
         if (x->log_fd >= 0) close(x->log_fd);
+        if (x->ts_fd >= 0) close(x->ts_fd);
         free(x->gpus);
         free(x->pool);
         free(x);

@@ -450,6 +450,12 @@ char *loom_sched_log_path(loom_sched_t *s, uint64_t run_id, uint64_t attempt_id)
                           (unsigned long long)attempt_id);
 }
 
+char *loom_sched_log_ts_path(loom_sched_t *s, uint64_t run_id, uint64_t attempt_id)
+{
+    return loom_xasprintf("%s/logs/%llu/%llu.ts", s->state_dir, (unsigned long long)run_id,
+                          (unsigned long long)attempt_id);
+}
+
 bool loom_sched_run_active(loom_sched_t *s, uint64_t run_id)
 {
     return loom_map_get(&s->runs, run_id) != NULL;

@@ -85,6 +85,10 @@ bool loom_sched_run_active(loom_sched_t *s, uint64_t run_id);
 bool loom_sched_attempt_active(loom_sched_t *s, uint64_t attempt_id);
 /* Path of an attempt's log file; caller frees. */
 char *loom_sched_log_path(loom_sched_t *s, uint64_t run_id, uint64_t attempt_id);
+/* Its time index: native-endian uint64 pairs (byte offset where a chunk
+ * starts, unix ms loomd stored it), in order; entries at or past the log's
+ * recorded size are stale (a restart trims the log, not the index). */
+char *loom_sched_log_ts_path(loom_sched_t *s, uint64_t run_id, uint64_t attempt_id);
 json_t *loom_sched_agents_json(loom_sched_t *s);
 /* Stops (cordon) or resumes placing work on an agent; drain also shows it
  * as draining until what it runs has finished. LOOM_ENOTFOUND if unknown. */

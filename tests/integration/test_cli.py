@@ -29,6 +29,26 @@ class Cli(ClusterTest):
             f.write(text)
         return path
 
+    def test_logs_with_timestamps(self):
+        import re
+        path = self.write("stamped.yaml", "pipeline: stamped\ntasks:\n  t:\n"
+                          "    run: printf 'one\\ntwo\\n\\nthree'\n")
+        self.c.cli("submit", path, check=0)
+        self.c.cli("run", "stamped", "--wait", check=0)
+        run_id = self.c.get("/api/v1/runs?pipeline=stamped")["runs"][0]["id"]
+        out = self.c.cli("logs", str(run_id), "t", "--timestamps", check=0).stdout
+        stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z "
+        lines = out.split("\n")
+        self.assertEqual(len(lines), 4, out)
+        for line in lines:
+            self.assertRegex(line, "^" + stamp)
+        # Without the stamps, the same bytes as the plain log.
+        self.assertEqual(re.sub("(^|\n)" + stamp, r"\1", out), "one\ntwo\n\nthree")
+        self.assertEqual(self.c.log(run_id, "t"), b"one\ntwo\n\nthree")
+        # From an offset: stamps start where the reading starts.
+        part = self.c.log(run_id, "t", offset=4, timestamps=1).decode()
+        self.assertEqual(re.sub("(^|\n)" + stamp, r"\1", part), "two\n\nthree")
+
     def test_submit_run_wait_status_logs(self):
         path = self.write("good.yaml", GOOD)
         out = self.c.cli("submit", path, check=0).stdout
