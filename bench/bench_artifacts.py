@@ -14,7 +14,6 @@ Prints a Markdown table for docs/benchmarks.md. The files go to --tmp-dir
 """
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -25,25 +24,18 @@ ROOT = os.path.dirname(HERE)
 os.environ.setdefault("LOOM_BUILD_DIR", os.path.join(ROOT, "build", "release"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 from loomtest import BUILD, Cluster  # noqa: E402
+from benchutil import machine, proc_status_kib  # noqa: E402
 
 STAMP = os.path.join(BUILD, "bench", "loom-bench-stamp")
 GiB = 1 << 30
 
 
 def hwm_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
+    return proc_status_kib(pid, "VmHWM")
 
 
 def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+    return proc_status_kib(pid, "VmRSS")
 
 
 def wchar(pid):
@@ -108,15 +100,7 @@ def main():
         dup_s = (t1 - exited) / 1e9
     finally:
         c.close()
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    print("Machine: %s, %d cores, Linux %s; loom %s build; files in %s.\n" % (
-        cpu, os.cpu_count(), platform.release(), os.path.basename(BUILD),
-        args.tmp_dir or tempfile.gettempdir()))
+    print(machine(BUILD, "files in %s" % (args.tmp_dir or tempfile.gettempdir())))
     print("| benchmark | result | target |")
     print("|---|---|---|")
     print("| (a) %.0f GiB to stdout: stored bytes, speed | **%d of %d bytes, %.0f MB/s** | "

@@ -12,7 +12,6 @@ Prints a Markdown table for docs/benchmarks.md. Run through bench/run.sh.
 """
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -23,6 +22,7 @@ ROOT = os.path.dirname(HERE)
 os.environ.setdefault("LOOM_BUILD_DIR", os.path.join(ROOT, "build", "release"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 from loomtest import BUILD, Cluster  # noqa: E402
+from benchutil import machine, pct, proc_status_kib  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -34,11 +34,7 @@ def cpu_seconds(pid):
 
 
 def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+    return proc_status_kib(pid, "VmRSS")
 
 
 def wide(c, n, name):
@@ -69,11 +65,6 @@ def chain_hops(c, n):
     with open(trace) as f:
         ns = [int(line.split()[1]) for line in f]
     return [(b - a) / 1e6 for a, b in zip(ns, ns[1:])]
-
-
-def pct(xs, p):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
 def main():
@@ -113,15 +104,8 @@ def main():
     med = statistics.median
     hop_med = med([med(h) for h in hops])
     hop_p99 = med([pct(h, 99) for h in hops])
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    print("Machine: %s, %d cores, Linux %s; loom %s build; medians of %d runs; files in %s.\n" % (
-        cpu, os.cpu_count(), platform.release(), os.path.basename(BUILD), args.repeat,
-        args.tmp_dir or tempfile.gettempdir()))
+    print(machine(BUILD, "medians of %d runs; files in %s" % (
+        args.repeat, args.tmp_dir or tempfile.gettempdir())))
     print("| benchmark | result | target |")
     print("|---|---|---|")
     print("| (a) %d independent `true` tasks, 1 agent with %d slots | **%.0f tasks/s** "

@@ -13,7 +13,6 @@ behind one another. Prints a Markdown table for docs/benchmarks.md.
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -24,6 +23,7 @@ ROOT = os.path.dirname(HERE)
 os.environ.setdefault("LOOM_BUILD_DIR", os.path.join(ROOT, "build", "release"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 from loomtest import BUILD, Cluster  # noqa: E402
+from benchutil import machine, pct  # noqa: E402
 
 STAMP = os.path.join(BUILD, "bench", "loom-bench-stamp")
 
@@ -50,11 +50,6 @@ def wait_idle(c, pipeline, n):
             return
         time.sleep(0.001)
     raise AssertionError("run of %s did not end" % pipeline)
-
-
-def pct(xs, p):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(len(xs) * p / 100))]
 
 
 def bench_events(c, n, trace):
@@ -104,15 +99,8 @@ def main():
         fl = bench_files(c, args.n, os.path.join(c.tmp, "fl.trace"), os.path.join(c.tmp, "in"))
     finally:
         c.close()
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     med = statistics.median
-    print("Machine: %s, %d cores, Linux %s; loom %s build; %d samples each.\n" % (
-        cpu, os.cpu_count(), platform.release(), os.path.basename(BUILD), args.n))
+    print(machine(BUILD, "%d samples each" % args.n))
     print("| trigger → first task's process start | median | p90 | p99 | target |")
     print("|---|---|---|---|---|")
     print("| HTTP event (POST sent → process started) | **%.2f ms** | %.2f ms | %.2f ms | "

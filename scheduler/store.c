@@ -194,6 +194,41 @@ sqlite3 *store_db(loom_store_t *s)
     return s->db;
 }
 
+sqlite3_stmt *store_write_stmt(loom_store_t *s, const char *q)
+{
+    return loom_store_begin(s) ? NULL : store_prepare(s, q);
+}
+
+int store_write_done(loom_store_t *s, sqlite3_stmt *st, const char *what)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        LOG_ERROR("database: %s: %s", what, sqlite3_errmsg(s->db));
+        return LOOM_EDB;
+    }
+    return 0;
+}
+
+json_t *store_json_int(sqlite3_stmt *st, int i)
+{
+    return sqlite3_column_type(st, i) == SQLITE_NULL ? json_null()
+                                                     : json_integer(sqlite3_column_int64(st, i));
+}
+
+json_t *store_json_text(sqlite3_stmt *st, int i)
+{
+    const char *t = store_col_text(st, i);
+    return t ? json_string(t) : json_null();
+}
+
+json_t *store_json_parsed(sqlite3_stmt *st, int i)
+{
+    const char *t = store_col_text(st, i);
+    json_t *j = t ? json_loads(t, JSON_DECODE_ANY, NULL) : NULL;
+    return j ? j : json_null();
+}
+
 static int db_err(loom_store_t *s, const char *what)
 {
     LOG_ERROR("database: %s: %s", what, sqlite3_errmsg(s->db));

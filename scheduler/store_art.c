@@ -10,46 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int write_done(loom_store_t *s, sqlite3_stmt *st, const char *what)
-{
-    int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) {
-        LOG_ERROR("database: %s: %s", what, sqlite3_errmsg(store_db(s)));
-        return LOOM_EDB;
-    }
-    return 0;
-}
-
-static sqlite3_stmt *write_stmt(loom_store_t *s, const char *q)
-{
-    return loom_store_begin(s) ? NULL : store_prepare(s, q);
-}
-
-static json_t *opt_int(sqlite3_stmt *st, int i)
-{
-    return sqlite3_column_type(st, i) == SQLITE_NULL ? json_null()
-                                                     : json_integer(sqlite3_column_int64(st, i));
-}
-
-static json_t *opt_text(sqlite3_stmt *st, int i)
-{
-    const char *t = store_col_text(st, i);
-    return t ? json_string(t) : json_null();
-}
-
-static json_t *opt_json(sqlite3_stmt *st, int i)
-{
-    const char *t = store_col_text(st, i);
-    json_t *j = t ? json_loads(t, JSON_DECODE_ANY, NULL) : NULL;
-    return j ? j : json_null();
-}
-
 /* ---- artifacts ---- */
 
 int loom_store_artifact_add(loom_store_t *s, const loom_artifact_row_t *a)
 {
-    sqlite3_stmt *st = write_stmt(
+    sqlite3_stmt *st = store_write_stmt(
         s, "INSERT INTO artifacts(run_id, task_id, attempt_id, task, path, hash, size, mode,"
            " created_ms, cached_from) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
     if (!st) return LOOM_EDB;
@@ -69,7 +34,7 @@ int loom_store_artifact_add(loom_store_t *s, const loom_artifact_row_t *a)
         sqlite3_bind_int64(st, 10, (sqlite3_int64)a->cached_from);
     else
         sqlite3_bind_null(st, 10);
-    return write_done(s, st, "insert artifact");
+    return store_write_done(s, st, "insert artifact");
 }
 
 int loom_store_task_artifacts(loom_store_t *s, uint64_t task_id,
@@ -101,24 +66,25 @@ int loom_store_task_artifacts(loom_store_t *s, uint64_t task_id,
 int loom_store_attempt_input(loom_store_t *s, uint64_t attempt_id, const char *path,
                              const char *hash, const char *from_task, uint64_t from_attempt)
 {
-    sqlite3_stmt *st = write_stmt(s, "INSERT OR REPLACE INTO attempt_inputs(attempt_id, path, hash,"
-                                     " from_task, from_attempt) VALUES (?1, ?2, ?3, ?4, ?5)");
+    sqlite3_stmt *st =
+        store_write_stmt(s, "INSERT OR REPLACE INTO attempt_inputs(attempt_id, path, hash,"
+                            " from_task, from_attempt) VALUES (?1, ?2, ?3, ?4, ?5)");
     if (!st) return LOOM_EDB;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)attempt_id);
     store_bind_text(st, 2, path);
     store_bind_text(st, 3, hash);
     store_bind_text(st, 4, from_task);
     sqlite3_bind_int64(st, 5, (sqlite3_int64)from_attempt);
-    return write_done(s, st, "attempt input");
+    return store_write_done(s, st, "attempt input");
 }
 
 int loom_store_attempt_cache_key(loom_store_t *s, uint64_t attempt_id, const char *key)
 {
-    sqlite3_stmt *st = write_stmt(s, "UPDATE attempts SET cache_key = ?2 WHERE id = ?1");
+    sqlite3_stmt *st = store_write_stmt(s, "UPDATE attempts SET cache_key = ?2 WHERE id = ?1");
     if (!st) return LOOM_EDB;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)attempt_id);
     store_bind_text(st, 2, key);
-    return write_done(s, st, "attempt cache key");
+    return store_write_done(s, st, "attempt cache key");
 }
 
 int loom_store_attempt_cache_key_get(loom_store_t *s, uint64_t attempt_id, char **key)
@@ -157,35 +123,35 @@ int loom_store_cache_put(loom_store_t *s, const char *key, uint64_t run_id, uint
                          uint64_t attempt_id, uint64_t now_ms)
 {
     sqlite3_stmt *st =
-        write_stmt(s, "INSERT OR REPLACE INTO task_cache(key, run_id, task_id, attempt_id,"
-                      " created_ms) VALUES (?1, ?2, ?3, ?4, ?5)");
+        store_write_stmt(s, "INSERT OR REPLACE INTO task_cache(key, run_id, task_id, attempt_id,"
+                            " created_ms) VALUES (?1, ?2, ?3, ?4, ?5)");
     if (!st) return LOOM_EDB;
     store_bind_text(st, 1, key);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)run_id);
     sqlite3_bind_int64(st, 3, (sqlite3_int64)task_id);
     sqlite3_bind_int64(st, 4, (sqlite3_int64)attempt_id);
     sqlite3_bind_int64(st, 5, (sqlite3_int64)now_ms);
-    return write_done(s, st, "cache entry");
+    return store_write_done(s, st, "cache entry");
 }
 
 int loom_store_task_cached_from(loom_store_t *s, uint64_t task_id, uint64_t run_id)
 {
-    sqlite3_stmt *st = write_stmt(s, "UPDATE tasks SET cached_from = ?2 WHERE id = ?1");
+    sqlite3_stmt *st = store_write_stmt(s, "UPDATE tasks SET cached_from = ?2 WHERE id = ?1");
     if (!st) return LOOM_EDB;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)task_id);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)run_id);
-    return write_done(s, st, "task cached");
+    return store_write_done(s, st, "task cached");
 }
 
 int loom_store_run_no_cache(loom_store_t *s, uint64_t run_id, bool *no_cache, bool set)
 {
-    sqlite3_stmt *st = set ? write_stmt(s, "UPDATE runs SET no_cache = ?2 WHERE id = ?1")
+    sqlite3_stmt *st = set ? store_write_stmt(s, "UPDATE runs SET no_cache = ?2 WHERE id = ?1")
                            : store_prepare(s, "SELECT no_cache FROM runs WHERE id = ?1");
     if (!st) return LOOM_EDB;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)run_id);
     if (set) {
         sqlite3_bind_int(st, 2, *no_cache);
-        return write_done(s, st, "run no_cache");
+        return store_write_done(s, st, "run no_cache");
     }
     *no_cache = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0);
     sqlite3_finalize(st);
@@ -202,9 +168,9 @@ int loom_store_model_register(loom_store_t *s, const loom_model_row_t *m, uint32
     store_bind_text(st, 1, m->name);
     *version = sqlite3_step(st) == SQLITE_ROW ? (uint32_t)sqlite3_column_int(st, 0) : 1;
     sqlite3_finalize(st);
-    st = write_stmt(s,
-                    "INSERT INTO models(name, version, run_id, task, attempt_id, path, hash,"
-                    " size, metrics, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
+    st = store_write_stmt(
+        s, "INSERT INTO models(name, version, run_id, task, attempt_id, path, hash,"
+           " size, metrics, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
     if (!st) return LOOM_EDB;
     store_bind_text(st, 1, m->name);
     sqlite3_bind_int(st, 2, (int)*version);
@@ -216,7 +182,7 @@ int loom_store_model_register(loom_store_t *s, const loom_model_row_t *m, uint32
     sqlite3_bind_int64(st, 8, (sqlite3_int64)m->size);
     store_bind_text(st, 9, m->metrics_json);
     sqlite3_bind_int64(st, 10, (sqlite3_int64)m->created_ms);
-    return write_done(s, st, "register model");
+    return store_write_done(s, st, "register model");
 }
 
 int loom_store_model_version(loom_store_t *s, const char *name, uint32_t version,
@@ -257,26 +223,27 @@ int loom_store_model_alias_get(loom_store_t *s, const char *name, const char *al
 int loom_store_model_alias_set(loom_store_t *s, const char *name, const char *alias,
                                uint32_t version, uint64_t now_ms)
 {
-    sqlite3_stmt *st = write_stmt(s, "INSERT INTO model_aliases(name, alias, version, updated_ms)"
-                                     " VALUES (?1, ?2, ?3, ?4) ON CONFLICT(name, alias)"
-                                     " DO UPDATE SET version = ?3, updated_ms = ?4");
+    sqlite3_stmt *st =
+        store_write_stmt(s, "INSERT INTO model_aliases(name, alias, version, updated_ms)"
+                            " VALUES (?1, ?2, ?3, ?4) ON CONFLICT(name, alias)"
+                            " DO UPDATE SET version = ?3, updated_ms = ?4");
     if (!st) return LOOM_EDB;
     store_bind_text(st, 1, name);
     store_bind_text(st, 2, alias);
     sqlite3_bind_int(st, 3, (int)version);
     sqlite3_bind_int64(st, 4, (sqlite3_int64)now_ms);
-    return write_done(s, st, "model alias");
+    return store_write_done(s, st, "model alias");
 }
 
 /* ---- JSON for the API ---- */
 
 static json_t *artifact_json(sqlite3_stmt *st)
 {
-    return json_pack("{s:o,s:o,s:o,s:I,s:i,s:o,s:I,s:o}", "task", opt_text(st, 0), "path",
-                     opt_text(st, 1), "hash", opt_text(st, 2), "size", sqlite3_column_int64(st, 3),
-                     "mode", sqlite3_column_int(st, 4), "attempt_id", opt_int(st, 5),
-                     "created_unix_ms", sqlite3_column_int64(st, 6), "cached_from_run",
-                     opt_int(st, 7));
+    return json_pack("{s:o,s:o,s:o,s:I,s:i,s:o,s:I,s:o}", "task", store_json_text(st, 0), "path",
+                     store_json_text(st, 1), "hash", store_json_text(st, 2), "size",
+                     sqlite3_column_int64(st, 3), "mode", sqlite3_column_int(st, 4), "attempt_id",
+                     store_json_int(st, 5), "created_unix_ms", sqlite3_column_int64(st, 6),
+                     "cached_from_run", store_json_int(st, 7));
 }
 
 int loom_store_json_artifacts(loom_store_t *s, uint64_t run_id, const char *task, json_t **out)
@@ -315,11 +282,12 @@ int loom_store_artifact_find(loom_store_t *s, uint64_t run_id, const char *task,
 
 static json_t *model_json(sqlite3_stmt *st)
 {
-    return json_pack("{s:o,s:i,s:I,s:o,s:I,s:o,s:o,s:I,s:o,s:I}", "name", opt_text(st, 0),
+    return json_pack("{s:o,s:i,s:I,s:o,s:I,s:o,s:o,s:I,s:o,s:I}", "name", store_json_text(st, 0),
                      "version", sqlite3_column_int(st, 1), "run_id", sqlite3_column_int64(st, 2),
-                     "task", opt_text(st, 3), "attempt_id", sqlite3_column_int64(st, 4), "path",
-                     opt_text(st, 5), "hash", opt_text(st, 6), "size", sqlite3_column_int64(st, 7),
-                     "metrics", opt_json(st, 8), "created_unix_ms", sqlite3_column_int64(st, 9));
+                     "task", store_json_text(st, 3), "attempt_id", sqlite3_column_int64(st, 4),
+                     "path", store_json_text(st, 5), "hash", store_json_text(st, 6), "size",
+                     sqlite3_column_int64(st, 7), "metrics", store_json_parsed(st, 8),
+                     "created_unix_ms", sqlite3_column_int64(st, 9));
 }
 
 #define MODEL_COLUMNS                                                                              \
@@ -394,7 +362,7 @@ int loom_store_json_metrics(loom_store_t *s, const char *pipeline, const char *t
             list, json_pack("{s:I,s:i,s:I,s:I,s:o,s:o}", "run_id", sqlite3_column_int64(st, 0),
                             "version", sqlite3_column_int(st, 1), "created_unix_ms",
                             sqlite3_column_int64(st, 2), "attempt_id", sqlite3_column_int64(st, 3),
-                            "metrics", opt_json(st, 4), "task", opt_text(st, 5)));
+                            "metrics", store_json_parsed(st, 4), "task", store_json_text(st, 5)));
     sqlite3_finalize(st);
     *out = json_pack("{s:s,s:s,s:o}", "pipeline", pipeline, "task", task, "runs", list);
     return 0;
@@ -417,18 +385,18 @@ static json_t *made_by(loom_store_t *s, uint64_t run_id, const char *task, uint6
     sqlite3_bind_int64(st, 2, (sqlite3_int64)attempt_id);
     json_t *j = json_null();
     if (sqlite3_step(st) == SQLITE_ROW) {
-        json_t *origin = opt_json(st, 5);
+        json_t *origin = store_json_parsed(st, 5);
         if (json_is_null(origin)) {
             json_decref(origin);
             origin = json_pack("{s:s}", "kind", "manual");
         }
-        json_t *event = opt_json(st, 6);
+        json_t *event = store_json_parsed(st, 6);
         json_t *files = json_object_get(event, "files");
         j = json_pack("{s:I,s:o,s:i,s:o,s:o,s:o,s:o,s:s,s:I,s:o}", "run_id", (json_int_t)run_id,
-                      "pipeline", opt_text(st, 0), "version", sqlite3_column_int(st, 1), "bundle",
-                      opt_text(st, 2), "git_commit", opt_text(st, 3), "params", opt_json(st, 4),
-                      "origin", origin, "task", task, "attempt_id", (json_int_t)attempt_id, "agent",
-                      opt_text(st, 7));
+                      "pipeline", store_json_text(st, 0), "version", sqlite3_column_int(st, 1),
+                      "bundle", store_json_text(st, 2), "git_commit", store_json_text(st, 3),
+                      "params", store_json_parsed(st, 4), "origin", origin, "task", task,
+                      "attempt_id", (json_int_t)attempt_id, "agent", store_json_text(st, 7));
         if (json_is_array(files)) json_object_set(j, "data_files", files);
         json_decref(event);
     }
@@ -489,9 +457,9 @@ int loom_store_json_lineage(loom_store_t *s, const char *hash, uint64_t run_id, 
         if (st) {
             sqlite3_bind_int64(st, 1, (sqlite3_int64)att);
             while (sqlite3_step(st) == SQLITE_ROW) {
-                json_array_append_new(inputs,
-                                      json_pack("{s:o,s:o,s:o}", "path", opt_text(st, 0), "hash",
-                                                opt_text(st, 1), "from_task", opt_text(st, 2)));
+                json_array_append_new(
+                    inputs, json_pack("{s:o,s:o,s:o}", "path", store_json_text(st, 0), "hash",
+                                      store_json_text(st, 1), "from_task", store_json_text(st, 2)));
                 if (sqlite3_column_type(st, 4) != SQLITE_NULL)
                     json_array_append_new(
                         queue,
@@ -516,8 +484,8 @@ int loom_store_json_lineage(loom_store_t *s, const char *hash, uint64_t run_id, 
     if (st) {
         store_bind_text(st, 1, json_string_value(json_object_get(first, "hash")));
         while (sqlite3_step(st) == SQLITE_ROW)
-            json_array_append_new(models, json_pack("{s:o,s:i}", "name", opt_text(st, 0), "version",
-                                                    sqlite3_column_int(st, 1)));
+            json_array_append_new(models, json_pack("{s:o,s:i}", "name", store_json_text(st, 0),
+                                                    "version", sqlite3_column_int(st, 1)));
         sqlite3_finalize(st);
     }
     *out = json_pack("{s:o,s:o}", "chain", chain, "models", models);

@@ -8,18 +8,6 @@
 #include <stdbool.h>
 #include <string.h>
 
-static json_t *json_ms(sqlite3_stmt *st, int i)
-{
-    return sqlite3_column_type(st, i) == SQLITE_NULL ? json_null()
-                                                     : json_integer(sqlite3_column_int64(st, i));
-}
-
-static json_t *json_str(sqlite3_stmt *st, int i)
-{
-    const char *t = store_col_text(st, i);
-    return t ? json_string(t) : json_null();
-}
-
 int loom_store_json_pipelines(loom_store_t *s, json_t **out)
 {
     sqlite3_stmt *st = store_prepare(
@@ -33,13 +21,13 @@ int loom_store_json_pipelines(loom_store_t *s, json_t **out)
     while (sqlite3_step(st) == SQLITE_ROW) {
         json_t *last = json_null();
         if (sqlite3_column_type(st, 5) != SQLITE_NULL)
-            last =
-                json_pack("{s:I,s:o}", "id", sqlite3_column_int64(st, 5), "state", json_str(st, 6));
-        json_array_append_new(list, json_pack("{s:o,s:i,s:i,s:o,s:o,s:o}", "name", json_str(st, 0),
-                                              "latest_version", sqlite3_column_int(st, 1), "tasks",
-                                              sqlite3_column_int(st, 2), "created_unix_ms",
-                                              json_ms(st, 3), "updated_unix_ms", json_ms(st, 4),
-                                              "last_run", last));
+            last = json_pack("{s:I,s:o}", "id", sqlite3_column_int64(st, 5), "state",
+                             store_json_text(st, 6));
+        json_array_append_new(
+            list, json_pack("{s:o,s:i,s:i,s:o,s:o,s:o}", "name", store_json_text(st, 0),
+                            "latest_version", sqlite3_column_int(st, 1), "tasks",
+                            sqlite3_column_int(st, 2), "created_unix_ms", store_json_int(st, 3),
+                            "updated_unix_ms", store_json_int(st, 4), "last_run", last));
     }
     sqlite3_finalize(st);
     *out = json_pack("{s:o}", "pipelines", list);
@@ -64,15 +52,15 @@ int loom_store_json_pipeline(loom_store_t *s, const char *name, uint32_t version
         int v = sqlite3_column_int(st, 0);
         json_t *git = sqlite3_column_type(st, 8) == SQLITE_NULL
                           ? json_null()
-                          : json_pack("{s:o,s:o}", "commit", json_str(st, 8), "dirty",
+                          : json_pack("{s:o,s:o}", "commit", store_json_text(st, 8), "dirty",
                                       sqlite3_column_type(st, 9) == SQLITE_NULL
                                           ? json_null()
                                           : json_boolean(sqlite3_column_int(st, 9)));
-        json_array_append_new(versions,
-                              json_pack("{s:i,s:o,s:o,s:i,s:o,s:o,s:o}", "version", v, "hash",
-                                        json_str(st, 1), "created_unix_ms", json_ms(st, 2), "tasks",
-                                        sqlite3_column_int(st, 3), "file", json_str(st, 6),
-                                        "bundle", json_str(st, 7), "git", git));
+        json_array_append_new(
+            versions, json_pack("{s:i,s:o,s:o,s:i,s:o,s:o,s:o}", "version", v, "hash",
+                                store_json_text(st, 1), "created_unix_ms", store_json_int(st, 2),
+                                "tasks", sqlite3_column_int(st, 3), "file", store_json_text(st, 6),
+                                "bundle", store_json_text(st, 7), "git", git));
         if ((version == 0 && v == latest) || (uint32_t)v == version) {
             json_decref(source);
             source = json_stringn_nocheck(sqlite3_column_blob(st, 4),
@@ -105,9 +93,10 @@ static json_t *json_col(sqlite3_stmt *st, int i, json_t *fallback)
 static json_t *run_json(sqlite3_stmt *st)
 {
     return json_pack("{s:I,s:o,s:i,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "id", sqlite3_column_int64(st, 0),
-                     "pipeline", json_str(st, 2), "version", sqlite3_column_int(st, 3), "state",
-                     json_str(st, 4), "trigger", json_str(st, 5), "created_unix_ms", json_ms(st, 6),
-                     "started_unix_ms", json_ms(st, 7), "ended_unix_ms", json_ms(st, 8), "params",
+                     "pipeline", store_json_text(st, 2), "version", sqlite3_column_int(st, 3),
+                     "state", store_json_text(st, 4), "trigger", store_json_text(st, 5),
+                     "created_unix_ms", store_json_int(st, 6), "started_unix_ms",
+                     store_json_int(st, 7), "ended_unix_ms", store_json_int(st, 8), "params",
                      json_col(st, 9, json_object()), "origin",
                      json_col(st, 10, json_pack("{s:s}", "kind", "manual")));
 }
@@ -133,16 +122,17 @@ static json_t *task_json(sqlite3_stmt *st)
     int sig = sqlite3_column_int(st, 11);
     json_t *exit_code = exited && sig == 0 ? json_integer(sqlite3_column_int(st, 10)) : json_null();
     json_t *signal = exited && sig != 0 ? json_integer(sig) : json_null();
-    json_t *t = json_pack("{s:o,s:o,s:o,s:i,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "name", json_str(st, 3),
-                          "state", json_str(st, 5), "needs", json_col(st, 4, json_array()),
-                          "attempts", sqlite3_column_int(st, 6), "attempt_id", json_ms(st, 7),
-                          "agent", json_str(st, 16), "exit_code", exit_code, "signal", signal,
-                          "error", json_str(st, 12), "started_unix_ms", json_ms(st, 8),
-                          "ended_unix_ms", json_ms(st, 9));
+    json_t *t =
+        json_pack("{s:o,s:o,s:o,s:i,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "name", store_json_text(st, 3),
+                  "state", store_json_text(st, 5), "needs", json_col(st, 4, json_array()),
+                  "attempts", sqlite3_column_int(st, 6), "attempt_id", store_json_int(st, 7),
+                  "agent", store_json_text(st, 16), "exit_code", exit_code, "signal", signal,
+                  "error", store_json_text(st, 12), "started_unix_ms", store_json_int(st, 8),
+                  "ended_unix_ms", store_json_int(st, 9));
     json_object_set_new(t, "metrics", json_col(st, 17, json_null()));
     if (sqlite3_column_type(st, 14) != SQLITE_NULL)
         json_object_set_new(t, "item", json_col(st, 14, json_null()));
-    json_object_set_new(t, "retry_at_unix_ms", json_ms(st, 15));
+    json_object_set_new(t, "retry_at_unix_ms", store_json_int(st, 15));
     return t;
 }
 
@@ -213,12 +203,13 @@ int loom_store_json_attempts(loom_store_t *s, uint64_t run_id, const char *task,
         json_t *a = json_pack(
             "{s:I,s:i,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:I}", "id",
             sqlite3_column_int64(st, 0), "number", sqlite3_column_int(st, 1), "agent",
-            json_str(st, 2), "state", json_str(st, 3), "dispatched_unix_ms", json_ms(st, 4),
-            "started_unix_ms", json_ms(st, 5), "ended_unix_ms", json_ms(st, 6), "exit_code",
+            store_json_text(st, 2), "state", store_json_text(st, 3), "dispatched_unix_ms",
+            store_json_int(st, 4), "started_unix_ms", store_json_int(st, 5), "ended_unix_ms",
+            store_json_int(st, 6), "exit_code",
             exited && sig == 0 ? json_integer(sqlite3_column_int(st, 7)) : json_null(), "signal",
-            exited && sig ? json_integer(sig) : json_null(), "error", json_str(st, 9),
-            "user_cpu_us", json_ms(st, 10), "sys_cpu_us", json_ms(st, 11), "max_rss_bytes",
-            json_ms(st, 12), "log_bytes", sqlite3_column_int64(st, 13));
+            exited && sig ? json_integer(sig) : json_null(), "error", store_json_text(st, 9),
+            "user_cpu_us", store_json_int(st, 10), "sys_cpu_us", store_json_int(st, 11),
+            "max_rss_bytes", store_json_int(st, 12), "log_bytes", sqlite3_column_int64(st, 13));
         json_object_set_new(a, "gpus", json_col(st, 15, json_array()));
         json_array_append_new(list, a);
     }

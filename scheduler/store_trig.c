@@ -12,23 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Runs a write (BEGIN if needed) and reports failure once. */
-static int write_done(loom_store_t *s, sqlite3_stmt *st, const char *what)
-{
-    int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) {
-        LOG_ERROR("database: %s: %s", what, sqlite3_errmsg(store_db(s)));
-        return LOOM_EDB;
-    }
-    return 0;
-}
-
-static sqlite3_stmt *write_stmt(loom_store_t *s, const char *q)
-{
-    return loom_store_begin(s) ? NULL : store_prepare(s, q);
-}
-
 static void bind_opt(sqlite3_stmt *st, int i, uint64_t v)
 {
     if (v)
@@ -74,20 +57,21 @@ int loom_store_pipeline_flags(loom_store_t *s, uint64_t pipeline_id, bool *pause
 
 int loom_store_pipeline_set_paused(loom_store_t *s, uint64_t pipeline_id, bool paused)
 {
-    sqlite3_stmt *st = write_stmt(s, "UPDATE pipelines SET paused = ?2 WHERE id = ?1");
+    sqlite3_stmt *st = store_write_stmt(s, "UPDATE pipelines SET paused = ?2 WHERE id = ?1");
     if (!st) return LOOM_EDB;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)pipeline_id);
     sqlite3_bind_int(st, 2, paused);
-    return write_done(s, st, "pause pipeline");
+    return store_write_done(s, st, "pause pipeline");
 }
 
 int loom_store_pipeline_set_last_trigger(loom_store_t *s, uint64_t pipeline_id, uint64_t ms)
 {
-    sqlite3_stmt *st = write_stmt(s, "UPDATE pipelines SET last_trigger_run_ms = ?2 WHERE id = ?1");
+    sqlite3_stmt *st =
+        store_write_stmt(s, "UPDATE pipelines SET last_trigger_run_ms = ?2 WHERE id = ?1");
     if (!st) return LOOM_EDB;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)pipeline_id);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)ms);
-    return write_done(s, st, "pipeline last trigger");
+    return store_write_done(s, st, "pipeline last trigger");
 }
 
 int loom_store_schedule_get(loom_store_t *s, uint64_t pipeline_id, const char *key,
@@ -110,14 +94,14 @@ int loom_store_schedule_get(loom_store_t *s, uint64_t pipeline_id, const char *k
 int loom_store_schedule_set(loom_store_t *s, uint64_t pipeline_id, const char *key,
                             int64_t last_fire_s)
 {
-    sqlite3_stmt *st = write_stmt(s, "INSERT INTO schedules(pipeline_id, key, last_fire_s)"
-                                     " VALUES (?1, ?2, ?3) ON CONFLICT(pipeline_id, key)"
-                                     " DO UPDATE SET last_fire_s = ?3");
+    sqlite3_stmt *st = store_write_stmt(s, "INSERT INTO schedules(pipeline_id, key, last_fire_s)"
+                                           " VALUES (?1, ?2, ?3) ON CONFLICT(pipeline_id, key)"
+                                           " DO UPDATE SET last_fire_s = ?3");
     if (!st) return LOOM_EDB;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)pipeline_id);
     store_bind_text(st, 2, key);
     sqlite3_bind_int64(st, 3, last_fire_s);
-    return write_done(s, st, "schedule fire time");
+    return store_write_done(s, st, "schedule fire time");
 }
 
 int loom_store_data_file_get(loom_store_t *s, uint64_t pipeline_id, const char *key,
@@ -142,7 +126,7 @@ int loom_store_data_file_get(loom_store_t *s, uint64_t pipeline_id, const char *
 int loom_store_data_file_put(loom_store_t *s, uint64_t pipeline_id, const char *key,
                              const char *path, uint64_t size, int64_t mtime_ns, uint64_t seen_ms)
 {
-    sqlite3_stmt *st = write_stmt(
+    sqlite3_stmt *st = store_write_stmt(
         s, "INSERT INTO data_files(pipeline_id, key, path, size, mtime_ns, seen_ms, run_id)"
            " VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL) ON CONFLICT(pipeline_id, key, path)"
            " DO UPDATE SET size = ?4, mtime_ns = ?5, seen_ms = ?6, run_id = NULL");
@@ -153,7 +137,7 @@ int loom_store_data_file_put(loom_store_t *s, uint64_t pipeline_id, const char *
     sqlite3_bind_int64(st, 4, (sqlite3_int64)size);
     sqlite3_bind_int64(st, 5, mtime_ns);
     sqlite3_bind_int64(st, 6, (sqlite3_int64)seen_ms);
-    return write_done(s, st, "data file");
+    return store_write_done(s, st, "data file");
 }
 
 int loom_store_data_files_waiting(loom_store_t *s, uint64_t pipeline_id, const char *key,
@@ -177,14 +161,15 @@ int loom_store_data_files_done(loom_store_t *s, uint64_t pipeline_id, const char
     json_t *p;
     json_array_foreach(paths, i, p)
     {
-        sqlite3_stmt *st = write_stmt(s, "UPDATE data_files SET run_id = ?4 WHERE pipeline_id = ?1"
-                                         " AND key = ?2 AND path = ?3");
+        sqlite3_stmt *st =
+            store_write_stmt(s, "UPDATE data_files SET run_id = ?4 WHERE pipeline_id = ?1"
+                                " AND key = ?2 AND path = ?3");
         if (!st) return LOOM_EDB;
         sqlite3_bind_int64(st, 1, (sqlite3_int64)pipeline_id);
         store_bind_text(st, 2, key);
         store_bind_text(st, 3, json_string_value(p));
         sqlite3_bind_int64(st, 4, (sqlite3_int64)run_id);
-        if (write_done(s, st, "data file done")) return LOOM_EDB;
+        if (store_write_done(s, st, "data file done")) return LOOM_EDB;
     }
     return 0;
 }
@@ -209,33 +194,33 @@ int loom_store_event_insert(loom_store_t *s, const char *name, const char *sourc
                             uint64_t *id)
 {
     sqlite3_stmt *st =
-        write_stmt(s, "INSERT INTO events(name, source, received_ms, idem_key, payload)"
-                      " VALUES (?1, ?2, ?3, ?4, ?5)");
+        store_write_stmt(s, "INSERT INTO events(name, source, received_ms, idem_key, payload)"
+                            " VALUES (?1, ?2, ?3, ?4, ?5)");
     if (!st) return LOOM_EDB;
     store_bind_text(st, 1, name);
     store_bind_text(st, 2, source);
     sqlite3_bind_int64(st, 3, (sqlite3_int64)received_ms);
     store_bind_text(st, 4, idem_key);
     store_bind_text(st, 5, payload);
-    int rc = write_done(s, st, "insert event");
+    int rc = store_write_done(s, st, "insert event");
     if (rc == 0) *id = (uint64_t)sqlite3_last_insert_rowid(store_db(s));
     return rc;
 }
 
 int loom_store_event_outcome(loom_store_t *s, uint64_t id, const char *outcome_json)
 {
-    sqlite3_stmt *st = write_stmt(s, "UPDATE events SET outcome = ?2 WHERE id = ?1");
+    sqlite3_stmt *st = store_write_stmt(s, "UPDATE events SET outcome = ?2 WHERE id = ?1");
     if (!st) return LOOM_EDB;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
     store_bind_text(st, 2, outcome_json);
-    return write_done(s, st, "event outcome");
+    return store_write_done(s, st, "event outcome");
 }
 
 int loom_store_queue_insert(loom_store_t *s, loom_queue_row_t *row)
 {
     sqlite3_stmt *st =
-        write_stmt(s, "INSERT INTO trigger_queue(pipeline_id, due_ms, origin, event, params,"
-                      " created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+        store_write_stmt(s, "INSERT INTO trigger_queue(pipeline_id, due_ms, origin, event, params,"
+                            " created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
     if (!st) return LOOM_EDB;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)row->pipeline_id);
     bind_opt(st, 2, row->due_ms);
@@ -243,29 +228,29 @@ int loom_store_queue_insert(loom_store_t *s, loom_queue_row_t *row)
     store_bind_text(st, 4, row->event_json);
     store_bind_text(st, 5, row->params_json ? row->params_json : "{}");
     sqlite3_bind_int64(st, 6, (sqlite3_int64)row->created_ms);
-    int rc = write_done(s, st, "queue trigger");
+    int rc = store_write_done(s, st, "queue trigger");
     if (rc == 0) row->id = (uint64_t)sqlite3_last_insert_rowid(store_db(s));
     return rc;
 }
 
 int loom_store_queue_update(loom_store_t *s, const loom_queue_row_t *row)
 {
-    sqlite3_stmt *st = write_stmt(s, "UPDATE trigger_queue SET due_ms = ?2, origin = ?3,"
-                                     " event = ?4 WHERE id = ?1");
+    sqlite3_stmt *st = store_write_stmt(s, "UPDATE trigger_queue SET due_ms = ?2, origin = ?3,"
+                                           " event = ?4 WHERE id = ?1");
     if (!st) return LOOM_EDB;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)row->id);
     bind_opt(st, 2, row->due_ms);
     store_bind_text(st, 3, row->origin_json);
     store_bind_text(st, 4, row->event_json);
-    return write_done(s, st, "update queued trigger");
+    return store_write_done(s, st, "update queued trigger");
 }
 
 int loom_store_queue_delete(loom_store_t *s, uint64_t id)
 {
-    sqlite3_stmt *st = write_stmt(s, "DELETE FROM trigger_queue WHERE id = ?1");
+    sqlite3_stmt *st = store_write_stmt(s, "DELETE FROM trigger_queue WHERE id = ?1");
     if (!st) return LOOM_EDB;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
-    return write_done(s, st, "delete queued trigger");
+    return store_write_done(s, st, "delete queued trigger");
 }
 
 int loom_store_each_queued(loom_store_t *s, int (*cb)(void *ud, const loom_queue_row_t *row),
@@ -295,9 +280,9 @@ int loom_store_each_queued(loom_store_t *s, int (*cb)(void *ud, const loom_queue
 int loom_store_decision(loom_store_t *s, uint64_t pipeline_id, uint64_t at_ms, const char *kind,
                         const char *what, const char *decision, uint64_t run_id, const char *reason)
 {
-    sqlite3_stmt *st =
-        write_stmt(s, "INSERT INTO trigger_decisions(pipeline_id, at_ms, kind, what, decision,"
-                      " run_id, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+    sqlite3_stmt *st = store_write_stmt(
+        s, "INSERT INTO trigger_decisions(pipeline_id, at_ms, kind, what, decision,"
+           " run_id, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
     if (!st) return LOOM_EDB;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)pipeline_id);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)at_ms);
@@ -306,7 +291,7 @@ int loom_store_decision(loom_store_t *s, uint64_t pipeline_id, uint64_t at_ms, c
     store_bind_text(st, 5, decision);
     bind_opt(st, 6, run_id);
     store_bind_text(st, 7, reason);
-    int rc = write_done(s, st, "trigger decision");
+    int rc = store_write_done(s, st, "trigger decision");
     sqlite3_int64 id = sqlite3_last_insert_rowid(store_db(s));
     if (rc == 0 && id % 64 == 0) {
         st = store_prepare(s, "DELETE FROM trigger_decisions WHERE pipeline_id = ?1 AND id <="
@@ -315,21 +300,9 @@ int loom_store_decision(loom_store_t *s, uint64_t pipeline_id, uint64_t at_ms, c
         if (!st) return LOOM_EDB;
         sqlite3_bind_int64(st, 1, (sqlite3_int64)pipeline_id);
         sqlite3_bind_int(st, 2, DECISIONS_KEPT);
-        rc = write_done(s, st, "prune decisions");
+        rc = store_write_done(s, st, "prune decisions");
     }
     return rc;
-}
-
-static json_t *opt_ms(sqlite3_stmt *st, int i)
-{
-    return sqlite3_column_type(st, i) == SQLITE_NULL ? json_null()
-                                                     : json_integer(sqlite3_column_int64(st, i));
-}
-
-static json_t *opt_text(sqlite3_stmt *st, int i)
-{
-    const char *t = store_col_text(st, i);
-    return t ? json_string(t) : json_null();
 }
 
 int loom_store_json_decisions(loom_store_t *s, const char *pipeline, int limit, json_t **out)
@@ -347,11 +320,12 @@ int loom_store_json_decisions(loom_store_t *s, const char *pipeline, int limit, 
         found = true;
         paused = sqlite3_column_int(st, 7) != 0;
         if (sqlite3_column_type(st, 0) == SQLITE_NULL) continue;
-        json_array_append_new(list, json_pack("{s:I,s:I,s:o,s:o,s:o,s:o,s:o}", "id",
-                                              sqlite3_column_int64(st, 0), "at_unix_ms",
-                                              sqlite3_column_int64(st, 1), "kind", opt_text(st, 2),
-                                              "what", opt_text(st, 3), "decision", opt_text(st, 4),
-                                              "run_id", opt_ms(st, 5), "reason", opt_text(st, 6)));
+        json_array_append_new(
+            list,
+            json_pack("{s:I,s:I,s:o,s:o,s:o,s:o,s:o}", "id", sqlite3_column_int64(st, 0),
+                      "at_unix_ms", sqlite3_column_int64(st, 1), "kind", store_json_text(st, 2),
+                      "what", store_json_text(st, 3), "decision", store_json_text(st, 4), "run_id",
+                      store_json_int(st, 5), "reason", store_json_text(st, 6)));
     }
     sqlite3_finalize(st);
     if (!found) {
@@ -376,10 +350,11 @@ int loom_store_json_events(loom_store_t *s, const char *name, int limit, json_t 
         json_t *pj = payload ? json_loads(payload, JSON_DECODE_ANY, NULL) : NULL;
         json_t *oj = outcome ? json_loads(outcome, 0, NULL) : NULL;
         json_array_append_new(
-            list, json_pack("{s:I,s:o,s:o,s:I,s:o,s:o,s:o}", "id", sqlite3_column_int64(st, 0),
-                            "name", opt_text(st, 1), "source", opt_text(st, 2), "received_unix_ms",
-                            sqlite3_column_int64(st, 3), "idempotency_key", opt_text(st, 4),
-                            "payload", pj ? pj : json_null(), "outcome", oj ? oj : json_array()));
+            list,
+            json_pack("{s:I,s:o,s:o,s:I,s:o,s:o,s:o}", "id", sqlite3_column_int64(st, 0), "name",
+                      store_json_text(st, 1), "source", store_json_text(st, 2), "received_unix_ms",
+                      sqlite3_column_int64(st, 3), "idempotency_key", store_json_text(st, 4),
+                      "payload", pj ? pj : json_null(), "outcome", oj ? oj : json_array()));
     }
     sqlite3_finalize(st);
     *out = json_pack("{s:o}", "events", list);
