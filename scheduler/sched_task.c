@@ -322,6 +322,25 @@ static void env_free(envlist_t *l)
 
 /* Pipeline env, task env, then what loom adds: every parameter as
  * LOOM_PARAM_<NAME>, the foreach item, the parameters file. */
+/* Adds PREFIX<KEY> (upper case) = value as text, when KEY is a plain name
+ * (letters, digits, '_') and the text is short enough for an environment:
+ * a long list would be copied into every task's environment, which has a
+ * size limit, so those stay in the files. */
+static void env_add_json(envlist_t *l, const char *prefix, const char *key, json_t *v)
+{
+    char name[128];
+    size_t n = (size_t)snprintf(name, sizeof name, "%s", prefix);
+    if (!*key || strlen(key) >= sizeof name - n) return;
+    for (const char *c = key; *c; c++) {
+        if (!isalnum((unsigned char)*c) && *c != '_') return;
+        name[n++] = (char)toupper((unsigned char)*c);
+    }
+    name[n] = '\0';
+    char *text = value_text(v);
+    if (strlen(text) <= LOOM_PARAM_ENV_MAX) env_add(l, name, text);
+    free(text);
+}
+
 static void build_env(const task_t *t, envlist_t *l)
 {
     const run_t *r = t->run;
@@ -331,19 +350,7 @@ static void build_env(const task_t *t, envlist_t *l)
     for (size_t i = 0; i < dt->n_env; i++) env_add(l, dt->env[i].name, dt->env[i].value);
     const char *key;
     json_t *v;
-    json_object_foreach(r->params, key, v)
-    {
-        char name[128] = "LOOM_PARAM_";
-        size_t n = strlen(name);
-        for (const char *c = key; *c && n + 1 < sizeof name; c++)
-            name[n++] = (char)toupper((unsigned char)*c);
-        name[n] = '\0';
-        char *text = value_text(v);
-        /* A long list would be copied into every task's environment (and an
-         * environment has a size limit): those stay in the params file. */
-        if (strlen(text) <= LOOM_PARAM_ENV_MAX) env_add(l, name, text);
-        free(text);
-    }
+    json_object_foreach(r->params, key, v) env_add_json(l, "LOOM_PARAM_", key, v);
     if (t->item) {
         char *text = value_text(t->item);
         char index[16];
@@ -353,38 +360,19 @@ static void build_env(const task_t *t, envlist_t *l)
         free(text);
     }
     env_add(l, "LOOM_TRIGGER", r->trigger ? r->trigger : "manual");
-    const char *okey;
-    json_t *ov;
-    json_object_foreach(r->origin, okey, ov)
+    /* The scalar facts of how the run started: LOOM_TRIGGER_EVENT_ID,
+     * LOOM_TRIGGER_SCHEDULED_FOR, ... (lists stay in the files). */
+    json_object_foreach(r->origin, key, v)
     {
-        /* The scalar facts of how the run started: LOOM_TRIGGER_EVENT_ID,
-         * LOOM_TRIGGER_SCHEDULED_FOR, ... (lists stay in the files). */
-        if (json_is_array(ov) || json_is_object(ov) || strcmp(okey, "kind") == 0) continue;
-        char name[96] = "LOOM_TRIGGER_";
-        size_t n = strlen(name);
-        for (const char *c = okey; *c && n + 1 < sizeof name; c++)
-            name[n++] = (char)toupper((unsigned char)*c);
-        name[n] = '\0';
-        char *text = value_text(ov);
-        env_add(l, name, text);
-        free(text);
+        if (!json_is_array(v) && !json_is_object(v) && strcmp(key, "kind") != 0)
+            env_add_json(l, "LOOM_TRIGGER_", key, v);
     }
     /* The event's top-level scalars as LOOM_EVENT_<FIELD>: an event comes
      * from outside, so it reaches commands only this way and by file. */
-    json_object_foreach(json_is_object(r->event) ? r->event : NULL, okey, ov)
+    json_object_foreach(json_is_object(r->event) ? r->event : NULL, key, v)
     {
-        if (!json_is_string(ov) && !json_is_number(ov) && !json_is_boolean(ov)) continue;
-        char name[96] = "LOOM_EVENT_";
-        size_t n = strlen(name);
-        bool ok = *okey != '\0' && strlen(okey) < sizeof name - n;
-        for (const char *c = okey; ok && *c; c++) {
-            if (!isalnum((unsigned char)*c) && *c != '_') ok = false;
-            name[n++] = (char)toupper((unsigned char)*c);
-        }
-        name[n] = '\0';
-        char *text = ok ? value_text(ov) : NULL;
-        if (text && strlen(text) <= LOOM_PARAM_ENV_MAX) env_add(l, name, text);
-        free(text);
+        if (json_is_string(v) || json_is_number(v) || json_is_boolean(v))
+            env_add_json(l, "LOOM_EVENT_", key, v);
     }
     for (size_t i = 0; i < l->n; i++) l->ptrs[i] = &l->vars[i];
 }
