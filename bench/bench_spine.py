@@ -73,6 +73,8 @@ def main():
     ap.add_argument("--chain", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--slots", type=int, default=os.cpu_count())
+    ap.add_argument("--sync", choices=["normal", "full"], default="normal",
+                    help="loomd's --sync (SQLite synchronous=NORMAL or FULL)")
     ap.add_argument("--tmp-dir", default=None,
                     help="where loomd's state and the agent's work folder go (default: "
                          "the system's temporary folder); e.g. /dev/shm for tmpfs")
@@ -82,7 +84,7 @@ def main():
     c = Cluster(log_level="warn",
                 tmp=tempfile.mkdtemp(prefix="loombench-", dir=args.tmp_dir) if args.tmp_dir else None)
     try:
-        c.start_loomd()
+        c.start_loomd(extra=["--sync", args.sync])
         agent = c.start_agent("bench", args.slots)
         c.wait_agents(["bench"])
         wide(c, args.tasks, "wide")
@@ -104,8 +106,8 @@ def main():
     med = statistics.median
     hop_med = med([med(h) for h in hops])
     hop_p99 = med([pct(h, 99) for h in hops])
-    print(machine(BUILD, "medians of %d runs; files in %s" % (
-        args.repeat, args.tmp_dir or tempfile.gettempdir())))
+    print(machine(BUILD, "medians of %d runs; files in %s; --sync %s" % (
+        args.repeat, args.tmp_dir or tempfile.gettempdir(), args.sync)))
     print("| benchmark | result | target |")
     print("|---|---|---|")
     print("| (a) %d independent `true` tasks, 1 agent with %d slots | **%.0f tasks/s** "
