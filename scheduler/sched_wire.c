@@ -141,25 +141,30 @@ static void on_hello(loom_sched_t *s, agent_t *a, const loom_msg_t *m)
     a->last_seen_unix = a->connected_ms = loom_unix_ms();
     a->dispatch_seq = 0;
 
-    /* Reconcile: what we placed there and it no longer holds is lost... */
-    link_t *l = a->attempts.next;
-    while (l != &a->attempts) {
-        attempt_t *x = CONTAINER_OF(l, attempt_t, on_agent);
-        l = l->next;
-        if (!holds(h->attempts, h->n_attempts, x->id))
-            attempt_lost(s, x, restarted ? "agent restarted" : "agent no longer has it");
-    }
-    /* ...and what it holds that is no longer current, it must drop. */
+    /* Reconcile. What it holds that is no longer current, it must drop... */
     uint64_t *cancel = loom_xcalloc(h->n_attempts + 1, sizeof *cancel);
     size_t n_cancel = 0;
     for (size_t i = 0; i < h->n_attempts; i++)
         if (!current_attempt(s, a, h->attempts[i])) cancel[n_cancel++] = h->attempts[i];
+    /* ...and what we placed there that it no longer holds is lost. Listed
+     * before any is marked: losing one places its retry at once, possibly
+     * on this very agent, and that new attempt is not in this Hello's list
+     * (marking it lost too would burn every retry in one Hello). */
+    size_t n_lost = 0, cap = 0;
+    uint64_t *lost = NULL;
+    for (link_t *l = a->attempts.next; l != &a->attempts; l = l->next) {
+        attempt_t *x = CONTAINER_OF(l, attempt_t, on_agent);
+        if (holds(h->attempts, h->n_attempts, x->id)) continue;
+        if (n_lost == cap) lost = loom_xrealloc(lost, (cap = cap ? cap * 2 : 8) * sizeof *lost);
+        lost[n_lost++] = x->id;
+    }
 
     save_agent(s, a, "connected");
     s->stats.agents_connected++;
-    LOG_INFO("agent connected agent=%s host=%s slots=%u holds=%zu cancel=%zu", a->name, a->hostname,
-             a->slots, h->n_attempts, n_cancel);
+    LOG_INFO("agent connected agent=%s host=%s slots=%u holds=%zu cancel=%zu lost=%zu", a->name,
+             a->hostname, a->slots, h->n_attempts, n_cancel, n_lost);
 
+    /* Welcome first, so the agent has it before any Dispatch that follows. */
     Loom__Welcome w = LOOM__WELCOME__INIT;
     w.heartbeat_ms = s->cfg.heartbeat_ms;
     w.timeout_ms = s->cfg.agent_timeout_ms;
@@ -170,6 +175,12 @@ static void on_hello(loom_sched_t *s, agent_t *a, const loom_msg_t *m)
     reply.welcome = &w;
     sched_send(s, a->name, &reply);
     free(cancel);
+    for (size_t i = 0; i < n_lost; i++) {
+        attempt_t *x = loom_map_get(&s->attempts, lost[i]);
+        if (x && x->agent == a)
+            attempt_lost(s, x, restarted ? "agent restarted" : "agent no longer has it");
+    }
+    free(lost);
     placement_agent_freed(s, a);
     dispatch_ready(s);
 }
