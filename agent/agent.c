@@ -205,6 +205,8 @@ static void on_heartbeat_timer(uv_timer_t *handle)
     }
     send_heartbeat(a);
     agent_tick_uploads(a);
+    uint64_t resend = 3 * (uint64_t)a->heartbeat_ms;
+    agent_resend_stale(a, resend < 1000 ? 1000 : resend);
 }
 
 static void on_retry_timer(uv_timer_t *handle)
@@ -659,6 +661,8 @@ void loom_agent_destroy(loom_agent_t **ap)
     fetcher_destroy(&a->fetcher);
     cache_destroy(&a->cache);
     loom_map_free(&a->uploading);
+    loom_map_free(&a->done);
+    free(a->done_ring);
     if (a->own_zctx) zmq_ctx_term(a->zctx);
     for (size_t i = 0; i < a->n_labels; i++) free(a->labels[i]);
     free(a->labels);

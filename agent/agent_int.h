@@ -61,6 +61,11 @@ typedef struct attempt {
     uint8_t *finished;        /* encoded Finished, kept until FinishedAck */
     size_t finished_len;
     bool finished_sent;
+    /* When loomd last acknowledged something of it, or it last went from
+     * nothing outstanding to something: what was sent and is still not
+     * acknowledged long after is sent again (a lost message, the
+     * connection up). */
+    uint64_t acked_ms;
 } attempt_t;
 
 typedef struct inbox_msg {
@@ -112,6 +117,11 @@ struct loom_agent {
      * a time per object, since loomd keeps one upload per agent and object
      * (a second attempt's query would restart the first one's upload). */
     loom_map_t uploading;
+    /* Attempts this agent finished with lately (ids, in a ring): a Dispatch
+     * for one of them is a duplicate or a late copy, never run again. */
+    loom_map_t done;
+    uint64_t *done_ring;
+    size_t done_next;
     size_t unacked_bytes;
     int pending_closes; /* handles and runners whose close has not completed */
     void (*on_stopped)(void *ud);
@@ -183,6 +193,10 @@ void agent_ack_finished(loom_agent_t *a, uint64_t attempt_id);
 void agent_put_ack(loom_agent_t *a, const Loom__PutAck *ack);
 /* Called with each heartbeat: uploads that heard nothing for long ask again. */
 void agent_tick_uploads(loom_agent_t *a);
+/* Resends the chunks and results loomd has not acknowledged for after_ms:
+ * a message lost while the connection stayed up is otherwise never sent
+ * again (only a new Welcome rewinds everything). loomd drops duplicates. */
+void agent_resend_stale(loom_agent_t *a, uint64_t after_ms);
 /* An object was let go by the upload sending it: others waiting for it go. */
 void agent_kick_uploads(loom_agent_t *a);
 void agent_cancel(loom_agent_t *a, uint64_t attempt_id, const char *reason);

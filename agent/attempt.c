@@ -170,9 +170,22 @@ static void attempt_free(attempt_t *t)
 }
 
 /* Frees the attempt once nothing about it is owed to loomd. */
+#define DONE_RING 4096
+
+static void remember_done(loom_agent_t *a, uint64_t id)
+{
+    if (!a->done_ring) a->done_ring = loom_xcalloc(DONE_RING, sizeof *a->done_ring);
+    uint64_t old = a->done_ring[a->done_next];
+    if (old) loom_map_del(&a->done, old);
+    a->done_ring[a->done_next] = id;
+    a->done_next = (a->done_next + 1) % DONE_RING;
+    loom_map_put(&a->done, id, (void *)1);
+}
+
 static void maybe_free(loom_agent_t *a, attempt_t *t)
 {
     if (t->preparing || t->running || t->finishing || t->finished || t->chunks) return;
+    remember_done(a, t->id);
     if (t->prev)
         t->prev->next = t->next;
     else
@@ -223,6 +236,24 @@ void agent_flush_all(loom_agent_t *a)
         if (!flush_attempt(a, t)) return;
 }
 
+void agent_resend_stale(loom_agent_t *a, uint64_t after_ms)
+{
+    uint64_t now = loom_clock_now(&a->clock);
+    bool any = false;
+    for (attempt_t *t = a->attempts; t; t = t->next) {
+        bool outstanding =
+            (t->chunks && t->unsent != t->chunks) || (t->finished && t->finished_sent);
+        if (!outstanding || now - t->acked_ms < after_ms) continue;
+        LOG_INFO("resending what loomd has not acknowledged attempt=%llu agent=%s",
+                 (unsigned long long)t->id, a->name);
+        t->unsent = t->chunks;
+        t->finished_sent = false;
+        t->acked_ms = now;
+        any = true;
+    }
+    if (any) agent_flush_all(a);
+}
+
 void agent_rewind_all(loom_agent_t *a)
 {
     for (attempt_t *t = a->attempts; t; t = t->next) {
@@ -249,6 +280,7 @@ static void add_chunk(loom_agent_t *a, attempt_t *t, loom_runner_stream stream, 
     if (loom_codec_encode(&m, &c->msg, &c->len) != 0) abort(); /* a chunk always fits */
     c->seq = lc.seq;
     c->data_len = len;
+    if (!t->chunks) t->acked_ms = loom_clock_now(&a->clock);
     if (t->chunks_tail)
         t->chunks_tail->next = c;
     else
@@ -287,6 +319,7 @@ static void set_finished(loom_agent_t *a, attempt_t *t, Loom__Finished *f)
     f->attempt_id = t->id;
     f->log_seq = t->log_seq;
     drop_finished(t);
+    t->acked_ms = loom_clock_now(&a->clock);
     if (loom_codec_encode(&m, &t->finished, &t->finished_len) != 0) {
         /* Only a list of artifacts can make it too large for one message
          * (LOOM_ARTIFACTS_MAX paths of up to a kilobyte each). */
@@ -620,7 +653,7 @@ static char *refusal(const loom_agent_t *a, const Loom__Dispatch *d)
 void agent_dispatch(loom_agent_t *a, loom_msg_t *msg)
 {
     const Loom__Dispatch *d = msg->dispatch;
-    if (find(a, d->attempt_id)) {
+    if (find(a, d->attempt_id) || loom_map_get(&a->done, d->attempt_id)) {
         LOG_DEBUG("duplicate dispatch ignored attempt=%llu", (unsigned long long)d->attempt_id);
         loom_codec_free(msg);
         return;
@@ -667,6 +700,7 @@ void agent_ack_log(loom_agent_t *a, uint64_t attempt_id, uint64_t seq)
 {
     attempt_t *t = find(a, attempt_id);
     if (!t) return;
+    if (t->chunks && t->chunks->seq <= seq) t->acked_ms = loom_clock_now(&a->clock);
     while (t->chunks && t->chunks->seq <= seq) drop_chunk_head(a, t);
     if (a->paused && a->unacked_bytes < a->max_unacked / 2) pause_output(a, false);
     maybe_free(a, t);
