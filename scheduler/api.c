@@ -565,7 +565,13 @@ static enum MHD_Result route(req_t *r, const char *url, const char *method)
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         if (!pattern_matches(routes[i].pattern, &p)) continue;
         path_known = true;
-        if (strcmp(routes[i].method, method) == 0) return routes[i].fn(r, &p);
+        /* Answer from committed state only: what a client is told must
+         * survive a crash the moment after (the turn's writes may still be
+         * open when MHD runs in the same loop iteration). */
+        if (strcmp(routes[i].method, method) == 0) {
+            loom_sched_commit(r->api->sched);
+            return routes[i].fn(r, &p);
+        }
     }
     if (path_known)
         return api_respond_error(r, MHD_HTTP_METHOD_NOT_ALLOWED, "%s is not allowed on %.200s",

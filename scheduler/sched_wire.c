@@ -6,6 +6,8 @@
  * is refused. */
 #include "sched_internal.h"
 
+#include "fault.h"
+
 #include "loom/err.h"
 #include "loom/log.h"
 
@@ -205,15 +207,40 @@ static void on_heartbeat(loom_sched_t *s, agent_t *a, const loom_msg_t *m)
                              (json_int_t)hb->usage->memory_available_bytes, "gpus", gpus);
     }
     /* Attempts dispatched up to the echoed sequence have reached the agent;
-     * if it does not hold one of them, it is gone. Later ones are in flight. */
-    link_t *l = a->attempts.next;
-    while (l != &a->attempts) {
+     * if it does not hold one of them, it is gone. Later ones are in flight
+     * -- unless one has been "in flight" for long: then its Dispatch was
+     * lost, and no later Dispatch will ever move the echo past it. Listed
+     * first: a retry placed on this agent must not be judged by this
+     * heartbeat (it cannot know it yet). */
+    uint64_t now = loom_unix_ms();
+    uint64_t stale = 5 * (uint64_t)s->cfg.heartbeat_ms;
+    if (stale < 2000) stale = 2000;
+    size_t n_lost = 0, cap = 0;
+    uint64_t *lost = NULL;
+    const char **why = NULL;
+    for (link_t *l = a->attempts.next; l != &a->attempts; l = l->next) {
         attempt_t *x = CONTAINER_OF(l, attempt_t, on_agent);
-        l = l->next;
-        if (x->dispatch_seq && x->dispatch_seq <= hb->dispatch_seq &&
-            !holds(hb->attempts, hb->n_attempts, x->id))
-            attempt_lost(s, x, "agent does not have it");
+        if (!x->dispatch_seq || holds(hb->attempts, hb->n_attempts, x->id)) continue;
+        const char *reason = NULL;
+        if (x->dispatch_seq <= hb->dispatch_seq)
+            reason = "agent does not have it";
+        else if (x->state == ATT_DISPATCHED && now > x->dispatched_ms + stale)
+            reason = "its dispatch never reached the agent";
+        if (!reason) continue;
+        if (n_lost == cap) {
+            cap = cap ? cap * 2 : 8;
+            lost = loom_xrealloc(lost, cap * sizeof *lost);
+            why = loom_xrealloc(why, cap * sizeof *why);
+        }
+        why[n_lost] = reason;
+        lost[n_lost++] = x->id;
     }
+    for (size_t i = 0; i < n_lost; i++) {
+        attempt_t *x = loom_map_get(&s->attempts, lost[i]);
+        if (x && x->agent == a) attempt_lost(s, x, why[i]);
+    }
+    free(lost);
+    free(why);
     for (size_t i = 0; i < hb->n_attempts; i++)
         if (!current_attempt(s, a, hb->attempts[i]) &&
             loom_map_get(&s->recent_ended, hb->attempts[i]) != a)
@@ -284,6 +311,7 @@ static void on_finished(loom_sched_t *s, agent_t *a, const loom_msg_t *m)
     attempt_t *x = current_attempt(s, a, f->attempt_id);
     if (x) {
         attempt_finished(s, x, f);
+        loom_fault_reached(LOOM_FAULT_AFTER_RESULT_BEFORE_COMMIT);
     } else if (!is_resend(s, a, f->attempt_id, NULL)) {
         s->stats.refused++;
         LOG_WARN("refused result agent=%s attempt=%llu: not current", a->name,

@@ -7,6 +7,8 @@
  * told. One commit per loop turn, however many messages the turn handled. */
 #include "sched_internal.h"
 
+#include "fault.h"
+
 #include "loom/err.h"
 #include "loom/log.h"
 
@@ -155,7 +157,9 @@ static void flush(loom_sched_t *s)
 {
     for (int round = 0; round < 16 && flush_pending(s); round++) {
         triggers_flush(s); /* queued triggers whose runs ended: their runs join this commit */
+        bool had_changes = loom_store_in_txn(s->store);
         loom_sched_commit(s);
+        if (had_changes) loom_fault_reached(LOOM_FAULT_AFTER_COMMIT_BEFORE_SEND);
         send_outbox(s);
         notify(s, &s->changed_runs, s->obs.on_run_changed);
         notify(s, &s->output_runs, s->obs.on_task_output);
@@ -273,6 +277,7 @@ static int add_pools(loom_sched_t *s, char *why, size_t whylen)
 
 int loom_sched_open(loom_sched_t *s, char *why, size_t whylen)
 {
+    if (loom_fault_setup(getenv("LOOM_FAULT"), why, whylen) != 0) return LOOM_EINVAL;
     if (add_pools(s, why, whylen) != 0) return LOOM_EINVAL;
     char *logs = loom_xasprintf("%s/logs", s->state_dir);
     int rc = loom_mkdirs(s->state_dir, 0700);
