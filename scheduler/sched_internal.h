@@ -118,6 +118,7 @@ struct s_task {
     task_state_t state;
     uint32_t attempts;        /* attempts made */
     uint32_t lost;            /* attempts lost with their agent */
+    uint32_t undelivered;     /* ... of which never started (lost Dispatches) */
     attempt_t *current;       /* the attempt in flight, if any */
     uint64_t last_attempt_id; /* the latest attempt, in flight or ended */
     link_t in_queue;          /* in the ready queue, or the retry wait list */

@@ -641,6 +641,12 @@ void retry_later(loom_sched_t *s, task_t *t, uint64_t not_before)
 
 /* --- attempt outcomes ---------------------------------------------------------------- */
 
+/* Attempts lost before they started (their Dispatch never arrived) cost the
+ * task nothing -- it never ran -- so they do not count against
+ * max_lost_retries; this bound only stops a task bouncing for ever between
+ * agents that never take it. */
+#define MAX_UNDELIVERED 20
+
 /* After an attempt ends: retry (after the backoff), or settle the task. */
 static void task_after_attempt(loom_sched_t *s, task_t *t, bool ok, bool lost, const char *error)
 {
@@ -652,7 +658,8 @@ static void task_after_attempt(loom_sched_t *s, task_t *t, bool ok, bool lost, c
         task_end(s, t, TASK_CANCELLED, error ? error : "cancelled");
     } else if (ok) {
         task_end(s, t, TASK_SUCCEEDED, NULL);
-    } else if (lost && t->lost <= s->cfg.max_lost_retries) {
+    } else if (lost && t->lost - t->undelivered <= s->cfg.max_lost_retries &&
+               t->undelivered <= MAX_UNDELIVERED) {
         LOG_INFO("retrying run=%llu task=%s: %s", (unsigned long long)r->id, t->name, error);
         enqueue(s, t); /* not the task's fault: no backoff */
     } else if (!lost && failures <= dt->retries) {
@@ -794,8 +801,10 @@ void attempt_lost(loom_sched_t *s, attempt_t *a, const char *why)
     LOG_WARN("attempt lost run=%llu task=%s attempt=%llu agent=%s: %s",
              (unsigned long long)a->run->id, t->name, (unsigned long long)a->id, a->agent->name,
              why);
+    bool started = a->state != ATT_DISPATCHED;
     attempt_detach(s, a);
     t->lost++;
+    if (!started) t->undelivered++;
     task_after_attempt(s, t, false, true, why);
     free(a);
     dispatch_ready(s);
