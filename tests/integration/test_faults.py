@@ -239,8 +239,8 @@ class BadFaultSpec(unittest.TestCase):
             c.close()
 
 
-class LossyNetwork(FaultTestCase):
-    """Agents reach loomd only through faultproxy."""
+class ProxyCase(FaultTestCase):
+    """Agents started after start_proxy reach loomd through faultproxy."""
 
     def start_proxy(self, *rates, seed=1):
         c = self.c
@@ -267,6 +267,10 @@ class LossyNetwork(FaultTestCase):
             p.terminate()
             p.wait(timeout=30)
         super().tearDown()
+
+
+class LossyNetwork(ProxyCase):
+    """Agents reach loomd only through faultproxy."""
 
     # A lost Finished or LogChunk is sent again when loomd has not
     # acknowledged it for a while (agent_resend_stale), not only after a new
@@ -301,6 +305,75 @@ class LossyNetwork(FaultTestCase):
                     run["state"], time.monotonic() - progress_at, len(waiting), waiting[:10]))
         self.assertEqual(run["state"], "succeeded", run.get("error"))
         self.check_run_recorded_once(run_id, n, trace)
+
+
+class Partition(ProxyCase):
+    """One agent (a1) reaches loomd through faultproxy, the other (a2)
+    directly; the proxy cuts a1 off (SIGUSR1) and heals it (SIGUSR2)."""
+
+    def gated(self, name):
+        c = self.c
+        self.go = os.path.join(c.tmp, name + ".go")
+        self.pids = os.path.join(c.tmp, name + ".pids")
+        c.submit("pipeline: %s\ntasks:\n  t:\n    resources: {labels: {via: proxy}}\n"
+                 "    run: echo $$ >> %s; while [ ! -e %s ]; do sleep 0.02; done;"
+                 " echo done on $LOOM_ATTEMPT\n" % (name, self.pids, self.go))
+        return c.start_run(name)
+
+    def start(self):
+        c = self.c
+        c.start_loomd()
+        c.start_agent("a2", slots=2)
+        self.start_proxy(seed=7)
+        c.start_agent("a1", slots=2, extra=["--label", "via=proxy"])
+        c.wait_agents(["a1", "a2"])
+
+    def attempts(self, run_id):
+        return [(a["agent"], a["state"]) for a in
+                self.c.get("/api/v1/runs/%d/tasks/t/attempts" % run_id)["attempts"]]
+
+    def running_on_a1(self, run_id):
+        return self.attempts(run_id) == [("a1", "running")]
+
+    def test_a_cut_longer_than_the_timeout_retries_elsewhere_and_fences(self):
+        c = self.c
+        self.start()
+        run_id = self.gated("cut")
+        wait_for(lambda: self.running_on_a1(run_id), "the task to run on a1")
+        self.proxy.send_signal(signal.SIGUSR1)
+        cut_s = 30 if os.environ.get("LOOM_SOAK") else 5  # > --agent-timeout 3s
+        start = time.monotonic()
+        wait_for(lambda: [s for _, s in self.attempts(run_id)][:1] == ["lost"],
+                 "a1 to be declared lost", timeout=cut_s + 10)
+        self.assertGreater(time.monotonic() - start, 2.5, "lost before the agent timeout")
+        time.sleep(max(0, cut_s - (time.monotonic() - start)))  # the partition itself
+        self.proxy.send_signal(signal.SIGUSR2)
+        c.wait_agents(["a1", "a2"])
+        # The retry needs an agent labelled via=proxy: a1, once it is back,
+        # where loomd's Welcome has cancelled the old attempt (fenced).
+        open(self.go, "w").close()
+        run = c.wait_run(run_id)
+        self.assertEqual(run["state"], "succeeded")
+        att = self.attempts(run_id)
+        self.assertEqual(att[0], ("a1", "lost"))
+        self.assertEqual(att[-1][1], "succeeded")
+        self.assertEqual(sum(1 for _, s in att if s == "succeeded"), 1)
+        self.assertEqual(c.log(run_id, "t"), b"done on %d\n" % len(att))
+
+    def test_a_cut_shorter_than_the_timeout_restarts_nothing(self):
+        c = self.c
+        self.start()
+        run_id = self.gated("blip")
+        wait_for(lambda: self.running_on_a1(run_id), "the task to run on a1")
+        self.proxy.send_signal(signal.SIGUSR1)
+        time.sleep(1.0)  # the partition itself, well under --agent-timeout 3s
+        self.proxy.send_signal(signal.SIGUSR2)
+        open(self.go, "w").close()
+        run = c.wait_run(run_id)
+        self.assertEqual(run["state"], "succeeded")
+        self.assertEqual(self.attempts(run_id), [("a1", "succeeded")])
+        with open(self.pids) as f:
+            self.assertEqual(len(f.read().split()), 1)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,14 @@ typedef struct {
 } proxy_t;
 
 static volatile sig_atomic_t stop;
+/* A partition: SIGUSR1 cuts every route (messages both ways are lost),
+ * SIGUSR2 heals it. */
+static volatile sig_atomic_t cut;
+
+static void on_cut(int sig)
+{
+    cut = sig == SIGUSR1;
+}
 
 static void on_signal(int sig)
 {
@@ -198,6 +206,12 @@ static void route(proxy_t *p, int peer, bool to_agent, const void *data, size_t 
     if (!m) abort();
     *m = (msg_t){.peer = peer, .to_agent = to_agent, .len = len};
     memcpy(m->data, data, len);
+    if (cut) {
+        note(p, "cut", m);
+        p->dropped++;
+        free(m);
+        return;
+    }
     if (chance(p, p->o.drop)) {
         note(p, "drop", m);
         p->dropped++;
@@ -456,6 +470,8 @@ int main(int argc, char **argv)
     p.rng = p.o.seed;
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
+    signal(SIGUSR1, on_cut);
+    signal(SIGUSR2, on_cut);
     p.zctx = zmq_ctx_new();
     p.router = zmq_socket(p.zctx, ZMQ_ROUTER);
     int one = 1, zero = 0;
