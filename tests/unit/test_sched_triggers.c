@@ -145,6 +145,31 @@ static void test_schedule_fires_once_and_survives_restarts(void **state)
     assert_true(has_decision(f, "nightly", "missed", "2 fire times passed while loomd"));
 }
 
+/* The wall clock stepped an hour back, then forward again, mid-run: the
+ * schedule fires each fire time once, never twice; what the jump forward
+ * skipped is recorded as missed (catchup: none), not fired late. */
+static void test_stepped_wall_clock_fires_each_time_once(void **state)
+{
+    fixture_t *f = *state;
+    submit(f, "pipeline: steady\n"
+              "triggers: [{schedule: '*/10 * * * *'}]\n"
+              "tasks: {a: {run: 'true'}}\n");
+    tick_at(f, T0 + 120000); /* 07:00 */
+    assert_int_equal(n_runs(f, "steady"), 1);
+    tick_at(f, T0 + 120000 - 3600000);          /* stepped back to 06:00 */
+    tick_at(f, T0 + 120000 - 3600000 + 600000); /* 06:10 again */
+    assert_int_equal(n_runs(f, "steady"), 1);
+    tick_at(f, T0 + 120000 + 30000); /* back at 07:00:30 */
+    assert_int_equal(n_runs(f, "steady"), 1);
+    tick_at(f, T0 + 720000); /* 07:10 */
+    assert_int_equal(n_runs(f, "steady"), 2);
+    tick_at(f, T0 + 720000 + 3600000);        /* stepped forward to 08:10 */
+    assert_int_equal(n_runs(f, "steady"), 3); /* 08:10 on time, once */
+    assert_true(has_decision(f, "steady", "missed", "5 fire times"));
+    tick_at(f, T0 + 720000 + 3600000 + 1000);
+    assert_int_equal(n_runs(f, "steady"), 3);
+}
+
 static void test_catchup_latest_and_all(void **state)
 {
     fixture_t *f = *state;
@@ -471,6 +496,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_schedule_fires_once_and_survives_restarts, setup_fake,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_catchup_latest_and_all, setup_fake, teardown),
+        cmocka_unit_test_setup_teardown(test_stepped_wall_clock_fires_each_time_once, setup_fake,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_events_filter_and_idempotency, setup_fake, teardown),
         cmocka_unit_test_setup_teardown(test_consecutive_events_before_firing, setup_fake,
                                         teardown),
