@@ -9,3 +9,4 @@ cmake --build --preset release -j"$(nproc)" >/dev/null
 python3 bench/bench_spine.py "$@"
 python3 bench/bench_triggers.py
 python3 bench/bench_artifacts.py
+python3 bench/bench_recovery.py
