@@ -297,3 +297,9 @@ char *cli_read_dag(const char *path, size_t *len, char **why)
         *why = loom_xasprintf("cannot read it: %s", errno ? strerror(errno) : loom_strerror(err));
     return NULL;
 }
+
+int cli_opt_limit(loom_cli_t *cli, const char *arg, int64_t *out)
+{
+    if (loom_parse_i64(arg, 1, 1000, out) == 0) return -1;
+    return cli_usage_error(cli, "--limit wants a number from 1 to 1000, not '%s'", arg);
+}

@@ -63,6 +63,9 @@ int cli_usage_error(loom_cli_t *cli, const char *fmt, ...) __attribute__((format
 void cli_print_help(const cli_cmd_t *cmd, FILE *out);
 /* Prints "loom: message" (sanitized) on stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Parses --limit (1..1000) into *out; -1 when fine, else the exit status
+ * after printing a usage error. */
+int cli_opt_limit(loom_cli_t *cli, const char *arg, int64_t *out);
 /* Parses a run id; prints a usage error and returns false if it is not one. */
 bool cli_parse_run_id(loom_cli_t *cli, const char *s, long long *out);
 

@@ -209,9 +209,8 @@ int cmd_status(loom_cli_t *cli, int argc, char **argv)
         if (c == OPT_PIPELINE) {
             pipeline = optarg;
         } else if (c == OPT_LIMIT) {
-            if (loom_parse_i64(optarg, 1, 1000, &limit) != 0)
-                return cli_usage_error(cli, "--limit wants a number from 1 to 1000, not '%s'",
-                                       optarg);
+            int rc = cli_opt_limit(cli, optarg, &limit);
+            if (rc >= 0) return rc;
         } else {
             int rc = cli_opt_common(cli, c);
             if (rc >= 0) return rc;

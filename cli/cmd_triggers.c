@@ -135,9 +135,8 @@ int cmd_triggers(loom_cli_t *cli, int argc, char **argv)
         if (c == OPT_EXPLAIN) {
             pipeline = optarg;
         } else if (c == OPT_LIMIT) {
-            if (loom_parse_i64(optarg, 1, 1000, &limit) != 0)
-                return cli_usage_error(cli, "--limit wants a number from 1 to 1000, not '%s'",
-                                       optarg);
+            int rc = cli_opt_limit(cli, optarg, &limit);
+            if (rc >= 0) return rc;
         } else {
             int rc = cli_opt_common(cli, c);
             if (rc >= 0) return rc;
@@ -282,9 +281,8 @@ int cmd_events(loom_cli_t *cli, int argc, char **argv)
         if (c == OPT_NAME) {
             name = optarg;
         } else if (c == OPT_LIMIT) {
-            if (loom_parse_i64(optarg, 1, 1000, &limit) != 0)
-                return cli_usage_error(cli, "--limit wants a number from 1 to 1000, not '%s'",
-                                       optarg);
+            int rc = cli_opt_limit(cli, optarg, &limit);
+            if (rc >= 0) return rc;
         } else {
             int rc = cli_opt_common(cli, c);
             if (rc >= 0) return rc;
