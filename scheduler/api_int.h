@@ -18,6 +18,11 @@
 #define MAX_SEGMENTS 8
 
 typedef struct req req_t;
+
+/* What the request's bearer token allows, set by the router before a route's
+ * handler runs. Webhook routes also run with API_ROLE_NONE: their handlers
+ * accept a valid signature instead. */
+typedef enum { API_ROLE_NONE = 0, API_ROLE_READ, API_ROLE_OPERATE, API_ROLE_ADMIN } api_role_t;
 typedef struct follow follow_t;
 
 struct loom_api {
@@ -41,6 +46,7 @@ struct req {
     loom_api_t *api;
     struct MHD_Connection *conn;
     loom_buf_t body;
+    api_role_t role; /* from the bearer token; API_ROLE_NONE without one */
     bool too_big;
     loom_obj_writer_t *upload; /* PUT /objects/HASH streams here, not into body */
     struct commit *commit;     /* its commit on the thread pool (api.c) */

@@ -116,6 +116,24 @@ static const char *const migrations[] = {
     "CREATE TABLE model_aliases ("
     "  name TEXT NOT NULL, alias TEXT NOT NULL, version INTEGER NOT NULL,"
     "  updated_ms INTEGER NOT NULL, PRIMARY KEY (name, alias));",
+    /* 6: security. agent_keys: CURVE public keys (Z85) and the agent each
+     * speaks for; state pending|approved|revoked. tokens: API tokens
+     * (kind 'api', role read|operate|admin) and one-time agent join tokens
+     * (kind 'join'), stored only as BLAKE2b-256 hashes of the secret part.
+     * secrets: values sealed with libsodium's secretbox under a key file
+     * kept outside the database; kind 'task' (given to tasks) or 'webhook'
+     * (a hook's HMAC key). */
+    "CREATE TABLE agent_keys ("
+    "  public_key TEXT PRIMARY KEY, agent TEXT NOT NULL, state TEXT NOT NULL,"
+    "  created_ms INTEGER NOT NULL, approved_ms INTEGER, revoked_ms INTEGER, via TEXT);"
+    "CREATE INDEX agent_keys_by_agent ON agent_keys(agent);"
+    "CREATE TABLE tokens ("
+    "  id INTEGER PRIMARY KEY, kind TEXT NOT NULL, role TEXT, name TEXT NOT NULL,"
+    "  hash BLOB NOT NULL UNIQUE, created_ms INTEGER NOT NULL, expires_ms INTEGER,"
+    "  used_ms INTEGER, revoked_ms INTEGER);"
+    "CREATE TABLE secrets ("
+    "  name TEXT NOT NULL, kind TEXT NOT NULL, nonce BLOB NOT NULL, ciphertext BLOB NOT NULL,"
+    "  created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL, PRIMARY KEY (kind, name));",
 };
 
 enum {
