@@ -553,6 +553,17 @@ static bool pattern_matches(const char *pattern, const path_t *p)
     return true;
 }
 
+/* Changes allowed while the disk is nearly full: they free space or end
+ * work; every other POST/PUT/DELETE is refused with 507 then. */
+static bool allowed_when_full(const char *pattern)
+{
+    static const char *const ok[] = {"runs/*/cancel", "agents/*/*", "gc", "pipelines/*/pause",
+                                     "pipelines/*/resume"};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        if (strcmp(ok[i], pattern) == 0) return true;
+    return false;
+}
+
 static enum MHD_Result route(req_t *r, const char *url, const char *method)
 {
     char buf[1024];
@@ -565,6 +576,11 @@ static enum MHD_Result route(req_t *r, const char *url, const char *method)
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         if (!pattern_matches(routes[i].pattern, &p)) continue;
         path_known = true;
+        char full[256];
+        if (strcmp(routes[i].method, method) == 0 && strcmp(method, "GET") != 0 &&
+            !allowed_when_full(routes[i].pattern) &&
+            loom_sched_disk_full(r->api->sched, full, sizeof full))
+            return api_respond_error(r, MHD_HTTP_INSUFFICIENT_STORAGE, "%s", full);
         /* Answer from committed state only: what a client is told must
          * survive a crash the moment after (the turn's writes may still be
          * open when MHD runs in the same loop iteration). */
@@ -589,6 +605,8 @@ static void start_upload(req_t *r, const char *url, const char *method)
     if (strcmp(method, "PUT") != 0 || strncmp(url, prefix, sizeof prefix - 1) != 0) return;
     if (!loom_objects_hash_valid(url + sizeof prefix - 1))
         r->upload_error = "the name must be the content's BLAKE2b-256, 64 lowercase hex digits";
+    else if (loom_sched_disk_full(r->api->sched, r->disk_full, sizeof r->disk_full))
+        r->upload_error = r->disk_full;
     else if (loom_objects_writer_new(loom_sched_objects(r->api->sched), &r->upload) != 0)
         r->upload_error = "loomd cannot store objects";
 }

@@ -52,6 +52,7 @@ struct req {
     struct commit *commit;     /* its commit on the thread pool (api.c) */
     bool commit_done;
     const char *upload_error;
+    char disk_full[256]; /* upload_error's text when the disk is nearly full */
     uint64_t uploaded;
     bool suspended;
     uint64_t wait_run;  /* run a long poll waits on */

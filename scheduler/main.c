@@ -20,7 +20,7 @@ typedef struct {
     char http_host[64];
     uint16_t http_port;
     const char *bind;
-    uint64_t heartbeat_ms, agent_timeout_ms, max_log_bytes;
+    uint64_t heartbeat_ms, agent_timeout_ms, max_log_bytes, min_free_bytes;
     loom_sync_mode sync;
     const char *pools[64];
     size_t n_pools;
@@ -49,6 +49,8 @@ static void usage(FILE *out)
           "  --pool NAME=LIMIT      at most LIMIT tasks of pool NAME at once (repeatable)\n"
           "  --max-log-bytes SIZE   keep at most SIZE of each attempt's output, then a notice\n"
           "                         (default 1G)\n"
+          "  --min-free SIZE        free space kept on STATE_DIR's disk: below it loomd takes\n"
+          "                         on no new work until space is freed (default 64M; 0: off)\n"
           "  --log-level LEVEL      debug, info, warn, error (default info)\n"
           "  --version, --help\n"
           "Once listening, loomd writes STATE_DIR/loomd.json with the bound addresses.\n",
@@ -92,6 +94,7 @@ static int parse_args(int argc, char **argv, options_t *o)
                                              {"sync", required_argument, NULL, 'y'},
                                              {"pool", required_argument, NULL, 'p'},
                                              {"max-log-bytes", required_argument, NULL, 'm'},
+                                             {"min-free", required_argument, NULL, 'F'},
                                              {"log-level", required_argument, NULL, 'l'},
                                              {"version", no_argument, NULL, 'V'},
                                              {"help", no_argument, NULL, '?'},
@@ -130,6 +133,11 @@ static int parse_args(int argc, char **argv, options_t *o)
         case 'm':
             if (loom_parse_size(optarg, &o->max_log_bytes) || o->max_log_bytes < 1024)
                 return fail_flag("--max-log-bytes", optarg, "want a size of at least 1K");
+            break;
+        case 'F':
+            if (loom_parse_size(optarg, &o->min_free_bytes))
+                return fail_flag("--min-free", optarg, "want a size such as 64M");
+            if (o->min_free_bytes == 0) o->min_free_bytes = 1; /* off: any room at all */
             break;
         case 'p':
             if (o->n_pools == sizeof o->pools / sizeof o->pools[0])
@@ -214,6 +222,7 @@ int main(int argc, char **argv)
                                .bind = o.bind,
                                .heartbeat_ms = (uint32_t)o.heartbeat_ms,
                                .max_log_bytes = o.max_log_bytes,
+                               .min_free_bytes = o.min_free_bytes,
                                .agent_timeout_ms = (uint32_t)o.agent_timeout_ms,
                                .sync = o.sync,
                                .pools = o.pools,

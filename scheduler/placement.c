@@ -442,7 +442,9 @@ void dispatch_ready(loom_sched_t *s)
     /* Every queue has been tried against every agent when it got tasks (a
      * fresh queue); after that it can only fit where capacity grows. So
      * two passes: agents whose capacity grew against all queues, then
-     * fresh queues against all agents. */
+     * fresh queues against all agents. While the disk is nearly full
+     * nothing new starts; sched_disk_poll calls again once space is back. */
+    if (sched_disk_low(s)) return;
     fill_freed_agents(s);
     place_fresh_queues(s);
 }

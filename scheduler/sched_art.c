@@ -125,6 +125,12 @@ void artifacts_on_put(loom_sched_t *s, agent_t *ag, const Loom__PutObject *p)
         return;
     }
     if (!u && p->offset == 0) {
+        char full[256];
+        if (loom_sched_disk_full(s, full, sizeof full)) {
+            free(key);
+            send_put_ack(s, ag->name, p->attempt_id, p->hash, 0, false, full);
+            return;
+        }
         u = loom_xcalloc(1, sizeof *u);
         u->s = s;
         u->key = key;

@@ -234,6 +234,10 @@ struct loom_sched {
     loom_map_t output_runs;
     loom_sched_observer_t obs;
     loom_sched_stats_t stats;
+
+    /* Free space on the state folder (disk.c) */
+    uint64_t disk_checked_ms, disk_free;
+    bool disk_low, disk_was_low;
 };
 
 /* list.c-style helpers */
@@ -262,6 +266,10 @@ static inline void link_remove(link_t *l)
 
 /* sched.c */
 uint64_t sched_now(loom_sched_t *s); /* monotonic ms */
+/* disk.c: true while free space is below the reserve (cached for 250 ms);
+ * sched_disk_poll re-checks and resumes work once space is back. */
+bool sched_disk_low(loom_sched_t *s);
+void sched_disk_poll(loom_sched_t *s);
 void sched_send(loom_sched_t *s, const char *agent, loom_msg_t *msg);
 void sched_mark_changed(loom_sched_t *s, uint64_t run_id);
 void sched_mark_output(loom_sched_t *s, uint64_t run_id);

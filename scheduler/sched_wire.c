@@ -290,6 +290,9 @@ static void on_log(loom_sched_t *s, agent_t *a, const loom_msg_t *m)
     const Loom__LogChunk *c = m->log;
     attempt_t *x = current_attempt(s, a, c->attempt_id);
     if (x) {
+        /* Nearly full: neither stored nor acknowledged, so the agent keeps
+         * the chunk and sends it again later. */
+        if (sched_disk_low(s)) return;
         if (attempt_log(s, x, c) == 0) send_log_ack(s, a, x->id, x->log_seq);
         return;
     }

@@ -98,7 +98,10 @@ int loom_sched_commit(loom_sched_t *s)
     if (rc) {
         /* The database refused a commit (disk full, I/O error): acting on
          * unrecorded state would break every promise, so stop here. */
-        LOG_ERROR("commit failed: %s; exiting", loom_store_errmsg(s->store));
+        LOG_ERROR("commit failed: %s; loomd stops rather than act on state it could not "
+                  "record (nothing recorded is lost: free space or fix the disk, then start "
+                  "loomd again)",
+                  loom_store_errmsg(s->store));
         abort();
     }
     s->stats.commits++;
@@ -192,6 +195,7 @@ static void on_liveness_timer(uv_timer_t *h)
 {
     loom_sched_t *s = h->data;
     agents_check_liveness(s);
+    sched_disk_poll(s);
 }
 
 static int load_agent(void *ud, const loom_agent_row_t *row)

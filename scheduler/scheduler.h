@@ -30,6 +30,7 @@ typedef struct {
     loom_clock_t wall;       /* unix ms, for schedules and trigger windows; zero: the real one */
     uint64_t data_rescan_ms; /* data folders' rescan period; 0: 30 s */
     uint64_t max_log_bytes;  /* an attempt's log is cut here, with a notice; 0: 1 GiB */
+    uint64_t min_free_bytes; /* free space kept on the state folder's disk; 0: 64 MiB */
 } loom_sched_config_t;
 
 /* Told, after each commit, what changed, so that waiting HTTP clients can be
@@ -53,6 +54,8 @@ void loom_sched_destroy(loom_sched_t **s);
 
 loom_store_t *loom_sched_store(loom_sched_t *s);
 loom_objects_t *loom_sched_objects(loom_sched_t *s);
+/* NULL while there is room; else why loomd takes on no new work, in buf. */
+const char *loom_sched_disk_full(loom_sched_t *s, char *buf, size_t len);
 /* Commits the writes of this turn now (before answering a client). */
 int loom_sched_commit(loom_sched_t *s);
 

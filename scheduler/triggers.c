@@ -135,6 +135,7 @@ static json_t *run_params(const trig_pipe_t *tp, const firing_t *f)
 static uint64_t start_run(loom_sched_t *s, trig_pipe_t *tp, const firing_t *f, char *why,
                           size_t whylen)
 {
+    if (loom_sched_disk_full(s, why, whylen)) return 0;
     json_t *params = run_params(tp, f);
     run_origin_t o = {.trigger = f->kind, .origin = f->origin, .event = f->event};
     uint64_t run_id = 0;
