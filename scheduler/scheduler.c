@@ -167,6 +167,7 @@ static void flush(loom_sched_t *s)
         notify(s, &s->changed_runs, s->obs.on_run_changed);
         notify(s, &s->output_runs, s->obs.on_task_output);
     }
+    if (s->store) loom_store_release(s->store);
     if (flush_pending(s))
         sched_request_flush(s);
     else if (uv_is_active((uv_handle_t *)&s->flush_idle))

@@ -400,9 +400,20 @@ int loom_store_begin(loom_store_t *s)
     return 0;
 }
 
+/* A statement left stepping (loom_store_attempt_get lends its row's strings
+ * until the next call) keeps a read transaction open after the commit, and
+ * no checkpoint can then move the WAL past that snapshot: the WAL grew
+ * without bound in bench/soak.py until this was called each turn. */
+void loom_store_release(loom_store_t *s)
+{
+    for (sqlite3_stmt *b = sqlite3_next_stmt(s->db, NULL); b; b = sqlite3_next_stmt(s->db, b))
+        if (sqlite3_stmt_busy(b)) sqlite3_reset(b);
+}
+
 int loom_store_commit(loom_store_t *s)
 {
     if (!s->in_txn) return 0;
+    loom_store_release(s);
     sqlite3_stmt *st = stmt(s, Q_COMMIT);
     if (!st || step_done(s, st, "commit")) return LOOM_EDB;
     s->in_txn = false;
@@ -705,7 +716,8 @@ int loom_store_attempt_get(loom_store_t *s, uint64_t attempt_id, loom_attempt_ro
         sqlite3_reset(st);
         return rc == SQLITE_DONE ? LOOM_ENOTFOUND : db_err(s, "get attempt");
     }
-    /* Left un-reset so the borrowed strings stay valid until the next call. */
+    /* Left un-reset so the borrowed strings stay valid until the next call or
+     * the end of the loop turn (loom_store_release). */
     read_attempt(st, row);
     return 0;
 }

@@ -31,6 +31,9 @@ int loom_store_schema_latest(void);
 int loom_store_begin(loom_store_t *s);
 /* Commits the open transaction, if any. */
 int loom_store_commit(loom_store_t *s);
+/* Resets every statement still stepping, ending the read transaction it
+ * holds; borrowed row strings are invalid afterwards. Called each turn. */
+void loom_store_release(loom_store_t *s);
 bool loom_store_in_txn(const loom_store_t *s);
 /* Text of the last SQLite error. */
 const char *loom_store_errmsg(loom_store_t *s);
