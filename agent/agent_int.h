@@ -66,6 +66,9 @@ typedef struct attempt {
      * acknowledged long after is sent again (a lost message, the
      * connection up). */
     uint64_t acked_ms;
+    struct loom_mask *mask; /* the secrets' values, masked in its output */
+    char **secret_files;    /* removed when the process exits (or never starts) */
+    size_t n_secret_files;
 } attempt_t;
 
 typedef struct inbox_msg {
@@ -184,6 +187,8 @@ void host_free(loom_agent_t *a);
 uint64_t *agent_held_ids(const loom_agent_t *a, size_t *n);
 /* Takes the Dispatch message. */
 void agent_dispatch(loom_agent_t *a, loom_msg_t *msg);
+/* Wipes the secret values of a Dispatch (msg may be NULL) before it is freed. */
+void agent_wipe_secrets(loom_msg_t *msg);
 /* The attempt's folder is ready (error NULL), or cannot be (error says
  * why): start it, or report it not started. Called by prepare.c. */
 void agent_prepared(loom_agent_t *a, attempt_t *t, const Loom__Dispatch *d, const char *error);

@@ -4,11 +4,14 @@
 #include "agent_int.h"
 #include "prepare.h"
 #include "upload.h"
+#include "mask.h"
+#include "workdir.h"
 
 #include "loom/err.h"
 #include "loom/log.h"
 
 #include <signal.h>
+#include <sodium.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -55,6 +58,15 @@ static attempt_t *attempt_add(loom_agent_t *a, const Loom__Dispatch *d)
     for (size_t i = 0; i < d->n_outputs; i++) t->outputs[i] = loom_xstrdup(d->outputs[i]);
     t->n_outputs = d->n_outputs;
     t->dir = loom_xasprintf("%s/attempts/%llu", a->work_dir, (unsigned long long)t->id);
+    if (d->n_secrets) {
+        t->mask = loom_mask_new();
+        t->secret_files = loom_xcalloc(d->n_secrets, sizeof *t->secret_files);
+    }
+    for (size_t i = 0; i < d->n_secrets; i++) {
+        const Loom__Secret *sec = d->secrets[i];
+        loom_mask_add(t->mask, sec->value.data, sec->value.len);
+        if (sec->file && *sec->file) t->secret_files[t->n_secret_files++] = loom_xstrdup(sec->file);
+    }
     if (a->n_spare_dirs) {
         /* An emptied folder of an earlier attempt becomes this one's. */
         char *spare = a->spare_dirs[--a->n_spare_dirs];
@@ -152,8 +164,22 @@ static void remove_folder(loom_agent_t *a, attempt_t *t)
     agent_queue_job(a, on_cleanup_work, on_cleanup_done, c);
 }
 
+/* The secrets' files go as soon as the process has exited: before its
+ * outputs are collected (a glob must not upload one) and before the folder
+ * is kept for a look (--keep-attempts). A few unlinks: done on the loop. */
+static void remove_secret_files(attempt_t *t)
+{
+    if (!t->n_secret_files) return;
+    workdir_remove_secrets(t->dir, t->secret_files, t->n_secret_files);
+    for (size_t i = 0; i < t->n_secret_files; i++) free(t->secret_files[i]);
+    t->n_secret_files = 0;
+}
+
 static void attempt_free(attempt_t *t)
 {
+    remove_secret_files(t);
+    free(t->secret_files);
+    loom_mask_destroy(&t->mask);
     upload_detach(t->upload);
     t->upload = NULL;
     for (size_t i = 0; i < t->n_outputs; i++) free(t->outputs[i]);
@@ -290,17 +316,42 @@ static void add_chunk(loom_agent_t *a, attempt_t *t, loom_runner_stream stream, 
     a->unacked_bytes += len;
 }
 
-static void on_runner_output(void *ud, loom_runner_stream stream, const char *data, size_t len)
+static void add_chunks(loom_agent_t *a, attempt_t *t, loom_runner_stream stream, const char *data,
+                       size_t len)
 {
-    attempt_t *t = ud;
-    loom_agent_t *a = t->agent;
-    if (t->forgotten) return;
     while (len > 0) {
         size_t n = len < LOOM_LOG_CHUNK_MAX ? len : LOOM_LOG_CHUNK_MAX;
         add_chunk(a, t, stream, data, n);
         data += n;
         len -= n;
     }
+}
+
+/* The bytes held back in case they began a secret: the pipes are at EOF. */
+static void flush_mask(loom_agent_t *a, attempt_t *t)
+{
+    if (!t->mask || t->forgotten) return;
+    for (int s = 0; s < LOOM_MASK_STREAMS; s++) {
+        loom_buf_t rest = {0};
+        loom_mask_flush(t->mask, s, &rest);
+        add_chunks(a, t, (loom_runner_stream)s, rest.data, rest.len);
+        loom_buf_free(&rest);
+    }
+}
+
+static void on_runner_output(void *ud, loom_runner_stream stream, const char *data, size_t len)
+{
+    attempt_t *t = ud;
+    loom_agent_t *a = t->agent;
+    if (t->forgotten) return;
+    loom_buf_t masked = {0};
+    if (t->mask) {
+        loom_mask_feed(t->mask, stream, data, len, &masked);
+        data = masked.data;
+        len = masked.len;
+    }
+    add_chunks(a, t, stream, data, len);
+    loom_buf_free(&masked);
     flush_attempt(a, t);
     /* Backpressure: a child whose pipe we stop reading blocks on write, so
      * a slow or absent loomd delays output but never loses it. */
@@ -470,6 +521,8 @@ static void on_runner_exit(void *ud, const loom_runner_result_t *res)
     a->running--;
     loom_runner_close(t->runner, on_runner_closed, a);
     t->runner = NULL;
+    flush_mask(a, t);
+    remove_secret_files(t);
     LOG_INFO("attempt ended attempt=%llu task=%s exit=%d signal=%d chunks=%llu%s%s",
              (unsigned long long)t->id, t->task, res->exit_code, res->signal,
              (unsigned long long)t->log_seq, res->error ? " error=" : "",
@@ -526,7 +579,7 @@ static size_t gpu_env(const loom_agent_t *a, const Loom__Dispatch *d, char **env
 static char **task_env(const loom_agent_t *a, const Loom__Dispatch *d, const char *dir, char *bad,
                        size_t badlen)
 {
-    char **env = loom_xcalloc(d->n_env + d->n_files + 10, sizeof *env);
+    char **env = loom_xcalloc(d->n_env + d->n_files + d->n_secrets + 10, sizeof *env);
     size_t k = 0;
     for (size_t i = 0; i < d->n_env + d->n_files; i++) {
         const Loom__File *file = i >= d->n_env ? d->files[i - d->n_env] : NULL;
@@ -541,6 +594,19 @@ static char **task_env(const loom_agent_t *a, const Loom__Dispatch *d, const cha
         env[k++] = file ? loom_xasprintf("%s=%s/%s", name, dir, file->path)
                         : loom_xasprintf("%s=%s", name, d->env[i]->value);
     }
+    for (size_t i = 0; i < d->n_secrets; i++) {
+        const Loom__Secret *sec = d->secrets[i];
+        if (!sec->env || !*sec->env) continue;
+        if (sec->file && *sec->file) {
+            env[k++] = loom_xasprintf("%s=%s/%s", sec->env, dir, sec->file);
+        } else {
+            /* The value as text: a NUL in it would end the variable. */
+            loom_buf_t b = {0};
+            loom_buf_printf(&b, "%s=", sec->env);
+            loom_buf_append(&b, sec->value.data, sec->value.len);
+            env[k++] = loom_buf_steal(&b);
+        }
+    }
     env[k++] = loom_xasprintf("LOOM_ATTEMPT_ID=%llu", (unsigned long long)d->attempt_id);
     env[k++] = loom_xasprintf("LOOM_RUN_ID=%llu", (unsigned long long)d->run_id);
     env[k++] = loom_xasprintf("LOOM_TASK=%s", d->task);
@@ -549,6 +615,16 @@ static char **task_env(const loom_agent_t *a, const Loom__Dispatch *d, const cha
     env[k++] = loom_xasprintf("LOOM_WORK_DIR=%s", dir);
     k += gpu_env(a, d, env + k);
     return env;
+}
+
+/* The environment held secret values: wipe it. */
+static void free_env(char **env)
+{
+    for (char **e = env; *e; e++) {
+        sodium_memzero(*e, strlen(*e));
+        free(*e);
+    }
+    free(env);
 }
 
 static void finish_unstarted(loom_agent_t *a, attempt_t *t, int exit_code, const char *error)
@@ -599,8 +675,7 @@ static void run_attempt(loom_agent_t *a, attempt_t *t, const Loom__Dispatch *d)
     char **env = task_env(a, d, dir, bad, sizeof bad);
     if (env && limits_box_new(a->limits, t->id, d->cpus, d->memory_bytes, d->n_gpus > 0, &t->box,
                               bad, sizeof bad) != 0) {
-        for (char **e = env; *e; e++) free(*e);
-        free(env);
+        free_env(env);
         env = NULL;
     }
     if (!env) {
@@ -632,8 +707,7 @@ static void run_attempt(loom_agent_t *a, attempt_t *t, const Loom__Dispatch *d)
                  loom_runner_pid(t->runner));
         send_started(a, t);
     }
-    for (char **e = env; *e; e++) free(*e);
-    free(env);
+    free_env(env);
     free(argv);
 }
 
@@ -650,11 +724,21 @@ static char *refusal(const loom_agent_t *a, const Loom__Dispatch *d)
     return NULL;
 }
 
+void agent_wipe_secrets(loom_msg_t *msg)
+{
+    if (!msg || msg->body_case != LOOM__ENVELOPE__BODY_DISPATCH) return;
+    for (size_t i = 0; i < msg->dispatch->n_secrets; i++) {
+        ProtobufCBinaryData *v = &msg->dispatch->secrets[i]->value;
+        if (v->data) sodium_memzero(v->data, v->len);
+    }
+}
+
 void agent_dispatch(loom_agent_t *a, loom_msg_t *msg)
 {
     const Loom__Dispatch *d = msg->dispatch;
     if (find(a, d->attempt_id) || loom_map_get(&a->done, d->attempt_id)) {
         LOG_DEBUG("duplicate dispatch ignored attempt=%llu", (unsigned long long)d->attempt_id);
+        agent_wipe_secrets(msg);
         loom_codec_free(msg);
         return;
     }
@@ -663,6 +747,7 @@ void agent_dispatch(loom_agent_t *a, loom_msg_t *msg)
     if (error) {
         finish_refused(a, t, error);
         free(error);
+        agent_wipe_secrets(msg);
         loom_codec_free(msg);
         return;
     }
@@ -675,6 +760,7 @@ void agent_dispatch(loom_agent_t *a, loom_msg_t *msg)
         return;
     }
     run_attempt(a, t, d);
+    agent_wipe_secrets(msg);
     loom_codec_free(msg);
 }
 

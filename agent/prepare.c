@@ -40,6 +40,8 @@ struct prep {
 
 bool prep_needed(const Loom__Dispatch *d)
 {
+    for (size_t i = 0; i < d->n_secrets; i++)
+        if (d->secrets[i]->file && *d->secrets[i]->file) return true;
     return (d->bundle && *d->bundle) || d->n_files > 0 || d->n_inputs > 0;
 }
 
@@ -60,6 +62,7 @@ static void prep_free(prep_t *p)
     }
     free(p->pins);
     loom_manifest_free(&p->m);
+    agent_wipe_secrets(p->msg);
     loom_codec_free(p->msg);
     free(p->dir);
     free(p->error);
@@ -98,6 +101,9 @@ static void on_unpack_work(void *ud)
     const Loom__Dispatch *d = p->msg->dispatch;
     p->rc = workdir_populate(p->dir, p->a->cache_dir, p->have_manifest ? &p->m : NULL, d->inputs,
                              d->n_inputs, d->files, d->n_files, p->why, sizeof p->why);
+    /* Last, so that nothing unpacked after them can replace them. */
+    if (p->rc == 0)
+        p->rc = workdir_write_secrets(p->dir, d->secrets, d->n_secrets, p->why, sizeof p->why);
 }
 
 static void on_unpack_done(void *ud)

@@ -282,6 +282,57 @@ int workdir_populate(const char *dir, const char *cache, const loom_manifest_t *
     return rc;
 }
 
+/* --- secrets -------------------------------------------------------------- */
+
+int workdir_write_secrets(const char *dir, Loom__Secret *const *secrets, size_t n, char *why,
+                          size_t whylen)
+{
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        FAIL(LOOM_EIO, "cannot create %s: %s", dir, strerror(errno));
+    int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dirfd < 0) FAIL(LOOM_EIO, "cannot open %s: %s", dir, strerror(errno));
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const Loom__Secret *sec = secrets[i];
+        if (!sec->file || !*sec->file) continue;
+        int fd = workdir_open_beneath(dirfd, sec->file, O_WRONLY | O_CREAT | O_EXCL, 0600, true);
+        if (fd < 0) {
+            snprintf(why, whylen, "files: secret %s: %s: %s", sec->name, sec->file,
+                     fd == -EEXIST ? "a file is already there" : errtext(fd));
+            rc = LOOM_EINVAL;
+            break;
+        }
+        int w = write_all(fd, sec->value.data, sec->value.len);
+        if (w == 0 && fchmod(fd, 0600) != 0) w = -errno;
+        if (close(fd) != 0 && w == 0) w = -errno;
+        if (w) {
+            snprintf(why, whylen, "files: secret %s: %s: %s", sec->name, sec->file, strerror(-w));
+            rc = LOOM_EIO;
+        }
+    }
+    close(dirfd);
+    return rc;
+}
+
+void workdir_remove_secrets(const char *dir, char *const *paths, size_t n)
+{
+    int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dirfd < 0) return;
+    for (size_t i = 0; i < n; i++) {
+        const char *slash = strrchr(paths[i], '/');
+        int parent = dirfd;
+        if (slash) {
+            char *folder = loom_xstrndup(paths[i], (size_t)(slash - paths[i]));
+            parent = workdir_open_beneath(dirfd, folder, O_RDONLY | O_DIRECTORY, 0, false);
+            free(folder);
+            if (parent < 0) continue;
+        }
+        unlinkat(parent, slash ? slash + 1 : paths[i], 0);
+        if (parent != dirfd) close(parent);
+    }
+    close(dirfd);
+}
+
 /* --- metrics -------------------------------------------------------------- */
 
 static char *check_metrics(const char *rel, json_t *j)

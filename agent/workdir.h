@@ -48,6 +48,16 @@ int workdir_populate(const char *dir, const char *cache, const loom_manifest_t *
                      Loom__Input *const *inputs, size_t n_inputs, Loom__File *const *files,
                      size_t n_files, char *why, size_t whylen);
 
+/* Writes the secrets given as files into the folder dir: each created
+ * anew (O_EXCL: never through a file or link already there), mode 0600.
+ * Returns 0 or an error with the reason in why (naming the path, never the
+ * value). */
+int workdir_write_secrets(const char *dir, Loom__Secret *const *secrets, size_t n, char *why,
+                          size_t whylen);
+/* Removes the secrets' files from the folder dir (those that exist),
+ * following no symbolic link on the way. */
+void workdir_remove_secrets(const char *dir, char *const *paths, size_t n);
+
 /* Reads the metrics file rel of the folder dir: a regular file of at most
  * LOOM_METRICS_MAX bytes holding a JSON object whose values are numbers.
  * Sets *json (compact) or *error (why not); the caller frees either. */

@@ -130,6 +130,8 @@ int cmd_lineage(loom_cli_t *cli, int argc, char **argv);
 int cmd_models(loom_cli_t *cli, int argc, char **argv);
 int cmd_metrics(loom_cli_t *cli, int argc, char **argv);
 int cmd_gc(loom_cli_t *cli, int argc, char **argv);
+int cmd_secrets(loom_cli_t *cli, int argc, char **argv);
+int cmd_hooks(loom_cli_t *cli, int argc, char **argv);
 
 /* Prints one task's log under a "==> TASK (state, exit N) <==" header; used
  * by `loom run --logs`. Returns an exit status. */

@@ -139,6 +139,22 @@ static const cli_cmd_t commands[] = {
      "Exit status: 0 no drift, 1 drift found, 2 bad usage or input.\n"
      "`loom drift perf --help`: a model metric on labelled predictions against a\n"
      "baseline (accuracy, auc, rmse).\n"},
+    {"secrets", cmd_secrets, "secrets [list | set NAME | rm NAME]",
+     "Store secrets for tasks (encrypted in loomd), list them by name, remove them.",
+     "  set NAME  store or replace NAME; the value is read from stdin (hidden at a\n"
+     "            terminal; one trailing newline dropped), never from the command line\n"
+     "  list      names, when set, and which pipelines' tasks use each: never values\n"
+     "  rm NAME   remove NAME; tasks that list it then fail to start\n"
+     "A task receives the secrets it lists under `secrets:` (see docs/dag-format.md).\n"},
+    {"hooks", cmd_hooks, "hooks [list] | hooks secret set HOOK [--generate] | hooks secret rm HOOK",
+     "Manage the secrets that webhook deliveries are signed with.",
+     "  HOOK        alertmanager, s3, events (every event without its own) or events.NAME\n"
+     "  secret set  store HOOK's secret, read from stdin (never from the command line)\n"
+     "  --generate  make a random secret instead, store it and print it once\n"
+     "  secret rm   remove HOOK's secret\n"
+     "  list        which hooks have a secret\n"
+     "A delivery then carries X-Loom-Signature: sha256=<hex HMAC-SHA256 of the body>\n"
+     "(or GitHub's X-Hub-Signature-256); see docs/api.md.\n"},
     {"help", cmd_help, "help [COMMAND]", "Show help for loom or one command.", NULL},
 };
 

@@ -93,6 +93,17 @@ static int check_body(const loom_msg_t *m, char *why, size_t whylen)
             if (!loom_codec_relpath_ok(in->path)) FAIL("dispatch: input %zu: bad path", i);
             if (!hash_ok(in->hash)) FAIL("dispatch: input %zu: hash must be 64 hex", i);
         }
+        if (m->dispatch->n_secrets > LOOM_SECRETS_MAX) FAIL("dispatch: too many secrets");
+        for (size_t i = 0; i < m->dispatch->n_secrets; i++) {
+            const Loom__Secret *sec = m->dispatch->secrets[i];
+            bool has_env = sec->env && *sec->env, has_file = sec->file && *sec->file;
+            if (!has_env && !has_file) FAIL("dispatch: secret %zu: neither env nor file", i);
+            if (has_file && !loom_codec_relpath_ok(sec->file))
+                FAIL("dispatch: secret %zu: bad file path", i);
+            if (has_env && strchr(sec->env, '=')) FAIL("dispatch: secret %zu: bad env name", i);
+            if (sec->value.len > LOOM_SECRET_VALUE_MAX)
+                FAIL("dispatch: secret %zu: value over %d bytes", i, LOOM_SECRET_VALUE_MAX);
+        }
         break;
     case LOOM__ENVELOPE__BODY_STARTED:
         if (m->started->attempt_id == 0) FAIL("started: attempt_id is 0");

@@ -123,6 +123,11 @@ void dag_parse_concurrency(pctx *c, const loom_ynode_t *k, const loom_ynode_t *v
 void dag_parse_tasks(pctx *c, const loom_ynode_t *k, const loom_ynode_t *v);
 void dag_check_defaults(pctx *c, const loom_ynode_t *k, const loom_ynode_t *v);
 void dag_task_free(loom_dag_task_t *t);
+/* dag_secrets.c: a task's `secrets` key, and the checks that need the whole
+ * task (a variable set both by `env` and by a secret). */
+void dag_task_secrets(pctx *c, void *obj, const loom_ynode_t *k, const loom_ynode_t *v);
+void dag_check_secrets(pctx *c, const loom_dag_task_t *t, const loom_ynode_t *body);
+void dag_secrets_free(loom_dag_secret_t *s, size_t n);
 
 /* dag_refs.c */
 /* Checks the references in a condition: params must exist; tasks.* only

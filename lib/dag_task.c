@@ -38,6 +38,7 @@ void dag_task_free(loom_dag_task_t *t)
     free(t->model_path);
     free(t->promote_alias);
     free(t->promote_metric);
+    dag_secrets_free(t->secrets, t->n_secrets);
 }
 
 static void task_init(loom_dag_task_t *t)
@@ -636,6 +637,7 @@ static const key_handler task_keys[] = {
     {"cache", task_cache},
     {"foreach", task_foreach},
     {"model", task_model},
+    {"secrets", dag_task_secrets},
 };
 #define N_TASK_KEYS (sizeof task_keys / sizeof task_keys[0])
 
@@ -757,6 +759,7 @@ static void parse_task(pctx *c, size_t i, const loom_ynode_t *body)
     const loom_ynode_t *model = loom_ynode_get(body, "model");
     if (model) check_model(c, t, model);
     check_backoff(c, t, false);
+    dag_check_secrets(c, t, body);
     if (!loom_ynode_get(body, "run"))
         dag_error_pos(c, t->line, t->col, "task %s has no \"run\"", q);
     c->cur = NO_TASK;

@@ -525,6 +525,12 @@ static const struct {
     {"POST", "gc", api_post_gc},
     {"POST", "pipelines/*/pause", api_post_pause},
     {"POST", "pipelines/*/resume", api_post_pause},
+    {"PUT", "secrets/*", api_put_secret},                  /* admin */
+    {"DELETE", "secrets/*", api_delete_secret},            /* admin */
+    {"GET", "secrets", api_get_secrets},                   /* admin */
+    {"PUT", "hooks/secrets/*", api_put_hook_secret},       /* admin */
+    {"DELETE", "hooks/secrets/*", api_delete_hook_secret}, /* admin */
+    {"GET", "hooks/secrets", api_get_hook_secrets},        /* admin */
 };
 
 /* Splits "/api/v1/a/b" into segments in buf; false if too deep. */

@@ -114,6 +114,18 @@ enum MHD_Result api_get_triggers(req_t *r, const path_t *p);
 enum MHD_Result api_get_decisions(req_t *r, const path_t *p);
 enum MHD_Result api_post_pause(req_t *r, const path_t *p);
 
+/* api_secrets.c: secrets (admin routes), and the webhooks' authentication */
+enum MHD_Result api_put_secret(req_t *r, const path_t *p);
+enum MHD_Result api_delete_secret(req_t *r, const path_t *p);
+enum MHD_Result api_get_secrets(req_t *r, const path_t *p);
+enum MHD_Result api_put_hook_secret(req_t *r, const path_t *p);
+enum MHD_Result api_delete_hook_secret(req_t *r, const path_t *p);
+enum MHD_Result api_get_hook_secrets(req_t *r, const path_t *p);
+/* A webhook delivery may go on: its signatures (if any) verify with the
+ * secret of hook (else of fallback, may be NULL), or, unsigned, it carries
+ * a token of the operate role. Otherwise answers 401 (rc) and says false. */
+bool api_hook_authorized(req_t *r, const char *hook, const char *fallback, enum MHD_Result *rc);
+
 /* api_stream.c */
 enum MHD_Result api_get_log(req_t *r, const path_t *p);
 enum MHD_Result api_get_attempts(req_t *r, const path_t *p);

@@ -34,6 +34,9 @@ enum MHD_Result api_post_event(req_t *r, const path_t *p)
                                  "or '-', not starting with '.' or '-'",
                                  name);
     enum MHD_Result rc;
+    char hook[80];
+    snprintf(hook, sizeof hook, "events.%s", name);
+    if (!api_hook_authorized(r, hook, "events", &rc)) return rc;
     json_t *body = body_object(r, &rc);
     if (!body) return rc;
     /* The delivery's identity: a header, or the payload's event_id. */
@@ -120,6 +123,7 @@ enum MHD_Result api_post_alertmanager(req_t *r, const path_t *p)
 {
     (void)p;
     enum MHD_Result rc;
+    if (!api_hook_authorized(r, "alertmanager", NULL, &rc)) return rc;
     json_t *body = api_parse_body(r, &rc);
     if (!body) return rc;
     const char *version = json_string_value(json_object_get(body, "version"));
@@ -200,6 +204,7 @@ enum MHD_Result api_post_s3(req_t *r, const path_t *p)
 {
     (void)p;
     enum MHD_Result rc;
+    if (!api_hook_authorized(r, "s3", NULL, &rc)) return rc;
     json_t *body = api_parse_body(r, &rc);
     if (!body) return rc;
     json_t *records = json_object_get(body, "Records");

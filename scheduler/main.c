@@ -24,6 +24,7 @@ typedef struct {
     loom_sync_mode sync;
     const char *pools[64];
     size_t n_pools;
+    const char *secrets_key;
 } options_t;
 
 typedef struct {
@@ -51,6 +52,9 @@ static void usage(FILE *out)
           "                         (default 1G)\n"
           "  --min-free SIZE        free space kept on STATE_DIR's disk: below it loomd takes\n"
           "                         on no new work until space is freed (default 64M; 0: off)\n"
+          "  --secrets-key FILE     key that encrypts stored secrets (default\n"
+          "                         STATE_DIR/secrets.key, created on first start; keep it\n"
+          "                         on another volume than loom.db, mode 0600)\n"
           "  --log-level LEVEL      debug, info, warn, error (default info)\n"
           "  --version, --help\n"
           "Once listening, loomd writes STATE_DIR/loomd.json with the bound addresses.\n",
@@ -96,6 +100,7 @@ static int parse_args(int argc, char **argv, options_t *o)
                                              {"max-log-bytes", required_argument, NULL, 'm'},
                                              {"min-free", required_argument, NULL, 'F'},
                                              {"log-level", required_argument, NULL, 'l'},
+                                             {"secrets-key", required_argument, NULL, 'k'},
                                              {"version", no_argument, NULL, 'V'},
                                              {"help", no_argument, NULL, '?'},
                                              {NULL, 0, NULL, 0}};
@@ -113,6 +118,9 @@ static int parse_args(int argc, char **argv, options_t *o)
             break;
         case 'b':
             o->bind = optarg;
+            break;
+        case 'k':
+            o->secrets_key = optarg;
             break;
         case 'h':
             if (loom_parse_duration_ms(optarg, &o->heartbeat_ms) || o->heartbeat_ms < 10)
@@ -226,7 +234,8 @@ int main(int argc, char **argv)
                                .agent_timeout_ms = (uint32_t)o.agent_timeout_ms,
                                .sync = o.sync,
                                .pools = o.pools,
-                               .n_pools = o.n_pools};
+                               .n_pools = o.n_pools,
+                               .secrets_key = o.secrets_key};
     char why[512] = "", endpoint[256] = "";
     uint16_t port = 0;
     d.sched = loom_sched_new(d.loop, &cfg);

@@ -183,7 +183,8 @@ struct loom_sched {
     char *bind;
     loom_store_t *store;
     loom_objects_t *objects;
-    int lock_fd; /* holds the state folder's flock */
+    struct loom_secrets *secrets; /* the secrets key (sched_secrets.c) */
+    int lock_fd;                  /* holds the state folder's flock */
     void *zctx;
     bool own_zctx;
     loom_zsock_t *router;
@@ -230,6 +231,7 @@ struct loom_sched {
     json_t *pending_events; /* model events to fire at the end of the turn */
 
     outmsg_t *out_head, **out_tail;
+    loom_map_t check_runs;   /* run ids whose end is checked at the flush (the value is the id) */
     loom_map_t changed_runs; /* run ids to tell the observer about */
     loom_map_t output_runs;
     loom_sched_observer_t obs;
@@ -392,5 +394,12 @@ void on_router_message(void *ud, zmq_msg_t *parts, size_t nparts);
 void agents_check_liveness(loom_sched_t *s);
 agent_t *agent_get_or_add(loom_sched_t *s, const char *name);
 void agent_free(agent_t *a);
+
+/* sched_secrets.c */
+int sched_secrets_open(loom_sched_t *s, char *why, size_t whylen);
+/* The task's secrets, decrypted, for its Dispatch; why names a missing one. */
+int sched_secrets_resolve(loom_sched_t *s, const loom_dag_task_t *dt, Loom__Secret ***out,
+                          size_t *n_out, char *why, size_t whylen);
+void sched_secrets_free(Loom__Secret **list, size_t n);
 
 #endif

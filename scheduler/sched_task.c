@@ -416,14 +416,19 @@ static void free_argv(char **argv, size_t argc)
 }
 
 /* Builds and queues the Dispatch. Returns false (why set) when the command
- * cannot be rendered; nothing is sent then. */
+ * cannot be rendered, an input or a secret is missing; nothing is sent then. */
 static bool send_dispatch(loom_sched_t *s, attempt_t *a, char *why, size_t whylen)
 {
     const task_t *t = a->task;
     const loom_dag_task_t *dt = dag_task(t);
     char *shell, **argv;
     size_t argc;
-    if (!task_render(t, &shell, &argv, &argc, why, whylen)) return false;
+    if (!task_render(t, &shell, &argv, &argc, why, whylen)) {
+        char *detail = loom_xstrdup(why);
+        snprintf(why, whylen, "cannot render the command: %s", detail);
+        free(detail);
+        return false;
+    }
     envlist_t env = {0};
     build_env(t, &env);
     char *params = json_dumps(t->run->params, JSON_COMPACT | JSON_SORT_KEYS);
@@ -465,7 +470,11 @@ static bool send_dispatch(loom_sched_t *s, attempt_t *a, char *why, size_t whyle
 
     Loom__Input **inputs = NULL;
     size_t n_inputs = 0;
-    if (dt->n_inputs && inputs_resolve(s, t, a->id, &inputs, &n_inputs, why, whylen) != 0) {
+    Loom__Secret **secrets = NULL;
+    size_t n_secrets = 0;
+    if ((dt->n_inputs && inputs_resolve(s, t, a->id, &inputs, &n_inputs, why, whylen) != 0) ||
+        sched_secrets_resolve(s, dt, &secrets, &n_secrets, why, whylen) != 0) {
+        inputs_free(inputs, n_inputs);
         free(params);
         free(trigger_text);
         loom_buf_free(&list);
@@ -501,6 +510,8 @@ static bool send_dispatch(loom_sched_t *s, attempt_t *a, char *why, size_t whyle
     d.n_gpus = a->n_gpus;
     d.cpus = a->cpus;
     d.memory_bytes = a->memory_bytes;
+    d.secrets = secrets;
+    d.n_secrets = n_secrets;
     loom_msg_t msg = LOOM__ENVELOPE__INIT;
     msg.body_case = LOOM__ENVELOPE__BODY_DISPATCH;
     msg.dispatch = &d;
@@ -512,6 +523,7 @@ static bool send_dispatch(loom_sched_t *s, attempt_t *a, char *why, size_t whyle
     free(shell);
     free_argv(argv, argc);
     inputs_free(inputs, n_inputs);
+    sched_secrets_free(secrets, n_secrets); /* wiped: the plaintext lives only in the message */
     return true;
 }
 
@@ -559,10 +571,10 @@ void dispatch_task(loom_sched_t *s, task_t *t, agent_t *ag)
         loom_store_attempt_update(s->store, &failed);
         t->last_attempt_id = a->id;
         free(a);
-        char *msg = loom_xasprintf("cannot render the command: %s", why);
-        task_end(s, t, TASK_FAILED, msg);
-        free(msg);
-        run_check_done(s, r);
+        task_end(s, t, TASK_FAILED, why);
+        /* Not here: placement may be walking this run's queues. */
+        loom_map_put(&s->check_runs, r->id, (void *)(uintptr_t)r->id);
+        sched_request_flush(s);
         return;
     }
     ag->dispatch_seq++;

@@ -8,6 +8,7 @@
 #include "sched_internal.h"
 
 #include "fault.h"
+#include "secrets.h"
 
 #include "loom/err.h"
 #include "loom/log.h"
@@ -146,10 +147,25 @@ static void notify(loom_sched_t *s, loom_map_t *set, void (*cb)(void *, uint64_t
     free(ids);
 }
 
+/* Runs whose last task failed inside placement (a Dispatch that could not be
+ * built): ending one there would free it under placement's feet. */
+static void check_runs(loom_sched_t *s)
+{
+    while (s->check_runs.count) {
+        void *v = NULL;
+        size_t i = 0;
+        loom_map_next(&s->check_runs, &i, &v);
+        uint64_t id = (uint64_t)(uintptr_t)v;
+        loom_map_del(&s->check_runs, id);
+        run_t *r = loom_map_get(&s->runs, id);
+        if (r) run_check_done(s, r);
+    }
+}
+
 static bool flush_pending(loom_sched_t *s)
 {
     return loom_store_in_txn(s->store) || s->out_head || s->changed_runs.count ||
-           s->output_runs.count || s->trig_freed.count || s->pending_events;
+           s->check_runs.count || s->output_runs.count || s->trig_freed.count || s->pending_events;
 }
 
 /* Commit, then act: send queued messages and tell observers. Sending may read
@@ -159,6 +175,7 @@ static bool flush_pending(loom_sched_t *s)
 static void flush(loom_sched_t *s)
 {
     for (int round = 0; round < 16 && flush_pending(s); round++) {
+        check_runs(s);
         triggers_flush(s); /* queued triggers whose runs ended: their runs join this commit */
         bool had_changes = loom_store_in_txn(s->store);
         loom_sched_commit(s);
@@ -300,6 +317,8 @@ int loom_sched_open(loom_sched_t *s, char *why, size_t whylen)
     rc = loom_store_open(db, s->cfg.sync, &s->store, why, whylen);
     free(db);
     if (rc) return rc;
+    rc = sched_secrets_open(s, why, whylen);
+    if (rc) return rc;
     rc = loom_store_each_agent(s->store, load_agent, s);
     if (rc == 0) rc = loom_store_each_active_run(s->store, recover_run, s);
     if (rc == 0) rc = loom_sched_commit(s);
@@ -416,6 +435,7 @@ void loom_sched_destroy(loom_sched_t **sp)
     void *v;
     triggers_free(s);
     artifacts_free_uploads(s);
+    loom_secrets_destroy(&s->secrets);
     json_decref(s->pending_events);
     for (size_t i = 0; loom_map_next(&s->runs, &i, &v);) run_free(v);
     for (size_t i = 0; loom_map_next(&s->agents, &i, &v);) agent_free(v);
@@ -433,6 +453,7 @@ void loom_sched_destroy(loom_sched_t **sp)
     free(s->freed);
     loom_map_free(&s->pipeline_running);
     loom_map_free(&s->runs);
+    loom_map_free(&s->check_runs);
     loom_map_free(&s->attempts);
     loom_map_free(&s->agents);
     loom_map_free(&s->changed_runs);

@@ -31,6 +31,7 @@ typedef struct {
     uint64_t data_rescan_ms; /* data folders' rescan period; 0: 30 s */
     uint64_t max_log_bytes;  /* an attempt's log is cut here, with a notice; 0: 1 GiB */
     uint64_t min_free_bytes; /* free space kept on the state folder's disk; 0: 64 MiB */
+    const char *secrets_key; /* the secrets key file; NULL: state_dir/secrets.key */
 } loom_sched_config_t;
 
 /* Told, after each commit, what changed, so that waiting HTTP clients can be
@@ -142,5 +143,21 @@ typedef struct {
     uint64_t dispatched, finished, refused, bad_messages, agents_connected, commits;
 } loom_sched_stats_t;
 void loom_sched_stats(loom_sched_t *s, loom_sched_stats_t *out);
+
+/* --- secrets (sched_secrets.c) ---
+ * kind "task" (given to tasks that list them) or "webhook" (a hook's HMAC
+ * key). Values are sealed before they reach the database; set and delete
+ * commit before they return. get gives a plaintext to release with
+ * loom_secret_free; LOOM_ENOTFOUND, or LOOM_EPARSE when the row does not
+ * decrypt with the key. */
+int loom_sched_secret_set(loom_sched_t *s, const char *kind, const char *name, const uint8_t *value,
+                          size_t len);
+int loom_sched_secret_get(loom_sched_t *s, const char *kind, const char *name, uint8_t **value,
+                          size_t *len);
+int loom_sched_secret_delete(loom_sched_t *s, const char *kind, const char *name);
+/* [{"name", "created_ms", "updated_ms"[, "used_by": ["PIPELINE/TASK"]]}]: never values. */
+int loom_sched_secrets_json(loom_sched_t *s, const char *kind, json_t **out);
+/* The scheduler's wall clock (cfg.wall), unix ms. */
+uint64_t loom_sched_wall_ms(loom_sched_t *s);
 
 #endif

@@ -120,9 +120,9 @@ static const char *const migrations[] = {
      * speaks for; state pending|approved|revoked. tokens: API tokens
      * (kind 'api', role read|operate|admin) and one-time agent join tokens
      * (kind 'join'), stored only as BLAKE2b-256 hashes of the secret part.
-     * secrets: values sealed with libsodium's secretbox under a key file
-     * kept outside the database; kind 'task' (given to tasks) or 'webhook'
-     * (a hook's HMAC key). */
+     * secrets: values sealed with XChaCha20-Poly1305 (kind and name as
+     * additional data) under a key file kept outside the database; kind
+     * 'task' (given to tasks) or 'webhook' (a hook's HMAC key). */
     "CREATE TABLE agent_keys ("
     "  public_key TEXT PRIMARY KEY, agent TEXT NOT NULL, state TEXT NOT NULL,"
     "  created_ms INTEGER NOT NULL, approved_ms INTEGER, revoked_ms INTEGER, via TEXT);"

@@ -290,4 +290,20 @@ int loom_store_json_run_summary(loom_store_t *s, uint64_t run_id, json_t **out);
 /* Every attempt of one task of a run, oldest first. */
 int loom_store_json_attempts(loom_store_t *s, uint64_t run_id, const char *task, json_t **out);
 
+/* --- secrets (store_secrets.c): sealed rows only, never a plaintext ------ */
+
+/* Creates or replaces the row (kind "task" or "webhook", name); created_ms
+ * is kept on replace. */
+int loom_store_secret_put(loom_store_t *s, const char *kind, const char *name, const uint8_t *nonce,
+                          size_t nonce_len, const uint8_t *ct, size_t ct_len, uint64_t now_ms);
+/* Copies of the row's nonce and ciphertext (caller frees); LOOM_ENOTFOUND. */
+int loom_store_secret_get(loom_store_t *s, const char *kind, const char *name, uint8_t **nonce,
+                          size_t *nonce_len, uint8_t **ct, size_t *ct_len);
+/* LOOM_ENOTFOUND when there is no such row. */
+int loom_store_secret_delete(loom_store_t *s, const char *kind, const char *name);
+/* Some row, any (to check a key against); LOOM_ENOTFOUND when none. */
+int loom_store_secret_first(loom_store_t *s, char **kind, char **name);
+/* [{"name", "created_ms", "updated_ms"}] of one kind, by name. */
+int loom_store_json_secrets(loom_store_t *s, const char *kind, json_t **out);
+
 #endif

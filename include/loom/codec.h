@@ -20,6 +20,10 @@
 /* Most input or output files one attempt may have. */
 #define LOOM_ARTIFACTS_MAX 10000
 /* Largest metrics JSON a Finished may carry. */
+/* A secret's value, and how many one task may list (so that a Dispatch with
+ * all of them at their largest stays well under LOOM_MSG_MAX). */
+#define LOOM_SECRET_VALUE_MAX (64 * 1024)
+#define LOOM_SECRETS_MAX 32
 #define LOOM_METRICS_MAX (64 * 1024)
 
 typedef Loom__Envelope loom_msg_t;

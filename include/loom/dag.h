@@ -21,6 +21,7 @@
 #define LOOM_DAG_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -92,6 +93,20 @@ typedef struct {
     size_t n_parts;
 } loom_tmpl_t;
 
+/* One entry of a task's `secrets`: the secret `name` (see
+ * loom_secret_name_valid) given as the variable env, or as the file (a path
+ * relative to the working folder; env, if also set, holds its path). */
+typedef struct {
+    char *name;
+    char *env;  /* NULL: none */
+    char *file; /* NULL: none */
+} loom_dag_secret_t;
+
+/* Secret names look like environment variable names: a letter or '_', then
+ * letters, digits or '_', at most LOOM_SECRET_NAME_MAX characters. */
+#define LOOM_SECRET_NAME_MAX 128
+bool loom_secret_name_valid(const char *name);
+
 typedef struct {
     char *name;
     char *shell; /* run as a string; NULL in the argv form */
@@ -129,8 +144,10 @@ typedef struct {
      * `promote`, `alias` moves to it when its `metric` beats the alias's. */
     char *model_name, *model_path;
     char *promote_alias, *promote_metric;
-    int promote_lower; /* 1: a lower metric is better (direction: min) */
-    int32_t priority;  /* higher runs first among queued tasks; -1000..1000, default 0 */
+    int promote_lower;          /* 1: a lower metric is better (direction: min) */
+    int32_t priority;           /* higher runs first among queued tasks; -1000..1000, default 0 */
+    loom_dag_secret_t *secrets; /* `secrets`: given to each attempt, masked in its log */
+    size_t n_secrets;
 } loom_dag_task_t;
 
 typedef struct {
