@@ -858,8 +858,8 @@ static long http(ctl_t *c, const char *method, const char *path, const char *bod
     /* loomd's API wants a token: $LOOM_TOKEN (never argv, which ps shows). */
     const char *token = getenv("LOOM_TOKEN");
     char auth[600];
-    if (token && *token && snprintf(auth, sizeof auth, "Authorization: Bearer %s", token) <
-                               (int)sizeof auth)
+    if (token && *token &&
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", token) < (int)sizeof auth)
         hdr = curl_slist_append(hdr, auth);
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
