@@ -183,6 +183,16 @@ int loom_auth_bootstrap(loom_store_t *s, const char *state_dir, char *why, size_
     }
     if (n > 0) return 0;
     char *path = loom_xasprintf("%s/admin.token", state_dir);
+    if (access(path, F_OK) == 0) {
+        /* Left from an earlier database: its token is valid nowhere now,
+         * but loomd does not delete what it did not make this time. */
+        snprintf(why, whylen,
+                 "%s exists but the database holds no API token: it belongs to an earlier "
+                 "database; remove it and start loomd again to get a new admin token",
+                 path);
+        free(path);
+        return LOOM_EEXISTS;
+    }
     rc = loom_auth_new_admin_file(s, path, "bootstrap", why, whylen);
     free(path);
     return rc;

@@ -168,6 +168,21 @@ static void test_bootstrap_file(void **state)
     loom_store_destroy(&s);
 }
 
+static void test_stale_token_file_is_not_trusted(void **state)
+{
+    (void)state;
+    loom_store_t *s = open_store();
+    char file[160], why[256] = "";
+    snprintf(file, sizeof file, "%s/admin.token", dir);
+    assert_int_equal(loom_auth_write_token_file(file, "loom_1_old"), 0);
+    assert_int_equal(loom_auth_bootstrap(s, dir, why, sizeof why), LOOM_EEXISTS);
+    assert_non_null(strstr(why, "earlier database"));
+    uint64_t n = 1;
+    assert_int_equal(loom_store_token_count(s, "api", &n), 0);
+    assert_int_equal(n, 0);
+    loom_store_destroy(&s);
+}
+
 int main(void)
 {
     if (sodium_init() < 0) return 1;
@@ -175,6 +190,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_create_and_check, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expiry_and_use_stamp, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bootstrap_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stale_token_file_is_not_trusted, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
