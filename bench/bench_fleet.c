@@ -855,6 +855,12 @@ static long http(ctl_t *c, const char *method, const char *path, const char *bod
     if (!h) die("curl_easy_init failed");
     loom_buf_t resp = {0};
     struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
+    /* loomd's API wants a token: $LOOM_TOKEN (never argv, which ps shows). */
+    const char *token = getenv("LOOM_TOKEN");
+    char auth[600];
+    if (token && *token &&
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", token) < (int)sizeof auth)
+        hdr = curl_slist_append(hdr, auth);
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
     curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
@@ -1332,7 +1338,8 @@ static void usage(FILE *out)
           "  --io-threads N    ZeroMQ I/O threads in this process (default 1)\n"
           "  --timeout-s N     give up after N seconds (default 600)\n"
           "  --describe TEXT   how loomd was started, printed with the results\n"
-          "  --timeline        print completions per second\n",
+          "  --timeline        print completions per second\n"
+          "The API token (admin, for gc) comes from $LOOM_TOKEN.\n",
           out);
 }
 

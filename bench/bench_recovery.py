@@ -26,9 +26,10 @@ from loomtest import BUILD, Cluster  # noqa: E402
 from benchutil import machine  # noqa: E402
 
 
-def served(url, path):
+def served(c, path):
     try:
-        with urllib.request.urlopen(url + path, timeout=5) as r:
+        req = urllib.request.Request(c.url + path, headers=c.auth())
+        with urllib.request.urlopen(req, timeout=5) as r:
             return r.status == 200
     except OSError:
         return False
@@ -42,7 +43,7 @@ def main():
         fleet = os.path.join(BUILD, "bench", "loom-bench-fleet")
         subprocess.run([fleet, "--server", c.url, "--endpoint", c.zmq, "--loomd-pid",
                         str(c.loomd.pid), "--agents", "200", "--tasks", "100000"],
-                       check=True, stdout=subprocess.DEVNULL)
+                       check=True, stdout=subprocess.DEVNULL, env=c.cli_env())
         gate = os.path.join(c.tmp, "gate")
         c.start_agent("real", 20, extra=["--label", "real=1"])
         c.wait_agents(["real"])
@@ -61,10 +62,10 @@ def main():
             t0 = time.monotonic()
             c.start_loomd()
             health = time.monotonic()
-            while not served(c.url, "/api/v1/health"):
+            while not served(c, "/api/v1/health"):
                 time.sleep(0.001)
             health = time.monotonic() - t0
-            while not served(c.url, "/api/v1/runs/%d?tasks=0" % run_id):
+            while not served(c, "/api/v1/runs/%d?tasks=0" % run_id):
                 time.sleep(0.001)
             times.append((health, time.monotonic() - t0))
         open(gate, "w").close()

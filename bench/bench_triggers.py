@@ -59,7 +59,7 @@ def bench_events(c, n, trace):
     lat = []
     for i in range(n):
         req = urllib.request.Request(c.url + "/api/v1/events/go", data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json", **c.auth()})
         t0 = time.monotonic_ns()
         with urllib.request.urlopen(req) as r:
             r.read()

@@ -105,6 +105,9 @@ if [ ! -s "$tmp/state/loomd.json" ]; then
 fi
 read -r http zmq pid < <(python3 -c 'import json,sys; j=json.load(open(sys.argv[1]));
 print(j["http"], j["zmq"], j["pid"])' "$tmp/state/loomd.json")
+# The simulator calls the API with the admin token loomd wrote on its start.
+export LOOM_TOKEN
+LOOM_TOKEN=$(cat "$tmp/state/admin.token")
 
 if [ "$perf" = 1 ]; then
     # CLOCK_MONOTONIC time stamps, so that the simulator's phases select samples.

@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define DEFAULT_SERVER "http://127.0.0.1:8420"
@@ -135,27 +136,224 @@ static char *server_from_home(char **path_out)
     return url;
 }
 
-const char *cli_server(loom_cli_t *cli)
+/* A token as sent in a header: printable, no spaces (a stray newline would
+ * end the header). */
+static bool token_text_ok(const char *t)
 {
-    if (cli->server) return cli->server;
+    if (!*t || strlen(t) > 512) return false;
+    for (const char *c = t; *c; c++)
+        if (*c <= ' ' || *c == 0x7f) return false;
+    return true;
+}
+
+/* Strips surrounding blanks in place. */
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t') s++;
+    size_t n = strlen(s);
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n'))
+        s[--n] = '\0';
+    return s;
+}
+
+typedef struct {
+    char *server, *token, *ca_cert;
+} config_t;
+
+static void config_free(config_t *c)
+{
+    free(c->server);
+    if (c->token) memset(c->token, 0, strlen(c->token));
+    free(c->token);
+    free(c->ca_cert);
+}
+
+/* $LOOM_CONFIG, else $XDG_CONFIG_HOME/loom/config, else
+ * ~/.config/loom/config; *explicit when it came from $LOOM_CONFIG. */
+static char *config_path(bool *explicit)
+{
+    const char *env = getenv("LOOM_CONFIG");
+    *explicit = env && *env;
+    if (*explicit) return loom_xstrdup(env);
+    const char *xdg = getenv("XDG_CONFIG_HOME");
+    if (xdg && *xdg) return loom_xasprintf("%s/loom/config", xdg);
+    const char *home = getenv("HOME");
+    if (!home || !*home) {
+        struct passwd *pw = getpwuid(getuid());
+        home = pw && pw->pw_dir ? pw->pw_dir : ".";
+    }
+    return loom_xasprintf("%s/.config/loom/config", home);
+}
+
+/* Reads `key = value` lines (server, token, ca_cert; # starts a comment).
+ * Returns false after printing what is wrong and where. */
+static bool read_config(const char *path, bool explicit, config_t *cfg)
+{
+    char *text = NULL;
+    size_t len = 0;
+    errno = 0;
+    int err = loom_read_file(path, 64 * 1024, &text, &len);
+    if (err == LOOM_ENOTFOUND && !explicit) return true;
+    if (err) {
+        cli_error("config file %s (from $LOOM_CONFIG): %s", path,
+                  err == LOOM_ENOTFOUND ? "no such file"
+                  : errno               ? strerror(errno)
+                                        : loom_strerror(err));
+        return false;
+    }
+    bool ok = true;
+    int lineno = 0;
+    for (char *line = text, *next; ok && line; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = '\0';
+        lineno++;
+        char *l = trim(line);
+        if (!*l || *l == '#') continue;
+        char *eq = strchr(l, '=');
+        if (!eq) {
+            cli_error("%s:%d: want `key = value`", path, lineno);
+            ok = false;
+            break;
+        }
+        *eq = '\0';
+        char *key = trim(l), *value = trim(eq + 1);
+        char **slot = strcmp(key, "server") == 0    ? &cfg->server
+                      : strcmp(key, "token") == 0   ? &cfg->token
+                      : strcmp(key, "ca_cert") == 0 ? &cfg->ca_cert
+                                                    : NULL;
+        if (!slot) {
+            cli_error("%s:%d: unknown key \"%s\" (known: server, token, ca_cert)", path, lineno,
+                      key);
+            ok = false;
+        } else if (!*value) {
+            cli_error("%s:%d: %s has no value", path, lineno, key);
+            ok = false;
+        } else if (slot == &cfg->token && !token_text_ok(value)) {
+            cli_error("%s:%d: token is not a token (printable, no spaces)", path, lineno);
+            ok = false;
+        } else {
+            free(*slot);
+            *slot = loom_xstrdup(value);
+        }
+    }
+    memset(text, 0, len);
+    free(text);
+    struct stat st;
+    if (ok && cfg->token && stat(path, &st) == 0 && (st.st_mode & 077)) {
+        cli_error("config file %s holds a token but others can read it (mode %04o); refusing "
+                  "to use it: run `chmod 600 %s`",
+                  path, (unsigned)(st.st_mode & 07777), path);
+        ok = false;
+    }
+    return ok;
+}
+
+/* $LOOM_HOME/admin.token, which loomd writes on its first start; NULL when
+ * it cannot be read. */
+static char *token_from_home(char **path_out)
+{
+    char *home = cli_loom_home();
+    char *path = loom_xasprintf("%s/admin.token", home);
+    free(home);
+    char *text = NULL;
+    size_t len = 0;
+    char *tok = NULL;
+    if (loom_read_file(path, 4096, &text, &len) == 0) {
+        char *t = trim(text);
+        if (token_text_ok(t)) tok = loom_xstrdup(t);
+        memset(text, 0, len);
+        free(text);
+    }
+    if (tok)
+        *path_out = path;
+    else
+        free(path);
+    return tok;
+}
+
+int cli_credentials(loom_cli_t *cli)
+{
+    if (cli->creds_resolved) return cli->creds_error;
+    cli->creds_resolved = true;
+    bool explicit = false;
+    config_t cfg = {0};
+    cli->config_path = config_path(&explicit);
+    if (!read_config(cli->config_path, explicit, &cfg)) {
+        config_free(&cfg);
+        cli->creds_error = CLI_EXIT_USAGE;
+        return cli->creds_error;
+    }
+    cli->home_server = server_from_home(&cli->server_from_buf);
     const char *env = getenv("LOOM_SERVER");
-    if (env && *env) {
+    if (cli->server) {
+        /* --server */
+    } else if (env && *env) {
         cli->server = cli_url_normalize(env);
         cli->server_from = "$LOOM_SERVER";
-    } else if ((cli->server = server_from_home(&cli->server_from_buf)) != NULL) {
+    } else if (cfg.server) {
+        cli->server = cli_url_normalize(cfg.server);
+        cli->server_from = cli->config_path;
+    } else if (cli->home_server) {
+        cli->server = loom_xstrdup(cli->home_server);
         cli->server_from = cli->server_from_buf;
     } else {
         cli->server = loom_xstrdup(DEFAULT_SERVER);
         cli->server_from = "the default";
     }
+    env = getenv("LOOM_TOKEN");
+    if (env && *env) {
+        if (!token_text_ok(env)) {
+            cli_error("$LOOM_TOKEN is not a token (printable, no spaces)");
+            config_free(&cfg);
+            cli->creds_error = CLI_EXIT_USAGE;
+            return cli->creds_error;
+        }
+        cli->token = loom_xstrdup(env);
+        cli->token_from = "$LOOM_TOKEN";
+    } else if (cfg.token) {
+        cli->token = cfg.token;
+        cfg.token = NULL;
+        cli->token_from = cli->config_path;
+    } else if (cli->home_server && strcmp(cli->home_server, cli->server) == 0) {
+        /* Only for the loomd of $LOOM_HOME: its admin token must not be sent
+         * to some other server. */
+        char *path = NULL;
+        cli->token = token_from_home(&path);
+        if (cli->token) {
+            free(cli->server_from_buf);
+            cli->server_from_buf = path;
+            cli->token_from = path;
+        }
+    }
+    env = getenv("LOOM_CA_CERT");
+    if (env && *env)
+        cli->ca_cert = loom_xstrdup(env);
+    else if (cfg.ca_cert)
+        cli->ca_cert = loom_xstrdup(cfg.ca_cert);
+    config_free(&cfg);
+    cli_http_set_auth(cli->token, cli->ca_cert);
+    return CLI_EXIT_OK;
+}
+
+const char *cli_server(loom_cli_t *cli)
+{
+    /* A config file that cannot be used is fatal before any request. */
+    if (cli_credentials(cli) != CLI_EXIT_OK) exit(cli->creds_error);
     return cli->server;
 }
 
 void cli_free(loom_cli_t *cli)
 {
+    cli_http_set_auth(NULL, NULL);
     free(cli->server);
     free(cli->server_from_buf);
-    cli->server = cli->server_from_buf = NULL;
+    free(cli->home_server);
+    if (cli->token) memset(cli->token, 0, strlen(cli->token));
+    free(cli->token);
+    free(cli->ca_cert);
+    free(cli->config_path);
+    cli->server = cli->server_from_buf = cli->home_server = cli->token = NULL;
+    cli->ca_cert = cli->config_path = NULL;
 }
 
 char *cli_url(loom_cli_t *cli, const char *path)
@@ -192,9 +390,30 @@ int cli_call(loom_cli_t *cli, const char *method, const char *path, const json_t
     return err == 0 ? CLI_EXIT_OK : report_transport(cli, err, r);
 }
 
+/* After a 401 or 403: where the token came from and how to set one. */
+static void explain_auth(loom_cli_t *cli, long status)
+{
+    if (status != 401 && status != 403) return;
+    if (!cli->token)
+        fprintf(stderr,
+                "loom: no API token was sent to %s: set $LOOM_TOKEN, or `token = ...` in "
+                "%s (mode 0600); an admin creates one with `loom tokens create --role "
+                "ROLE`\n",
+                cli->server, cli->config_path ? cli->config_path : "~/.config/loom/config");
+    else if (status == 401)
+        fprintf(stderr,
+                "loom: the token from %s was not accepted by %s; ask an admin for a new "
+                "one (`loom tokens create --role ROLE`)\n",
+                cli->token_from, cli->server);
+    else
+        fprintf(stderr,
+                "loom: the token from %s lacks the role for this; ask an admin for one "
+                "with a higher role\n",
+                cli->token_from);
+}
+
 int cli_check(loom_cli_t *cli, const cli_http_resp_t *r)
 {
-    (void)cli;
     if (r->status >= 200 && r->status < 300 && json_is_object(r->json)) return CLI_EXIT_OK;
     const char *msg = cli_jstr(r->json, "error");
     if (msg)
@@ -203,6 +422,7 @@ int cli_check(loom_cli_t *cli, const cli_http_resp_t *r)
         cli_error("unexpected answer from loomd (HTTP %ld, not a JSON object)", r->status);
     else
         cli_error("loomd answered HTTP %ld", r->status);
+    explain_auth(cli, r->status);
     return CLI_EXIT_FAIL;
 }
 
@@ -221,6 +441,7 @@ int cli_stream_failed(loom_cli_t *cli, int err, const cli_http_resp_t *r)
         cli_error("%s", msg);
     else
         cli_error("loomd answered HTTP %ld", r->status);
+    explain_auth(cli, r->status);
     return CLI_EXIT_FAIL;
 }
 

@@ -34,7 +34,16 @@ struct loom_cli {
     char *server;            /* base URL, resolved on first use */
     const char *server_from; /* where it came from, for error messages */
     char *server_from_buf;
-    bool json; /* --json: print loomd's answer as it is */
+    char *home_server; /* the "http" of $LOOM_HOME/loomd.json, if any */
+    /* The bearer token sent with every request, and where it came from;
+     * NULL when none was found. Never from argv: ps shows argv. */
+    char *token;
+    const char *token_from;
+    char *ca_cert;       /* CA file for https (LOOM_CA_CERT or ca_cert) */
+    char *config_path;   /* the configuration file read, if one was */
+    bool creds_resolved; /* the config file was read and the above settled */
+    int creds_error;     /* an exit status when the config file is unusable */
+    bool json;           /* --json: print loomd's answer as it is */
     const cli_cmd_t *cmd;
     char prog[64]; /* "loom submit", for messages */
 };
@@ -69,9 +78,15 @@ int cli_opt_limit(loom_cli_t *cli, const char *arg, int64_t *out);
 /* Parses a run id; prints a usage error and returns false if it is not one. */
 bool cli_parse_run_id(loom_cli_t *cli, const char *s, long long *out);
 
-/* The server base URL: --server, $LOOM_SERVER, "http" in
- * $LOOM_HOME/loomd.json, or the default. */
+/* The server base URL: --server, $LOOM_SERVER, `server` in the config
+ * file, "http" in $LOOM_HOME/loomd.json, or the default. */
 const char *cli_server(loom_cli_t *cli);
+/* Settles the server, token and CA certificate (see docs: $LOOM_TOKEN, then
+ * `token` in the config file, then $LOOM_HOME/admin.token when the server
+ * is the loomd of $LOOM_HOME) and hands them to the HTTP layer. Returns
+ * CLI_EXIT_OK, or an exit status after printing why the config file cannot
+ * be used. cli_call and cli_url call it. */
+int cli_credentials(loom_cli_t *cli);
 /* $LOOM_HOME, or ~/.loom. Caller frees. */
 char *cli_loom_home(void);
 void cli_free(loom_cli_t *cli);
@@ -132,6 +147,7 @@ int cmd_metrics(loom_cli_t *cli, int argc, char **argv);
 int cmd_gc(loom_cli_t *cli, int argc, char **argv);
 int cmd_secrets(loom_cli_t *cli, int argc, char **argv);
 int cmd_hooks(loom_cli_t *cli, int argc, char **argv);
+int cmd_tokens(loom_cli_t *cli, int argc, char **argv);
 
 /* Prints one task's log under a "==> TASK (state, exit N) <==" header; used
  * by `loom run --logs`. Returns an exit status. */

@@ -6,6 +6,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -13,6 +14,27 @@
 
 /* Uploads that move no byte for this long are given up. */
 #define STALL_S 60L
+
+/* The credentials of this one-shot process, set once by cli_credentials
+ * (the CLI's only mutable module state: threading them through every call
+ * would touch every command for no gain). */
+static struct {
+    char *auth_header;
+    const char *ca_cert;
+} creds;
+
+void cli_http_set_auth(const char *token, const char *ca_cert)
+{
+    free(creds.auth_header);
+    creds.auth_header = token ? loom_xasprintf("Authorization: Bearer %s", token) : NULL;
+    creds.ca_cert = ca_cert;
+}
+
+/* Adds the Authorization header to a request's headers. */
+static struct curl_slist *with_auth(struct curl_slist *hdr)
+{
+    return creds.auth_header ? curl_slist_append(hdr, creds.auth_header) : hdr;
+}
 
 typedef struct {
     CURL *curl;
@@ -113,6 +135,11 @@ static CURL *open_handle(const char *url, xfer_t *x)
     curl_easy_setopt(c, CURLOPT_USERAGENT, "loom/" LOOM_VERSION);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body_data);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (creds.ca_cert) curl_easy_setopt(c, CURLOPT_CAINFO, creds.ca_cert);
+    /* The token must not follow a redirect to another host. */
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
     return c;
 }
 
@@ -131,7 +158,7 @@ int cli_http_request(const char *method, const char *url, const char *json_body,
         snprintf(r->error, sizeof r->error, "cannot start libcurl");
         return LOOM_ENET;
     }
-    struct curl_slist *hdr = curl_slist_append(NULL, "Accept: application/json");
+    struct curl_slist *hdr = with_auth(curl_slist_append(NULL, "Accept: application/json"));
     if (strcmp(method, "GET") != 0) {
         /* "Expect:" off: loomd answers at once, no 100-continue round trip. */
         hdr = curl_slist_append(hdr, "Content-Type: application/json");
@@ -158,8 +185,11 @@ int cli_http_stream(const char *url, FILE *out, cli_http_resp_t *r)
         snprintf(r->error, sizeof r->error, "cannot start libcurl");
         return LOOM_ENET;
     }
+    struct curl_slist *hdr = with_auth(NULL);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
     int rc = perform(&x);
     curl_easy_cleanup(c);
+    curl_slist_free_all(hdr);
     return rc;
 }
 
@@ -193,7 +223,7 @@ static int put(const char *url, xfer_t *x, const void *data, size_t len)
         snprintf(r->error, sizeof r->error, "cannot start libcurl");
         return LOOM_ENET;
     }
-    struct curl_slist *hdr = curl_slist_append(NULL, "Accept: application/json");
+    struct curl_slist *hdr = with_auth(curl_slist_append(NULL, "Accept: application/json"));
     hdr = curl_slist_append(hdr, "Content-Type: application/octet-stream");
     hdr = curl_slist_append(hdr, "Expect:");
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);

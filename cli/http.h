@@ -23,6 +23,12 @@ typedef struct {
     char last;        /* the last of them */
 } cli_http_resp_t;
 
+/* What every following request carries: "Authorization: Bearer token"
+ * (NULL: none) and, for https, the CA certificates file to trust besides
+ * the system's (NULL: the system's alone). Certificate verification is
+ * never turned off. The strings must outlive the requests. */
+void cli_http_set_auth(const char *token, const char *ca_cert);
+
 /* Sends method to url with an optional JSON body and waits at most timeout_s
  * seconds (0: no limit). Returns 0 when the server answered, whatever the
  * status, or LOOM_ENET / LOOM_ETOOBIG with r->error set. */

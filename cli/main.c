@@ -155,6 +155,17 @@ static const cli_cmd_t commands[] = {
      "  list        which hooks have a secret\n"
      "A delivery then carries X-Loom-Signature: sha256=<hex HMAC-SHA256 of the body>\n"
      "(or GitHub's X-Hub-Signature-256); see docs/api.md.\n"},
+    {"tokens", cmd_tokens,
+     "tokens [list | create --role ROLE [--name NAME] [--ttl DURATION] | revoke ID]",
+     "Manage API tokens (admin): create one, list them, revoke one.",
+     "  create --role ROLE  a new token with role read (GET routes), operate (also submit,\n"
+     "                      run, cancel, send events, pause) or admin (also gc, tokens,\n"
+     "                      agent drain/cordon); printed once, alone on stdout\n"
+     "  --name NAME         what it is for (shown by list)\n"
+     "  --ttl DURATION      it stops working after DURATION (30d, 12h); default: never\n"
+     "  list                every token: id, role, state, name, last use (never secrets)\n"
+     "  revoke ID           the token stops working at its next request\n"
+     "Agent join tokens: `loom agents token`.\n"},
     {"help", cmd_help, "help [COMMAND]", "Show help for loom or one command.", NULL},
 };
 
@@ -176,6 +187,10 @@ static void print_usage(FILE *out)
                  "  --server URL  loomd's HTTP address. Default: $LOOM_SERVER, else \"http\" in\n"
                  "                $LOOM_HOME/loomd.json (LOOM_HOME defaults to ~/.loom), else\n"
                  "                http://127.0.0.1:8420\n"
+                 "Credentials: $LOOM_TOKEN, else `token` in $LOOM_CONFIG or\n"
+                 "~/.config/loom/config (`key = value` lines: server, token, ca_cert; mode\n"
+                 "0600), else $LOOM_HOME/admin.token for the loomd of $LOOM_HOME. For https\n"
+                 "with a private CA: $LOOM_CA_CERT or ca_cert.\n"
                  "  --json        print loomd's JSON answer instead of a table\n"
                  "  -h, --help    this help; `loom COMMAND --help` for one command\n"
                  "  --version     print loom's version\n"

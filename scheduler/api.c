@@ -1,5 +1,6 @@
 /* HTTP API routes and their handlers; see api.h and docs/api.md. */
 #include "api_int.h"
+#include "auth.h"
 
 #include "loom/err.h"
 #include "loom/log.h"
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 /* --- responses ---------------------------------------------------------------- */
@@ -490,48 +492,64 @@ static enum MHD_Result get_agents(req_t *r, const path_t *p)
 
 /* --- routing ----------------------------------------------------------------------- */
 
+/* Each route's least role. API_ROLE_NONE: no token needed; the handler
+ * runs with r->role = API_ROLE_NONE when none is sent (webhooks check a
+ * signature instead), or with the token's role when one is. */
+#define R API_ROLE_READ
+#define O API_ROLE_OPERATE
+#define A API_ROLE_ADMIN
+#define OPEN API_ROLE_NONE
 static const struct {
     const char *method;
     const char *pattern; /* segments after /api/v1/, '*' matches one */
     route_fn fn;
+    api_role_t min;
 } routes[] = {
-    {"GET", "health", get_health},
-    {"POST", "pipelines", post_pipeline},
-    {"POST", "objects/missing", post_objects_missing},
-    {"PUT", "objects/*", put_object},
-    {"GET", "pipelines", get_pipelines},
-    {"GET", "pipelines/*", get_pipeline},
-    {"POST", "pipelines/*/runs", post_run},
-    {"GET", "runs", get_runs},
-    {"GET", "runs/*", get_run},
-    {"POST", "runs/*/cancel", post_cancel},
-    {"GET", "runs/*/tasks/*/log", api_get_log},
-    {"GET", "runs/*/tasks/*/attempts", api_get_attempts},
-    {"GET", "agents", get_agents},
-    {"POST", "agents/*/*", post_agent_op},
-    {"POST", "events/*", api_post_event},
-    {"GET", "events", api_get_events},
-    {"POST", "hooks/alertmanager", api_post_alertmanager},
-    {"POST", "hooks/s3", api_post_s3},
-    {"GET", "triggers", api_get_triggers},
-    {"GET", "pipelines/*/decisions", api_get_decisions},
-    {"GET", "runs/*/artifacts", api_get_artifacts},
-    {"GET", "objects/*", api_get_object},
-    {"GET", "lineage", api_get_lineage},
-    {"GET", "models", api_get_models},
-    {"GET", "models/*", api_get_models},
-    {"POST", "models/*/aliases/*", api_post_alias},
-    {"GET", "pipelines/*/tasks/*/metrics", api_get_metrics},
-    {"POST", "gc", api_post_gc},
-    {"POST", "pipelines/*/pause", api_post_pause},
-    {"POST", "pipelines/*/resume", api_post_pause},
-    {"PUT", "secrets/*", api_put_secret},                  /* admin */
-    {"DELETE", "secrets/*", api_delete_secret},            /* admin */
-    {"GET", "secrets", api_get_secrets},                   /* admin */
-    {"PUT", "hooks/secrets/*", api_put_hook_secret},       /* admin */
-    {"DELETE", "hooks/secrets/*", api_delete_hook_secret}, /* admin */
-    {"GET", "hooks/secrets", api_get_hook_secrets},        /* admin */
+    {"GET", "health", get_health, OPEN},
+    {"POST", "pipelines", post_pipeline, O},
+    {"POST", "objects/missing", post_objects_missing, O},
+    {"PUT", "objects/*", put_object, O},
+    {"GET", "pipelines", get_pipelines, R},
+    {"GET", "pipelines/*", get_pipeline, R},
+    {"POST", "pipelines/*/runs", post_run, O},
+    {"GET", "runs", get_runs, R},
+    {"GET", "runs/*", get_run, R},
+    {"POST", "runs/*/cancel", post_cancel, O},
+    {"GET", "runs/*/tasks/*/log", api_get_log, R},
+    {"GET", "runs/*/tasks/*/attempts", api_get_attempts, R},
+    {"GET", "agents", get_agents, R},
+    {"POST", "agents/*/*", post_agent_op, A},
+    {"POST", "events/*", api_post_event, OPEN},
+    {"GET", "events", api_get_events, R},
+    {"POST", "hooks/alertmanager", api_post_alertmanager, OPEN},
+    {"POST", "hooks/s3", api_post_s3, OPEN},
+    {"GET", "triggers", api_get_triggers, R},
+    {"GET", "pipelines/*/decisions", api_get_decisions, R},
+    {"GET", "runs/*/artifacts", api_get_artifacts, R},
+    {"GET", "objects/*", api_get_object, R},
+    {"GET", "lineage", api_get_lineage, R},
+    {"GET", "models", api_get_models, R},
+    {"GET", "models/*", api_get_models, R},
+    {"POST", "models/*/aliases/*", api_post_alias, O},
+    {"GET", "pipelines/*/tasks/*/metrics", api_get_metrics, R},
+    {"POST", "gc", api_post_gc, A},
+    {"POST", "pipelines/*/pause", api_post_pause, O},
+    {"POST", "pipelines/*/resume", api_post_pause, O},
+    {"POST", "tokens", api_post_token, A},
+    {"GET", "tokens", api_get_tokens, A},
+    {"DELETE", "tokens/*", api_revoke_token, A},
+    {"POST", "tokens/*/revoke", api_revoke_token, A},
+    {"PUT", "secrets/*", api_put_secret, A},
+    {"DELETE", "secrets/*", api_delete_secret, A},
+    {"GET", "secrets", api_get_secrets, A},
+    {"PUT", "hooks/secrets/*", api_put_hook_secret, A},
+    {"DELETE", "hooks/secrets/*", api_delete_hook_secret, A},
+    {"GET", "hooks/secrets", api_get_hook_secrets, A},
 };
+#undef R
+#undef O
+#undef A
+#undef OPEN
 
 /* Splits "/api/v1/a/b" into segments in buf; false if too deep. */
 static bool split_path(const char *url, char *buf, size_t buflen, path_t *p)
@@ -570,37 +588,119 @@ static bool allowed_when_full(const char *pattern)
     return false;
 }
 
+static enum MHD_Result respond_unauthorized(req_t *r, const char *why)
+{
+    json_t *body = json_pack("{s:s,s:s}", "error", why, "hint",
+                             "send \"Authorization: Bearer TOKEN\"; an admin creates tokens "
+                             "with `loom tokens create --role ROLE`");
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"loom\"");
+    enum MHD_Result rc = MHD_queue_response(r->conn, MHD_HTTP_UNAUTHORIZED, resp);
+    MHD_destroy_response(resp);
+    return rc;
+}
+
+bool api_require_role(req_t *r, api_role_t min, enum MHD_Result *rc)
+{
+    if (r->role >= min) return true;
+    if (r->role == API_ROLE_NONE)
+        *rc = respond_unauthorized(r, r->auth_error ? r->auth_error
+                                                    : "this request needs a bearer token");
+    else
+        *rc = api_respond_error(r, MHD_HTTP_FORBIDDEN,
+                                "this request needs a token with role %s or above; this "
+                                "token's role is %s",
+                                loom_auth_role_name(min), loom_auth_role_name(r->role));
+    return false;
+}
+
+/* Reads the request's bearer token, once its headers are in: sets r->role,
+ * or r->auth_error when a token was sent but is not valid. */
+static void authenticate(req_t *r)
+{
+    const char *h =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    r->role = API_ROLE_NONE;
+    if (!h) return;
+    if (strncasecmp(h, "Bearer ", 7) != 0) {
+        r->auth_error = "the Authorization header must be \"Bearer TOKEN\"";
+        return;
+    }
+    h += 7;
+    while (*h == ' ') h++;
+    uint64_t id = 0;
+    api_role_t role = API_ROLE_NONE;
+    loom_auth_result_t res =
+        loom_auth_check(loom_sched_store(r->api->sched), h, loom_unix_ms(), &role, &id);
+    if (res != LOOM_AUTH_OK) {
+        r->auth_error = loom_auth_result_text(res);
+        /* Never the token itself: it may be a real secret with a typo. */
+        LOG_INFO("api: refused a bearer token: %s", r->auth_error);
+        return;
+    }
+    r->role = role;
+    r->token_id = id;
+}
+
+/* The route for url and method: its index, or -1 with *known telling
+ * whether the path exists under another method. */
+static int find_route(const char *url, const char *method, path_t *p, char *buf, size_t buflen,
+                      bool *known)
+{
+    *known = false;
+    if (strlen(url) >= buflen || !split_path(url, buf, buflen, p) || p->n < 3 ||
+        strcmp(p->segs[0], "api") != 0 || strcmp(p->segs[1], "v1") != 0)
+        return -1;
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        if (!pattern_matches(routes[i].pattern, p)) continue;
+        *known = true;
+        if (strcmp(routes[i].method, method) == 0) return (int)i;
+    }
+    return -1;
+}
+
+/* Whether a request may go on to its handler (and its body be kept):
+ * a token that was sent must be valid, and the route's role reached. */
+static bool allowed(const req_t *r, const char *url, const char *method)
+{
+    char buf[1024];
+    path_t p;
+    bool known;
+    int i = find_route(url, method, &p, buf, sizeof buf, &known);
+    /* No route (404, 405): no handler will read the body either. */
+    return i >= 0 && !r->auth_error && r->role >= routes[i].min;
+}
+
 static enum MHD_Result route(req_t *r, const char *url, const char *method)
 {
     char buf[1024];
     path_t p;
-    if (strlen(url) >= sizeof buf || !split_path(url, buf, sizeof buf, &p) || p.n < 3 ||
-        strcmp(p.segs[0], "api") != 0 || strcmp(p.segs[1], "v1") != 0)
-        return api_respond_error(r, MHD_HTTP_NOT_FOUND,
-                                 "no such path: %.200s (the API is under /api/v1)", url);
-    bool path_known = false;
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
-        if (!pattern_matches(routes[i].pattern, &p)) continue;
-        path_known = true;
-        char full[256];
-        if (strcmp(routes[i].method, method) == 0 && strcmp(method, "GET") != 0 &&
-            !allowed_when_full(routes[i].pattern) &&
-            loom_sched_disk_full(r->api->sched, full, sizeof full))
-            return api_respond_error(r, MHD_HTTP_INSUFFICIENT_STORAGE, "%s", full);
-        /* Answer from committed state only: what a client is told must
-         * survive a crash the moment after (the turn's writes may still be
-         * open when MHD runs in the same loop iteration). */
-        if (strcmp(routes[i].method, method) == 0) {
-            /* No authentication yet: every caller may do everything. */
-            r->role = API_ROLE_ADMIN;
-            loom_sched_commit(r->api->sched);
-            return routes[i].fn(r, &p);
-        }
-    }
-    if (path_known)
+    bool known;
+    int i = find_route(url, method, &p, buf, sizeof buf, &known);
+    if (r->auth_error) return respond_unauthorized(r, r->auth_error);
+    if (i < 0 && known)
         return api_respond_error(r, MHD_HTTP_METHOD_NOT_ALLOWED, "%s is not allowed on %.200s",
                                  method, url);
-    return api_respond_error(r, MHD_HTTP_NOT_FOUND, "no such path: %.200s", url);
+    if (i < 0 && p.n >= 2 && strcmp(p.segs[0], "api") == 0 && strcmp(p.segs[1], "v1") == 0)
+        return api_respond_error(r, MHD_HTTP_NOT_FOUND, "no such path: %.200s", url);
+    if (i < 0)
+        return api_respond_error(r, MHD_HTTP_NOT_FOUND,
+                                 "no such path: %.200s (the API is under /api/v1)", url);
+    enum MHD_Result rc;
+    if (!api_require_role(r, routes[i].min, &rc)) return rc;
+    char full[256];
+    if (strcmp(method, "GET") != 0 && !allowed_when_full(routes[i].pattern) &&
+        loom_sched_disk_full(r->api->sched, full, sizeof full))
+        return api_respond_error(r, MHD_HTTP_INSUFFICIENT_STORAGE, "%s", full);
+    /* Answer from committed state only: what a client is told must
+     * survive a crash the moment after (the turn's writes may still be
+     * open when MHD runs in the same loop iteration). */
+    loom_sched_commit(r->api->sched);
+    return routes[i].fn(r, &p);
 }
 
 /* Objects are streamed to a temporary file as they arrive instead of being
@@ -629,7 +729,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->api = api;
         r->conn = conn;
         *con_cls = r;
-        start_upload(r, url, method);
+        api_conn_request_started(api, conn);
+        authenticate(r);
+        r->refused = !allowed(r, url, method);
+        /* A refused request's body is read and dropped, never stored. */
+        if (!r->refused) start_upload(r, url, method);
         return MHD_YES;
     }
     if (*upload_data_size && (r->upload || r->upload_error)) {
@@ -640,6 +744,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             r->upload_error = "too large, or loomd could not write it";
         }
         r->uploaded += *upload_data_size;
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (*upload_data_size && r->refused) {
         *upload_data_size = 0;
         return MHD_YES;
     }
@@ -662,8 +770,8 @@ static void on_request_done(void *cls, struct MHD_Connection *conn, void **con_c
 {
     loom_api_t *api = cls;
     req_t *r = *con_cls;
-    (void)conn;
     (void)toe;
+    if (conn) api_conn_request_done(api, conn);
     if (!r) return;
     api_waiter_remove(api, r);
     loom_objects_writer_abort(&r->upload);
@@ -708,6 +816,24 @@ loom_api_t *loom_api_new(uv_loop_t *loop, loom_sched_t *sched)
     return api;
 }
 
+void loom_api_configure(loom_api_t *api, const loom_api_options_t *opts)
+{
+    api->opts = *opts;
+}
+
+bool loom_api_tls_supported(void)
+{
+    return MHD_is_feature_supported(MHD_FEATURE_TLS) == MHD_YES;
+}
+
+static void apply_defaults(loom_api_options_t *o)
+{
+    if (!o->timeout_ms) o->timeout_ms = 30000;
+    if (!o->max_conns) o->max_conns = 1000;
+    if (!o->max_conns_per_ip) o->max_conns_per_ip = 256;
+    if (!o->conn_memory) o->conn_memory = 64 * 1024;
+}
+
 int loom_api_listen(loom_api_t *api, const char *host, uint16_t port, uint16_t *bound, char *why,
                     size_t whylen)
 {
@@ -716,12 +842,39 @@ int loom_api_listen(loom_api_t *api, const char *host, uint16_t port, uint16_t *
         snprintf(why, whylen, "HTTP address \"%s\" is not an IPv4 address", host);
         return LOOM_EINVAL;
     }
-    api->mhd = MHD_start_daemon(
-        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, port, NULL, NULL, on_request,
-        api, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sin, MHD_OPTION_NOTIFY_COMPLETED,
-        on_request_done, api, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)120, MHD_OPTION_END);
+    loom_api_options_t *o = &api->opts;
+    apply_defaults(o);
+    bool tls = o->tls_cert_pem && o->tls_key_pem;
+    if (tls && !loom_api_tls_supported()) {
+        snprintf(why, whylen,
+                 "this libmicrohttpd was built without TLS (GnuTLS) support: "
+                 "cannot serve https");
+        return LOOM_EINVAL;
+    }
+    /* MHD counts its idle timeout in whole seconds. */
+    unsigned idle_s = (o->timeout_ms + 999) / 1000;
+    struct MHD_OptionItem opts[] = {
+        {MHD_OPTION_SOCK_ADDR, 0, &sin},
+        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_request_done, api},
+        {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)api_conn_notify, api},
+        {MHD_OPTION_CONNECTION_TIMEOUT, idle_s, NULL},
+        {MHD_OPTION_CONNECTION_LIMIT, o->max_conns, NULL},
+        {MHD_OPTION_PER_IP_CONNECTION_LIMIT, o->max_conns_per_ip, NULL},
+        {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)o->conn_memory, NULL},
+        {tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, (void *)o->tls_cert_pem},
+        {tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, (void *)o->tls_key_pem},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (tls) flags |= MHD_USE_TLS;
+    api_conn_init(api);
+    api->open_handles = 1; /* the guard timer */
+    api->mhd = MHD_start_daemon(flags, port, NULL, NULL, on_request, api, MHD_OPTION_ARRAY, opts,
+                                MHD_OPTION_END);
     if (!api->mhd) {
-        snprintf(why, whylen, "cannot listen on http://%s:%u: %s", host, port, strerror(errno));
+        snprintf(why, whylen, "cannot listen on %s://%s:%u: %s%s", tls ? "https" : "http", host,
+                 port, strerror(errno),
+                 tls ? " (or the TLS certificate and key are not valid PEM, or do not match)" : "");
         return LOOM_ENET;
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(api->mhd, MHD_DAEMON_INFO_EPOLL_FD);
@@ -734,9 +887,9 @@ int loom_api_listen(loom_api_t *api, const char *host, uint16_t port, uint16_t *
     api->timer.data = api;
     uv_timer_init(api->loop, &api->wait_timer);
     api->wait_timer.data = api;
-    api->open_handles = 3;
+    api->open_handles = 4;
     api_run(api);
-    LOG_INFO("HTTP API on http://%s:%u/api/v1", host, *bound);
+    LOG_INFO("HTTP API on %s://%s:%u/api/v1", tls ? "https" : "http", host, *bound);
     return 0;
 }
 
@@ -759,6 +912,12 @@ static void finish_close(loom_api_t *api)
         if (api->on_closed) api->on_closed(api->closed_ud);
         return;
     }
+    if (api->open_handles == 1) {
+        /* listen failed after the guard timer was set up */
+        uv_close((uv_handle_t *)&api->guard, on_api_handle_closed);
+        return;
+    }
+    uv_close((uv_handle_t *)&api->guard, on_api_handle_closed);
     uv_close((uv_handle_t *)&api->poll, on_api_handle_closed);
     uv_close((uv_handle_t *)&api->timer, on_api_handle_closed);
     uv_close((uv_handle_t *)&api->wait_timer, on_api_handle_closed);

@@ -24,6 +24,7 @@ typedef struct req req_t;
  * accept a valid signature instead. */
 typedef enum { API_ROLE_NONE = 0, API_ROLE_READ, API_ROLE_OPERATE, API_ROLE_ADMIN } api_role_t;
 typedef struct follow follow_t;
+typedef struct api_conn api_conn_t;
 
 struct loom_api {
     uv_loop_t *loop;
@@ -39,6 +40,9 @@ struct loom_api {
     void *closed_ud;
     req_t *waiters;      /* suspended long polls */
     follow_t *followers; /* log streams */
+    loom_api_options_t opts;
+    api_conn_t *conns; /* open connections, for the header deadline */
+    uv_timer_t guard;  /* checks that deadline */
 };
 
 /* Per-connection state, freed when MHD reports the request completed. */
@@ -46,7 +50,10 @@ struct req {
     loom_api_t *api;
     struct MHD_Connection *conn;
     loom_buf_t body;
-    api_role_t role; /* from the bearer token; API_ROLE_NONE without one */
+    api_role_t role;        /* from the bearer token; API_ROLE_NONE without one */
+    const char *auth_error; /* a token was sent but is not valid: why */
+    uint64_t token_id;
+    bool refused; /* will be answered 401/403: its body is dropped */
     bool too_big;
     loom_obj_writer_t *upload; /* PUT /objects/HASH streams here, not into body */
     struct commit *commit;     /* its commit on the thread pool (api.c) */
@@ -95,6 +102,24 @@ int api_query_u64(req_t *r, const char *key, uint64_t max, uint64_t dflt, uint64
 bool api_parse_id(const char *s, uint64_t *out);
 /* The body as a JSON object, or NULL after answering 400. */
 json_t *api_parse_body(req_t *r, enum MHD_Result *rc);
+
+/* Whether the request's token has role min or above; if not, answers 401
+ * (no valid token) or 403 (role too low), sets *rc and returns false. */
+bool api_require_role(req_t *r, api_role_t min, enum MHD_Result *rc);
+
+/* api_conn.c: the header deadline. Tracks every connection from accept
+ * and cuts one that has not sent a complete request's headers within
+ * opts.header_timeout_ms (slowloris), whatever trickle keeps it alive. */
+void api_conn_init(loom_api_t *api);
+void api_conn_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+                     enum MHD_ConnectionNotificationCode code);
+void api_conn_request_started(loom_api_t *api, struct MHD_Connection *conn);
+void api_conn_request_done(loom_api_t *api, struct MHD_Connection *conn);
+
+/* api_auth.c: token management */
+enum MHD_Result api_post_token(req_t *r, const path_t *p);
+enum MHD_Result api_get_tokens(req_t *r, const path_t *p);
+enum MHD_Result api_revoke_token(req_t *r, const path_t *p);
 
 /* api_art.c: artifacts, lineage, models, metrics, gc */
 enum MHD_Result api_get_artifacts(req_t *r, const path_t *p);

@@ -162,6 +162,10 @@ bool api_hook_authorized(req_t *r, const char *hook, const char *fallback, enum 
         return false;
     }
     if (r->role >= API_ROLE_OPERATE) return true;
+    if (r->role != API_ROLE_NONE) {
+        api_require_role(r, API_ROLE_OPERATE, rc); /* a valid token below operate: 403 */
+        return false;
+    }
     if (key)
         *rc = api_respond_error(r, MHD_HTTP_UNAUTHORIZED,
                                 "hook %s has a secret: sign the delivery with X-Loom-Signature: "

@@ -1,6 +1,7 @@
 /* loomd: parses flags, builds the scheduler and its HTTP API, runs the loop
  * until SIGINT or SIGTERM, then tears down. */
 #include "api.h"
+#include "auth.h"
 #include "scheduler.h"
 
 #include "loom/err.h"
@@ -25,6 +26,10 @@ typedef struct {
     const char *pools[64];
     size_t n_pools;
     const char *secrets_key;
+    const char *tls_cert, *tls_key; /* paths */
+    uint64_t http_timeout_ms;
+    unsigned http_max_conns, http_max_per_ip;
+    const char *new_admin_token; /* --new-admin-token FILE: write one and exit */
 } options_t;
 
 typedef struct {
@@ -55,9 +60,18 @@ static void usage(FILE *out)
           "  --secrets-key FILE     key that encrypts stored secrets (default\n"
           "                         STATE_DIR/secrets.key, created on first start; keep it\n"
           "                         on another volume than loom.db, mode 0600)\n"
+          "  --tls-cert FILE        serve HTTPS with this PEM certificate (chain)...\n"
+          "  --tls-key FILE         ...and this PEM private key\n"
+          "  --http-timeout DUR     a client must send its request headers within DUR and\n"
+          "                         not stay silent longer mid-request (default 30s)\n"
+          "  --http-max-conns N     open HTTP connections at most (default 1000)\n"
+          "  --http-max-per-ip N    HTTP connections from one address at most (default 256)\n"
+          "  --new-admin-token FILE create an admin API token, write it to FILE (mode 0600,\n"
+          "                         never overwritten) and exit; works while loomd runs\n"
           "  --log-level LEVEL      debug, info, warn, error (default info)\n"
           "  --version, --help\n"
-          "Once listening, loomd writes STATE_DIR/loomd.json with the bound addresses.\n",
+          "Once listening, loomd writes STATE_DIR/loomd.json with the bound addresses.\n"
+          "On first start it writes an admin API token to STATE_DIR/admin.token.\n",
           out);
 }
 
@@ -101,6 +115,12 @@ static int parse_args(int argc, char **argv, options_t *o)
                                              {"min-free", required_argument, NULL, 'F'},
                                              {"log-level", required_argument, NULL, 'l'},
                                              {"secrets-key", required_argument, NULL, 'k'},
+                                             {"tls-cert", required_argument, NULL, 'C'},
+                                             {"tls-key", required_argument, NULL, 'K'},
+                                             {"http-timeout", required_argument, NULL, 'T'},
+                                             {"http-max-conns", required_argument, NULL, 'M'},
+                                             {"http-max-per-ip", required_argument, NULL, 'I'},
+                                             {"new-admin-token", required_argument, NULL, 'N'},
                                              {"version", no_argument, NULL, 'V'},
                                              {"help", no_argument, NULL, '?'},
                                              {NULL, 0, NULL, 0}};
@@ -157,6 +177,32 @@ static int parse_args(int argc, char **argv, options_t *o)
                 return fail_flag("--log-level", optarg, "want debug, info, warn or error");
             loom_log_set_level(level);
             break;
+        case 'C':
+            o->tls_cert = optarg;
+            break;
+        case 'K':
+            o->tls_key = optarg;
+            break;
+        case 'T':
+            if (loom_parse_duration_ms(optarg, &o->http_timeout_ms) || o->http_timeout_ms < 100 ||
+                o->http_timeout_ms > 3600000)
+                return fail_flag("--http-timeout", optarg, "want a duration from 100ms to 1h");
+            break;
+        case 'M':
+        case 'I': {
+            int64_t n;
+            if (loom_parse_i64(optarg, 1, 100000, &n))
+                return fail_flag(c == 'M' ? "--http-max-conns" : "--http-max-per-ip", optarg,
+                                 "want a number from 1 to 100000");
+            if (c == 'M')
+                o->http_max_conns = (unsigned)n;
+            else
+                o->http_max_per_ip = (unsigned)n;
+            break;
+        }
+        case 'N':
+            o->new_admin_token = optarg;
+            break;
         case 'V':
             printf("loomd %s\n", LOOM_VERSION);
             exit(0);
@@ -174,7 +220,54 @@ static int parse_args(int argc, char **argv, options_t *o)
         fprintf(stderr, "loomd: unexpected argument \"%s\"\n", argv[optind]);
         return 2;
     }
+    if (!o->tls_cert != !o->tls_key) {
+        fprintf(stderr, "loomd: --tls-cert and --tls-key go together\n");
+        return 2;
+    }
     return 0;
+}
+
+/* --new-admin-token FILE: opens the database beside a running loomd (SQLite
+ * arbitrates), adds an admin token and writes it to FILE. */
+static int new_admin_token(const options_t *o)
+{
+    char why[512] = "";
+    char *db = loom_xasprintf("%s/loom.db", o->state_dir);
+    loom_store_t *store = NULL;
+    int rc = access(db, F_OK) != 0 ? LOOM_ENOTFOUND : 0;
+    if (rc)
+        snprintf(why, sizeof why, "no loomd state in %s (no loom.db): check --state-dir",
+                 o->state_dir);
+    if (rc == 0) rc = loom_store_open(db, o->sync, &store, why, sizeof why);
+    if (rc == 0)
+        rc = loom_auth_new_admin_file(store, o->new_admin_token, "recovery", why, sizeof why);
+    loom_store_destroy(&store);
+    free(db);
+    if (rc) {
+        fprintf(stderr, "loomd: %s\n", why);
+        return 1;
+    }
+    printf("wrote a new admin token to %s\n", o->new_admin_token);
+    return 0;
+}
+
+/* Reads a PEM file for --tls-cert or --tls-key. */
+static char *read_pem(const char *flag, const char *path)
+{
+    char *text = NULL;
+    size_t len = 0;
+    int rc = loom_read_file(path, 1 << 20, &text, &len);
+    if (rc) {
+        fprintf(stderr, "loomd: %s %s: %s\n", flag, path,
+                rc == LOOM_ENOTFOUND ? "no such file" : "cannot read it (or over 1 MiB)");
+        return NULL;
+    }
+    if (!strstr(text, "-----BEGIN ")) {
+        fprintf(stderr, "loomd: %s %s: not a PEM file (no -----BEGIN line)\n", flag, path);
+        free(text);
+        return NULL;
+    }
+    return text;
 }
 
 static void on_closed(void *ud)
@@ -200,7 +293,7 @@ static int write_addr_file(daemon_t *d, const options_t *o, uint16_t port, const
 {
     json_t *j = json_pack("{s:s,s:s,s:i}", "http", "", "zmq", zmq_ep, "pid", (int)getpid());
     char url[128];
-    snprintf(url, sizeof url, "http://%s:%u", o->http_host, port);
+    snprintf(url, sizeof url, "%s://%s:%u", o->tls_cert ? "https" : "http", o->http_host, port);
     json_object_set_new(j, "http", json_string(url));
     char *text = json_dumps(j, JSON_INDENT(2));
     json_decref(j);
@@ -225,6 +318,32 @@ int main(int argc, char **argv)
         LOG_ERROR("libsodium failed to initialise");
         return 1;
     }
+    if (o.new_admin_token) {
+        rc = new_admin_token(&o);
+        free(o.state_dir);
+        return rc;
+    }
+    loom_api_options_t api_opts = {.timeout_ms = (uint32_t)o.http_timeout_ms,
+                                   .max_conns = o.http_max_conns,
+                                   .max_conns_per_ip = o.http_max_per_ip};
+    char *cert = NULL, *key = NULL;
+    if (o.tls_cert) {
+        if (!loom_api_tls_supported()) {
+            fprintf(stderr, "loomd: --tls-cert: this libmicrohttpd was built without TLS "
+                            "(GnuTLS) support\n");
+            free(o.state_dir);
+            return 1;
+        }
+        cert = read_pem("--tls-cert", o.tls_cert);
+        key = cert ? read_pem("--tls-key", o.tls_key) : NULL;
+        if (!key) {
+            free(cert);
+            free(o.state_dir);
+            return 2;
+        }
+        api_opts.tls_cert_pem = cert;
+        api_opts.tls_key_pem = key;
+    }
     daemon_t d = {.loop = uv_default_loop()};
     loom_sched_config_t cfg = {.state_dir = o.state_dir,
                                .bind = o.bind,
@@ -240,7 +359,9 @@ int main(int argc, char **argv)
     uint16_t port = 0;
     d.sched = loom_sched_new(d.loop, &cfg);
     d.api = loom_api_new(d.loop, d.sched);
+    loom_api_configure(d.api, &api_opts);
     if (loom_sched_open(d.sched, why, sizeof why) ||
+        loom_auth_bootstrap(loom_sched_store(d.sched), o.state_dir, why, sizeof why) ||
         loom_sched_bind(d.sched, endpoint, sizeof endpoint, why, sizeof why) ||
         loom_api_listen(d.api, o.http_host, o.http_port, &port, why, sizeof why) ||
         (write_addr_file(&d, &o, port, endpoint) &&
@@ -256,14 +377,17 @@ int main(int argc, char **argv)
         d.sigint.data = d.sigterm.data = &d;
         uv_signal_start(&d.sigint, on_signal, SIGINT);
         uv_signal_start(&d.sigterm, on_signal, SIGTERM);
-        LOG_INFO("loomd %s ready state=%s http=http://%s:%u agents=%s", LOOM_VERSION, o.state_dir,
-                 o.http_host, port, endpoint);
+        LOG_INFO("loomd %s ready state=%s http=%s://%s:%u agents=%s", LOOM_VERSION, o.state_dir,
+                 o.tls_cert ? "https" : "http", o.http_host, port, endpoint);
     }
     uv_run(d.loop, UV_RUN_DEFAULT);
     uv_run(d.loop, UV_RUN_NOWAIT); /* let close callbacks finish */
     loom_api_destroy(&d.api);
     loom_sched_destroy(&d.sched);
     uv_loop_close(d.loop);
+    if (key) sodium_memzero(key, strlen(key));
+    free(cert);
+    free(key);
     free(o.state_dir);
     return rc;
 }

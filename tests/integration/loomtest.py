@@ -57,6 +57,8 @@ class Cluster:
         self.agents = {}
         self.url = None
         self.zmq = None
+        self.token = None  # the admin token loomd wrote on its first start
+        self.ssl_context = None  # for https: trusts the test's certificate
 
     # -- processes --------------------------------------------------------
     def start_loomd(self, extra=()):
@@ -88,6 +90,8 @@ class Cluster:
         info = wait_for(ready, "loomd to listen")
         self.url = info["http"]
         self.zmq = info["zmq"]
+        with open(os.path.join(self.state, "admin.token")) as f:
+            self.token = f.read().strip()
         return self
 
     def stop_loomd(self, sig=signal.SIGTERM):
@@ -140,15 +144,23 @@ class Cluster:
         return "\n".join(out)
 
     # -- HTTP ----------------------------------------------------------------
-    def request(self, method, path, body=None, raw=False, timeout=DEADLINE + 5, headers=None):
+    def auth(self, token=None):
+        """The Authorization header for token (default: the admin token)."""
+        return {"Authorization": "Bearer " + (token or self.token)}
+
+    def request(self, method, path, body=None, raw=False, timeout=DEADLINE + 5, headers=None,
+                token=None):
+        """An API call with the admin token, or token; token="" sends none."""
         data = None
         headers = dict(headers or {})
+        if token != "" and "Authorization" not in headers:
+            headers.update(self.auth(token))
         if body is not None:
             data = body if isinstance(body, bytes) else json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
         req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout, context=self.ssl_context) as resp:
                 payload = resp.read()
                 return payload if raw else json.loads(payload)
         except urllib.error.HTTPError as e:
@@ -179,8 +191,14 @@ class Cluster:
         return self.get("/api/v1/runs/%d/tasks/%s/log%s" % (run_id, task, "?" + q if q else ""),
                         raw=True)
 
-    def cli(self, *args, check=None, input=None):
-        env = dict(os.environ, LOOM_SERVER=self.url)
+    def cli_env(self, **extra):
+        """The environment for a loom command talking to this loomd as admin."""
+        env = dict(os.environ, LOOM_SERVER=self.url, LOOM_TOKEN=self.token)
+        env.update(extra)
+        return {k: v for k, v in env.items() if v is not None}
+
+    def cli(self, *args, check=None, input=None, env=None):
+        env = env if env is not None else self.cli_env()
         p = subprocess.run([CLI] + list(args), capture_output=True, text=True, env=env,
                            timeout=DEADLINE + 30, input=input)
         if check is not None and p.returncode != check:

@@ -94,14 +94,14 @@ class Artifacts(ClusterTest):
         with open(dest) as f:
             self.assertEqual(f.read(), "from agent a\n")
         url = "%s/api/v1/runs/%d/artifacts?task=make&path=blob.bin" % (self.c.url, run["id"])
-        whole = urllib.request.urlopen(url).read()
+        whole = urllib.request.urlopen(urllib.request.Request(url, headers=self.c.auth())).read()
         self.assertEqual(len(whole), 300000)
-        req = urllib.request.Request(url, headers={"Range": "bytes=100-199"})
+        req = urllib.request.Request(url, headers={"Range": "bytes=100-199", **self.c.auth()})
         with urllib.request.urlopen(req) as r:
             self.assertEqual(r.status, 206)
             self.assertEqual(r.headers["Content-Range"], "bytes 100-199/300000")
             self.assertEqual(r.read(), whole[100:200])
-        req = urllib.request.Request(url, headers={"Range": "bytes=400000-"})
+        req = urllib.request.Request(url, headers={"Range": "bytes=400000-", **self.c.auth()})
         with self.assertRaises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(req)
         self.assertEqual(e.exception.code, 416)

@@ -112,7 +112,7 @@ class Cli(ClusterTest):
             "do sleep 0.02; done; echo two\n") % go), check=0)
         out = self.c.cli("run", "live", check=0).stdout
         run_id = out.split()[1]
-        env = dict(os.environ, LOOM_SERVER=self.c.url)
+        env = self.c.cli_env()
         p = subprocess.Popen([CLI, "logs", run_id, "t", "-f"], stdout=subprocess.PIPE, env=env)
         try:
             self.assertEqual(p.stdout.readline(), b"one\n")

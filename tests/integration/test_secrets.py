@@ -228,8 +228,9 @@ class Webhooks(ClusterTest):
     def runs(self):
         return self.c.get("/api/v1/runs?pipeline=on-deploy")["runs"]
 
-    def post_raw(self, path, body, headers):
-        return self.c.request("POST", path, body, headers=headers)
+    def post_raw(self, path, body, headers, token=""):
+        # A webhook comes from outside: no bearer token unless one is given.
+        return self.c.request("POST", path, body, headers=headers, token=token)
 
     def refused(self, path, body, headers, want):
         with self.assertRaises(ApiError) as e:
@@ -293,6 +294,19 @@ class Webhooks(ClusterTest):
         # events.deploy keeps its own.
         self.refused(path, body, {"X-Loom-Signature": sign("shared-events-key", body)},
                      "hook events.deploy")
+
+        # Unsigned: refused without a token (naming the header to send),
+        # 403 with a token below operate, accepted with an operate token.
+        unsigned = json.dumps({"event_id": "d-unsigned"}).encode()
+        self.refused(path, unsigned, {}, "X-Loom-Signature")
+        read = self.c.cli("tokens", "create", "--role", "read", check=0).stdout.strip()
+        with self.assertRaises(ApiError) as e:
+            self.post_raw(path, unsigned, {}, token=read)
+        self.assertEqual(e.exception.status, 403, e.exception.body)
+        operate = self.c.cli("tokens", "create", "--role", "operate", check=0).stdout.strip()
+        before = len(self.runs())
+        self.post_raw(path, unsigned, {}, token=operate)
+        wait_for(lambda: len(self.runs()) == before + 1, "the operator's event to start a run")
 
         # Alertmanager and S3 hooks.
         self.c.request("PUT", "/api/v1/hooks/secrets/alertmanager", {"value": "am-key-1234"})

@@ -171,7 +171,8 @@ class DagRuns(ClusterTest):
         self.c.submit(src)
         run_id = self.c.start_run("stream")
         url = self.c.url + "/api/v1/runs/%d/tasks/t/log?follow=1" % run_id
-        with urllib.request.urlopen(url, timeout=DEADLINE) as resp:
+        req = urllib.request.Request(url, headers=self.c.auth())
+        with urllib.request.urlopen(req, timeout=DEADLINE) as resp:
             self.assertEqual(resp.readline(), b"first\n")  # arrives before the task ends
             run = self.c.get("/api/v1/runs/%d" % run_id)
             self.assertEqual(self.tasks(run)["t"]["state"], "running")
