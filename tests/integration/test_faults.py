@@ -214,7 +214,7 @@ class KillAtFaultPoints(FaultTestCase):
     # agents' Hellos do not list them, and loomd must retry them without
     # losing the retries too (it once did, all in one Hello).
     def test_kill_after_commit_before_send(self):
-        self.kill_and_restart("after_commit_before_send", 15, 60, seed=8)
+        self.kill_and_restart("after_commit_before_send", 4, 20, seed=8)
 
     def test_kill_after_result_before_commit(self):
         self.kill_and_restart("after_result_before_commit", 5, 30, seed=9)
