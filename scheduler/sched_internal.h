@@ -240,6 +240,8 @@ struct loom_sched {
     /* Free space on the state folder (disk.c) */
     uint64_t disk_checked_ms, disk_free;
     bool disk_low, disk_was_low;
+    /* The clocks at the last liveness tick, to notice a stepped wall clock */
+    uint64_t clock_mono, clock_wall;
 };
 
 /* list.c-style helpers */

@@ -209,11 +209,31 @@ void sched_request_flush(loom_sched_t *s)
         uv_idle_start(&s->flush_idle, on_flush_idle);
 }
 
+/* Liveness runs on the monotonic clock, which a stepped wall clock does not
+ * move; schedules run on the wall clock. When the two part by more than two
+ * seconds between ticks, the wall clock was stepped: look at the schedules
+ * now rather than at the trigger timer's next minute. */
+static void watch_wall_clock(loom_sched_t *s)
+{
+    uint64_t mono = sched_now(s), wall = loom_sched_wall_ms(s);
+    if (s->clock_mono) {
+        int64_t skew = (int64_t)(wall - s->clock_wall) - (int64_t)(mono - s->clock_mono);
+        if (skew > 2000 || skew < -2000) {
+            LOG_WARN("the wall clock stepped %+lld s; schedules are looked at again",
+                     (long long)(skew / 1000));
+            loom_sched_triggers_tick(s);
+        }
+    }
+    s->clock_mono = mono;
+    s->clock_wall = wall;
+}
+
 static void on_liveness_timer(uv_timer_t *h)
 {
     loom_sched_t *s = h->data;
     agents_check_liveness(s);
     sched_disk_poll(s);
+    watch_wall_clock(s);
 }
 
 static int load_agent(void *ud, const loom_agent_row_t *row)

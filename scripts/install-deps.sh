@@ -10,6 +10,7 @@ pkgs=(
   libsqlite3-dev libuv1-dev libsodium-dev libyaml-dev libjansson-dev
   libmicrohttpd-dev libcurl4-openssl-dev libcmocka-dev
   python3 procps tzdata
+  libfaketime # tests/integration/test_clock.py steps loomd's wall clock for real
   openssl # test_auth makes a self-signed certificate
   python3-sklearn # dag-examples/continuous-training trains a real model
 )
