@@ -460,11 +460,12 @@ static enum MHD_Result post_cancel(req_t *r, const path_t *p)
 static enum MHD_Result post_agent_op(req_t *r, const path_t *p)
 {
     const char *op = p->segs[4];
+    if (strcmp(op, "revoke") == 0) return api_agent_revoke(r, p->segs[3]);
     bool cordon = strcmp(op, "uncordon") != 0;
     bool drain = strcmp(op, "drain") == 0;
     if (!drain && strcmp(op, "cordon") != 0 && strcmp(op, "uncordon") != 0)
         return api_respond_error(r, MHD_HTTP_NOT_FOUND,
-                                 "no agent operation \"%s\" (drain, cordon, uncordon)", op);
+                                 "no agent operation \"%s\" (drain, cordon, uncordon, revoke)", op);
     int err = loom_sched_agent_cordon(r->api->sched, p->segs[3], cordon, drain);
     if (err == LOOM_ENOTFOUND)
         return api_respond_error(r, MHD_HTTP_NOT_FOUND, "no agent named \"%s\"", p->segs[3]);
@@ -508,7 +509,10 @@ static const struct {
     {"GET", "runs/*/tasks/*/log", api_get_log},
     {"GET", "runs/*/tasks/*/attempts", api_get_attempts},
     {"GET", "agents", get_agents},
-    {"POST", "agents/*/*", post_agent_op},
+    {"POST", "agents/tokens", api_post_join_token},          /* admin */
+    {"GET", "agents/keys", api_get_agent_keys},              /* read */
+    {"POST", "agents/keys/*/approve", api_post_key_approve}, /* admin */
+    {"POST", "agents/*/*", post_agent_op}, /* revoke: admin; the others: operate */
     {"POST", "events/*", api_post_event},
     {"GET", "events", api_get_events},
     {"POST", "hooks/alertmanager", api_post_alertmanager},

@@ -113,6 +113,12 @@ enum MHD_Result api_get_triggers(req_t *r, const path_t *p);
 enum MHD_Result api_get_decisions(req_t *r, const path_t *p);
 enum MHD_Result api_post_pause(req_t *r, const path_t *p);
 
+/* api_agents.c: join tokens, agents' keys, approve, revoke */
+enum MHD_Result api_post_join_token(req_t *r, const path_t *p);
+enum MHD_Result api_get_agent_keys(req_t *r, const path_t *p);
+enum MHD_Result api_post_key_approve(req_t *r, const path_t *p);
+enum MHD_Result api_agent_revoke(req_t *r, const char *name);
+
 /* api_stream.c */
 enum MHD_Result api_get_log(req_t *r, const path_t *p);
 enum MHD_Result api_get_attempts(req_t *r, const path_t *p);

@@ -45,6 +45,7 @@ static void fixture_start(fixture_t *f, const char *const *pools, size_t n_pools
                                .heartbeat_ms = 100,
                                .agent_timeout_ms = 5000,
                                .zmq_ctx = f->zctx,
+                               .insecure_plaintext = true, /* raw DEALERs */
                                .pools = pools,
                                .n_pools = n_pools,
                                .wall = wall ? *wall : (loom_clock_t){0}};
