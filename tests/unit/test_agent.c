@@ -310,8 +310,8 @@ static void test_garbage_does_not_crash(void **state)
     static const uint8_t wrong_version[] = {0x08, 0x63};
     send_raw(f, wrong_version, sizeof wrong_version);
     send_raw(f, "", 0);
-    const void *parts[3] = {AGENT_NAME, "a", "b"};
-    size_t lens[3] = {strlen(AGENT_NAME), 1, 1};
+    const void *parts[3] = {f->rid, "a", "b"};
+    size_t lens[3] = {f->rid_len, 1, 1};
     assert_int_equal(loom_zsock_send(f->router, parts, lens, 3), 0);
     /* A kind the agent never receives */
     Loom__Started st = LOOM__STARTED__INIT;
