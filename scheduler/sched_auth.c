@@ -270,8 +270,20 @@ static void send_joined(loom_sched_t *s, zmq_msg_t *rid, const char *error)
     sched_send_rid(s, zmq_msg_data(rid), zmq_msg_size(rid), &msg);
 }
 
-/* Why the join cannot happen, or NULL; *token_id set when it can. */
-static char *join_refusal(loom_sched_t *s, const char *key, const Loom__Join *j, uint64_t *token_id)
+static bool approved_for(loom_sched_t *s, const char *key, const char *name)
+{
+    loom_key_state state;
+    char *agent = NULL;
+    bool yes = loom_store_key_get(s->store, key, &state, &agent) == 0 && state == KEY_APPROVED &&
+               strcmp(agent, name) == 0;
+    free(agent);
+    return yes;
+}
+
+/* Why the join cannot happen, or NULL; *token_id set when it can, and
+ * *already when this key already joined as this name with it. */
+static char *join_refusal(loom_sched_t *s, const char *key, const Loom__Join *j, uint64_t *token_id,
+                          bool *already)
 {
     loom_curve_key_t server;
     const char *secret;
@@ -292,15 +304,18 @@ static char *join_refusal(loom_sched_t *s, const char *key, const Loom__Join *j,
         refusal = loom_xstrdup("database error");
     else if (row.revoked_ms)
         refusal = loom_xasprintf("join token %llu was revoked", (unsigned long long)row.id);
-    else if (row.used_ms)
+    else if (row.used_ms && !approved_for(s, key, j->name))
         refusal = loom_xasprintf("join token %llu was already used", (unsigned long long)row.id);
+    else if (row.used_ms)
+        *already = true; /* a resent Join (its answer was lost): same answer */
     else if (row.expires_ms && now >= row.expires_ms)
         refusal = loom_xasprintf("join token %llu has expired", (unsigned long long)row.id);
     else if (row.name[0] && strcmp(row.name, j->name) != 0)
         refusal = loom_xasprintf("join token %llu is for agent \"%s\", not \"%s\"",
                                  (unsigned long long)row.id, row.name, j->name);
     free(row.name);
-    if (refusal) return refusal;
+    *token_id = row.id;
+    if (refusal || *already) return refusal;
     loom_key_state state;
     char *agent = NULL, *other = NULL;
     if (loom_store_key_get(s->store, key, &state, &agent) != 0)
@@ -317,7 +332,6 @@ static char *join_refusal(loom_sched_t *s, const char *key, const Loom__Join *j,
                                  j->name, j->name);
     free(agent);
     free(other);
-    *token_id = row.id;
     return refusal;
 }
 
@@ -328,8 +342,9 @@ static void on_join(loom_sched_t *s, zmq_msg_t *rid, const char *key, const Loom
         return;
     }
     uint64_t token_id = 0;
-    char *refusal = join_refusal(s, key, j, &token_id);
-    if (!refusal) {
+    bool already = false;
+    char *refusal = join_refusal(s, key, j, &token_id, &already);
+    if (!refusal && !already) {
         /* The key's approval and the token's use commit together. */
         char *via = loom_xasprintf("join token %llu", (unsigned long long)token_id);
         uint64_t now = loom_unix_ms();
@@ -340,7 +355,7 @@ static void on_join(loom_sched_t *s, zmq_msg_t *rid, const char *key, const Loom
     }
     if (refusal) {
         LOG_WARN("join refused agent=%s key=%s: %s", j->name, key, refusal);
-    } else {
+    } else if (!already) {
         loom_sched_commit(s);
         LOG_INFO("agent joined agent=%s key=%s token=%llu", j->name, key,
                  (unsigned long long)token_id);

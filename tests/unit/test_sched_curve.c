@@ -203,6 +203,10 @@ static void test_join_token_works_once(void **state)
     assert_string_equal(agent, "a1");
     free(agent);
     welcomed(f, d1, "a1");
+    /* A resent Join (its answer lost on the way) gets the same answer. */
+    err = join(f, d1, token, "a1");
+    assert_string_equal(err, "");
+    free(err);
 
     /* The same token again, from another key: refused, nothing approved. */
     void *d2 = curve_dealer(f, &k2, NULL);
