@@ -379,11 +379,13 @@ static agent_t *hello_sender(loom_sched_t *s, zmq_msg_t *rid, const char *hex, c
         if (loom_store_key_get(s->store, key, &state, &agent) != 0) return NULL;
         char *text = NULL;
         if (state == KEY_UNKNOWN || state == KEY_PENDING) {
-            if (state == KEY_UNKNOWN || strcmp(agent, h->name) != 0)
+            /* Recorded (and logged) once per claim, not at every retry. */
+            if (state == KEY_UNKNOWN || strcmp(agent, h->name) != 0) {
                 LOG_WARN("agent not enrolled agent=%s key=%s: approve with `loom agents approve "
                          "%s`",
                          h->name, key, key);
-            loom_store_key_pending(s->store, key, h->name, loom_unix_ms());
+                loom_store_key_pending(s->store, key, h->name, loom_unix_ms());
+            }
             text = loom_xasprintf("not enrolled: run `loom agents approve %s` on the server, or "
                                   "join with a token (`loom agents token`)",
                                   key);
