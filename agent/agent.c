@@ -6,6 +6,7 @@
 #include "fetch.h"
 #include "workdir.h"
 
+#include "loom/curve.h"
 #include "loom/err.h"
 #include "loom/log.h"
 
@@ -26,6 +27,8 @@
 #define SEND_RETRY_MS 50
 #define RECONNECT_IVL_MS 100
 #define RECONNECT_IVL_MAX_MS 5000
+/* Hello while waiting for `loom agents approve` */
+#define ENROL_RETRY_MS 2000
 
 static char *host_name(void)
 {
@@ -58,6 +61,10 @@ loom_agent_t *loom_agent_new(uv_loop_t *loop, const loom_agent_config_t *cfg)
     for (size_t i = 0; i < cfg->n_gpus; i++) a->gpu_specs[i] = loom_xstrdup(cfg->gpus[i]);
     a->n_gpu_specs = cfg->n_gpus;
     a->no_gpu_detect = cfg->no_gpu_detect;
+    if (cfg->join_token) a->join_token = loom_xstrdup(cfg->join_token);
+    if (cfg->server_key) snprintf(a->server_key, sizeof a->server_key, "%s", cfg->server_key);
+    a->on_refused = cfg->on_refused;
+    a->refused_ud = cfg->refused_ud;
     a->nvml_library = cfg->nvml_library ? loom_xstrdup(cfg->nvml_library) : NULL;
     a->gpu_timeout_ms = cfg->gpu_detect_timeout_ms;
     a->sys_root = loom_xstrdup(cfg->sys_root ? cfg->sys_root : "");
@@ -90,6 +97,16 @@ size_t loom_agent_unacked_bytes(const loom_agent_t *a)
 bool loom_agent_output_paused(const loom_agent_t *a)
 {
     return a->paused;
+}
+
+const char *loom_agent_public_key(const loom_agent_t *a)
+{
+    return a->curve_pub;
+}
+
+bool loom_agent_refused(const loom_agent_t *a)
+{
+    return a->refused;
 }
 
 const uint8_t *loom_agent_session(const loom_agent_t *a)
@@ -155,12 +172,25 @@ static int send_hello(loom_agent_t *a)
     return rc;
 }
 
+static int send_join(loom_agent_t *a)
+{
+    Loom__Join j = LOOM__JOIN__INIT;
+    j.token = a->join_token;
+    j.name = a->name;
+    loom_msg_t m = LOOM__ENVELOPE__INIT;
+    m.body_case = LOOM__ENVELOPE__BODY_JOIN;
+    m.join = &j;
+    return agent_send(a, &m);
+}
+
 static void on_hello_timer(uv_timer_t *handle)
 {
     loom_agent_t *a = handle->data;
-    if (a->welcomed || a->stopping || !a->detected) return;
-    int rc = send_hello(a);
+    if (a->welcomed || a->stopping || a->refused || !a->detected) return;
+    int rc = a->joining ? send_join(a) : send_hello(a);
     uint64_t next = a->hello_interval_ms;
+    /* Not enrolled yet: ask again every few seconds, not every second. */
+    if (a->told_enrol && next < ENROL_RETRY_MS) next = ENROL_RETRY_MS;
     if (rc != 0 && next > HELLO_RETRY_MS) next = HELLO_RETRY_MS;
     uv_timer_start(&a->hello_timer, on_hello_timer, next, 0);
 }
@@ -225,6 +255,57 @@ void agent_send_failed(loom_agent_t *a)
     if (!a->closing) uv_timer_start(&a->retry_timer, on_retry_timer, SEND_RETRY_MS, 0);
 }
 
+/* Keeps loomd's key for the next start (which then needs no token). */
+static void pin_server_key(loom_agent_t *a)
+{
+    if (a->pinned) return;
+    char *path = loom_xasprintf("%s/curve/server.pub", a->work_dir);
+    char why[256];
+    if (loom_curve_key_write(path, a->server_key, why, sizeof why) != 0)
+        LOG_WARN("cannot pin loomd's key: %s", why);
+    else
+        a->pinned = true;
+    free(path);
+}
+
+/* loomd will never take us: stop asking, and let the owner stop us. */
+static void refused(loom_agent_t *a)
+{
+    if (a->refused) return;
+    a->refused = true;
+    uv_timer_stop(&a->hello_timer);
+    uv_timer_stop(&a->heartbeat_timer);
+    a->welcomed = false;
+    if (a->on_refused) a->on_refused(a->refused_ud);
+}
+
+static void handle_joined(loom_agent_t *a, loom_msg_t **mp)
+{
+    const Loom__Joined *j = (*mp)->joined;
+    if (!a->joining) return;
+    if (j->error && *j->error) {
+        LOG_ERROR("loomd refused the join token agent=%s: %s", a->name, j->error);
+        refused(a);
+        return;
+    }
+    if (j->server_public_key && *j->server_public_key &&
+        strcmp(j->server_public_key, a->server_key) != 0) {
+        LOG_ERROR("loomd answered Join with another server key than the token's; not joining");
+        refused(a);
+        return;
+    }
+    LOG_INFO("joined loomd agent=%s key=%s", a->name, a->curve_pub);
+    a->joining = false;
+    if (a->join_token) {
+        sodium_memzero(a->join_token, strlen(a->join_token));
+        free(a->join_token);
+        a->join_token = NULL;
+    }
+    pin_server_key(a);
+    uv_timer_stop(&a->hello_timer);
+    on_hello_timer(&a->hello_timer);
+}
+
 static void handle_welcome(loom_agent_t *a, loom_msg_t **mp)
 {
     const loom_msg_t *m = *mp;
@@ -235,6 +316,8 @@ static void handle_welcome(loom_agent_t *a, loom_msg_t **mp)
     a->heartbeat_ms = w->heartbeat_ms ? w->heartbeat_ms : DEFAULT_HEARTBEAT_MS;
     a->timeout_ms = w->timeout_ms;
     uv_timer_stop(&a->hello_timer);
+    a->told_enrol = false;
+    pin_server_key(a);
     uv_timer_start(&a->heartbeat_timer, on_heartbeat_timer, a->heartbeat_ms, a->heartbeat_ms);
     LOG_INFO("welcomed by loomd agent=%s heartbeat_ms=%u timeout_ms=%u cancelled=%zu", a->name,
              a->heartbeat_ms, a->timeout_ms, w->n_cancel);
@@ -258,6 +341,22 @@ static void handle_error(loom_agent_t *a, loom_msg_t **mp)
 {
     const loom_msg_t *m = *mp;
     const Loom__Error *e = m->error;
+    if (e->revoked) {
+        LOG_ERROR("loomd revoked this agent's key agent=%s key=%s; stopping", a->name,
+                  a->curve_pub);
+        refused(a);
+        return;
+    }
+    if (e->not_enrolled) {
+        if (!a->told_enrol)
+            LOG_WARN("not enrolled agent=%s: on the server, run `loom agents approve %s` (or "
+                     "start this agent with a join token from `loom agents token`); asking "
+                     "again every %d s",
+                     a->name, a->curve_pub, ENROL_RETRY_MS / 1000);
+        a->told_enrol = true;
+        a->welcomed = false;
+        return;
+    }
     if (e->hello_required) {
         LOG_INFO("loomd asks for hello agent=%s: %s", a->name, e->message);
         lose_welcome(a);
@@ -323,6 +422,7 @@ static const struct {
     {LOOM__ENVELOPE__BODY_ERROR, handle_error},
     {LOOM__ENVELOPE__BODY_OBJECT, handle_object},
     {LOOM__ENVELOPE__BODY_PUT_ACK, handle_put_ack},
+    {LOOM__ENVELOPE__BODY_JOINED, handle_joined},
 };
 
 static void handle_msg(loom_agent_t *a, loom_msg_t **m)
@@ -448,13 +548,60 @@ static int load_cache(loom_agent_t *a)
     return 0;
 }
 
+/* Our key pair, and which key loomd has: pinned (joined before), from the
+ * join token, or given (--server-key, for the approve flow). */
+static int load_keys(loom_agent_t *a)
+{
+    char why[512];
+    char *dir = loom_xasprintf("%s/curve", a->work_dir);
+    char *pinned_path = loom_xasprintf("%s/server.pub", dir);
+    int rc = loom_curve_keypair_load(dir, "agent", a->curve_pub, a->curve_sec, why, sizeof why);
+    loom_curve_key_t pinned;
+    int prc = rc ? rc : loom_curve_key_read(pinned_path, pinned, why, sizeof why);
+    free(dir);
+    free(pinned_path);
+    if (rc || (prc && prc != LOOM_ENOTFOUND)) {
+        LOG_ERROR("%s", why);
+        return LOOM_EINVAL;
+    }
+    if (prc == 0) {
+        if (a->server_key[0] && strcmp(a->server_key, pinned) != 0)
+            LOG_WARN("--server-key differs from the key pinned when this agent joined; using the "
+                     "pinned one (remove WORK_DIR/curve/server.pub to change it)");
+        memcpy(a->server_key, pinned, sizeof pinned);
+        a->pinned = true;
+        if (a->join_token) LOG_INFO("already joined: the join token is not needed");
+    } else if (a->join_token) {
+        const char *secret;
+        if (loom_join_token_parse(a->join_token, a->server_key, &secret, why, sizeof why) != 0) {
+            LOG_ERROR("%s", why);
+            return LOOM_EINVAL;
+        }
+        a->joining = true;
+    } else if (!a->server_key[0]) {
+        LOG_ERROR("no server key: give a join token (LOOM_JOIN_TOKEN or --join-token-file, from "
+                  "`loom agents token` on the server), or --server-key KEY to be approved by "
+                  "`loom agents approve`");
+        return LOOM_EINVAL;
+    } else if (!loom_curve_key_valid(a->server_key)) {
+        LOG_ERROR("--server-key \"%s\" is not a 40-character Z85 key", a->server_key);
+        return LOOM_EINVAL;
+    }
+    LOG_INFO("agent key=%s server_key=%s", a->curve_pub, a->server_key);
+    return 0;
+}
+
 static void *open_socket(loom_agent_t *a)
 {
     int one = 1, zero = 0, ivl = RECONNECT_IVL_MS, ivl_max = RECONNECT_IVL_MAX_MS;
     int64_t max_msg = LOOM_MSG_MAX;
     void *s = zmq_socket(a->zctx, ZMQ_DEALER);
     if (!s) return NULL;
-    if (zmq_setsockopt(s, ZMQ_ROUTING_ID, a->name, strlen(a->name)) != 0 ||
+    /* No routing id of our own: loomd's ROUTER gives each connection one,
+     * and knows us by our CURVE key, not by a name we could claim. */
+    if (zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, a->server_key, 40) != 0 ||
+        zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, a->curve_pub, 40) != 0 ||
+        zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, a->curve_sec, 40) != 0 ||
         zmq_setsockopt(s, ZMQ_IMMEDIATE, &one, sizeof one) != 0 ||
         zmq_setsockopt(s, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl) != 0 ||
         zmq_setsockopt(s, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max) != 0 ||
@@ -492,6 +639,7 @@ int loom_agent_start(loom_agent_t *a)
     int rc = check_config(a);
     if (rc == 0) rc = prepare_work_dir(a);
     if (rc == 0) rc = load_cache(a);
+    if (rc == 0) rc = load_keys(a);
     if (rc != 0) return rc;
     host_init(a);
     if (!a->zctx) {
@@ -669,6 +817,9 @@ void loom_agent_destroy(loom_agent_t **ap)
     free(a->name);
     free(a->server);
     free(a->work_dir);
+    if (a->join_token) sodium_memzero(a->join_token, strlen(a->join_token));
+    free(a->join_token);
+    sodium_memzero(a->curve_sec, sizeof a->curve_sec);
     free(a->cache_dir);
     free(a->hostname);
     host_free(a);

@@ -46,6 +46,18 @@ typedef struct {
     /* The object cache (bundle files, inputs) is kept under this many bytes
      * by evicting the least recently used objects; default 10 GiB. */
     uint64_t cache_size_bytes;
+    /* CURVE: a join token ("loomjoin1.<server key>.<secret>", from `loom
+     * agents token`) enrols this agent's key and gives loomd's key; or
+     * server_key (Z85) when an administrator approves the key instead. Once
+     * joined, loomd's key is pinned in WORK_DIR/curve/server.pub and these
+     * are not needed again. */
+    const char *join_token;
+    const char *server_key;
+    /* Called once when loomd refuses this agent for good (its key was
+     * revoked, or its join token was refused); the agent has stopped
+     * sending and the caller should stop it and exit non-zero. */
+    void (*on_refused)(void *ud);
+    void *refused_ud;
 } loom_agent_config_t;
 
 /* Copies what it needs from cfg. */
@@ -75,6 +87,10 @@ void loom_agent_destroy(loom_agent_t **a);
 /* Read-only views for tests and logs. */
 const char *loom_agent_name(const loom_agent_t *a);
 bool loom_agent_welcomed(const loom_agent_t *a);
+/* The agent's CURVE public key (Z85), once started. */
+const char *loom_agent_public_key(const loom_agent_t *a);
+/* loomd refused this agent for good (revoked, or a refused join token). */
+bool loom_agent_refused(const loom_agent_t *a);
 /* Processes running now (including ones being killed). */
 uint32_t loom_agent_running(const loom_agent_t *a);
 /* Attempts reported to loomd: running, or finished and not yet acked. */

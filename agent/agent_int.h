@@ -102,6 +102,17 @@ struct loom_agent {
     uv_idle_t inbox_idle;   /* runs the handlers for received messages */
     inbox_msg_t *inbox, *inbox_tail;
     uint8_t session[LOOM_AGENT_SESSION_LEN];
+    /* CURVE (agent.c): our key pair (WORK_DIR/curve/agent.key), loomd's key
+     * (pinned in WORK_DIR/curve/server.pub once joined), and a join token
+     * until it has been used. */
+    char curve_pub[41], curve_sec[41], server_key[41];
+    char *join_token;
+    bool joining;    /* sending Join, not Hello, until Joined */
+    bool pinned;     /* server.pub holds server_key */
+    bool told_enrol; /* "not enrolled" has been logged */
+    bool refused;    /* revoked, or the join was refused: we stop */
+    void (*on_refused)(void *ud);
+    void *refused_ud;
     bool started, welcomed, stopping, closing;
     bool send_blocked; /* a send failed: stop sending until the next retry */
     bool paused;       /* output reading stopped for lack of acks */

@@ -5,13 +5,16 @@
 #include "agent.h"
 #include "gpu.h"
 
+#include "loom/curve.h"
 #include "loom/err.h"
 #include "loom/log.h"
 #include "loom/util.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +28,8 @@ typedef struct {
     loom_agent_config_t cfg;
     const char *labels[MAX_LABELS];
     const char *gpus[MAX_GPUS];
-    char *work_dir; /* owned when defaulted */
+    char *work_dir;   /* owned when defaulted */
+    char *join_token; /* read from --join-token-file or LOOM_JOIN_TOKEN */
     loom_log_level level;
     uint64_t drain_timeout_ms; /* 0: no draining, the first signal stops */
 } options_t;
@@ -33,8 +37,9 @@ typedef struct {
 typedef struct {
     loom_agent_t *agent;
     uv_signal_t sigint, sigterm;
+    uv_timer_t refused_timer;
     uint64_t drain_timeout_ms;
-    bool draining, stopping;
+    bool draining, stopping, refused;
 } app_t;
 
 static void usage(FILE *out)
@@ -60,10 +65,17 @@ static void usage(FILE *out)
             "                      the least recently used objects are evicted, never one\n"
             "                      an attempt is placing; an object larger than SIZE\n"
             "                      cannot be fetched\n"
+            "  --join-token-file PATH  a join token from `loom agents token` (also\n"
+            "                      LOOM_JOIN_TOKEN); needed only until the agent has joined\n"
+            "  --server-key KEY    loomd's CURVE public key (Z85), to be approved with\n"
+            "                      `loom agents approve` instead of joining with a token\n"
             "  --log-level LEVEL   debug, info, warn or error (default info)\n"
             "  --help              show this help\n"
             "  --version           print the version\n"
-            "environment: LOOM_NVML_LIBRARY, the NVML library to load (libnvidia-ml.so.1)\n");
+            "environment: LOOM_NVML_LIBRARY, the NVML library to load (libnvidia-ml.so.1);\n"
+            "  LOOM_JOIN_TOKEN, a join token (never put one in argv: ps shows it)\n"
+            "keys: WORK_DIR/curve/agent.key (made on first start, mode 0600) and\n"
+            "  WORK_DIR/curve/server.pub (loomd's key, pinned once joined)\n");
 }
 
 static int bad_flag(const char *flag, const char *value, const char *why)
@@ -92,6 +104,21 @@ static int parse_gpu(options_t *o, const char *arg)
     gpu_free(&g);
     if (o->cfg.n_gpus == MAX_GPUS) return bad_flag("--gpu", arg, "too many GPUs");
     o->gpus[o->cfg.n_gpus++] = arg;
+    return -1;
+}
+
+static int read_token_file(options_t *o, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char buf[512] = "";
+    if (!f) return bad_flag("--join-token-file", path, strerror(errno));
+    bool got = fgets(buf, sizeof buf, f) != NULL;
+    fclose(f);
+    buf[strcspn(buf, "\r\n")] = '\0';
+    if (!got || !buf[0]) return bad_flag("--join-token-file", path, "the file is empty");
+    free(o->join_token);
+    o->join_token = loom_xstrdup(buf);
+    sodium_memzero(buf, sizeof buf);
     return -1;
 }
 
@@ -150,6 +177,13 @@ static int parse_flag(options_t *o, int c, const char *arg)
             return bad_flag("--cache-size", arg, "expected a size such as 20G or 512M");
         o->cfg.cache_size_bytes = size;
         return -1;
+    case 'T':
+        return read_token_file(o, arg);
+    case 'P':
+        if (!loom_curve_key_valid(arg))
+            return bad_flag("--server-key", arg, "expected loomd's 40-character Z85 public key");
+        o->cfg.server_key = arg;
+        return -1;
     case 'L':
         if (loom_log_parse_level(arg, &o->level) != 0)
             return bad_flag("--log-level", arg, "expected debug, info, warn or error");
@@ -182,6 +216,8 @@ static int parse_args(options_t *o, int argc, char **argv)
         {"drain-timeout", required_argument, NULL, 'D'},
         {"keep-attempts", required_argument, NULL, 'K'},
         {"cache-size", required_argument, NULL, 'C'},
+        {"join-token-file", required_argument, NULL, 'T'},
+        {"server-key", required_argument, NULL, 'P'},
         {NULL, 0, NULL, 0},
     };
     opterr = 0;
@@ -203,6 +239,9 @@ static int parse_args(options_t *o, int argc, char **argv)
     }
     if (optind < argc) return bad_flag(argv[optind], NULL, "unexpected argument (see --help)");
     if (!o->cfg.work_dir) o->cfg.work_dir = o->work_dir = default_work_dir();
+    const char *env_token = getenv("LOOM_JOIN_TOKEN");
+    if (!o->join_token && env_token && *env_token) o->join_token = loom_xstrdup(env_token);
+    o->cfg.join_token = o->join_token;
     const char *nvml = getenv("LOOM_NVML_LIBRARY");
     if (nvml && *nvml) o->cfg.nvml_library = nvml;
     return -1;
@@ -224,6 +263,7 @@ static void on_agent_stopped(void *ud)
     app_t *app = ud;
     uv_close((uv_handle_t *)&app->sigint, NULL);
     uv_close((uv_handle_t *)&app->sigterm, NULL);
+    uv_close((uv_handle_t *)&app->refused_timer, NULL);
 }
 
 static void stop_now(app_t *app)
@@ -238,6 +278,20 @@ static void on_agent_drained(void *ud, bool timed_out)
     if (app->stopping) return;
     if (timed_out) LOG_WARN("drain timeout: stopping, killing the tasks still running");
     stop_now(app);
+}
+
+static void on_refused_timer(uv_timer_t *handle)
+{
+    app_t *app = handle->data;
+    if (!app->stopping) stop_now(app);
+}
+
+/* From inside the agent's own handler: stop from the next loop turn. */
+static void on_agent_refused(void *ud)
+{
+    app_t *app = ud;
+    app->refused = true;
+    uv_timer_start(&app->refused_timer, on_refused_timer, 0, 0);
 }
 
 static void on_signal_received(uv_signal_t *handle, int signum)
@@ -262,10 +316,16 @@ static int run(const options_t *o)
     uv_loop_t loop;
     app_t app = {0};
     uv_loop_init(&loop);
-    app.agent = loom_agent_new(&loop, &o->cfg);
+    loom_agent_config_t cfg = o->cfg;
+    cfg.on_refused = on_agent_refused;
+    cfg.refused_ud = &app;
+    uv_timer_init(&loop, &app.refused_timer);
+    app.refused_timer.data = &app;
+    app.agent = loom_agent_new(&loop, &cfg);
     int rc = loom_agent_start(app.agent);
     if (rc != 0) {
         LOG_ERROR("cannot start: %s", loom_strerror(rc));
+        uv_close((uv_handle_t *)&app.refused_timer, NULL);
         loom_agent_stop(app.agent, NULL, NULL);
         uv_run(&loop, UV_RUN_DEFAULT);
         loom_agent_destroy(&app.agent);
@@ -281,7 +341,7 @@ static int run(const options_t *o)
     uv_run(&loop, UV_RUN_DEFAULT);
     loom_agent_destroy(&app.agent);
     uv_loop_close(&loop);
-    return 0;
+    return app.refused ? 1 : 0;
 }
 
 int main(int argc, char **argv)
@@ -296,5 +356,7 @@ int main(int argc, char **argv)
         rc = run(&o);
     }
     free(o.work_dir);
+    if (o.join_token) sodium_memzero(o.join_token, strlen(o.join_token));
+    free(o.join_token);
     return rc;
 }

@@ -123,6 +123,7 @@ typedef struct outmsg {
 typedef struct {
     void *sock;
     char name[16];
+    char pub[41], sec[41]; /* its CURVE key pair, approved before it connects */
     box_kind kind;
     uint8_t session[16];
     bool welcomed, ever_welcomed;
@@ -149,6 +150,7 @@ typedef struct {
 typedef struct {
     opts_t o;
     void *zctx;
+    char server_pub[41]; /* loomd's CURVE key */
     agent_t *agents;
     zmq_pollitem_t *items;
     att_t *atts;
@@ -752,7 +754,6 @@ static void fleet_open(sim_t *s)
     if (zmq_ctx_set(s->zctx, ZMQ_MAX_SOCKETS, (int)n + 16) != 0 ||
         zmq_ctx_set(s->zctx, ZMQ_IO_THREADS, (int)s->o.io_threads) != 0)
         die("zmq_ctx_set: %s", zmq_strerror(errno));
-    s->agents = loom_xcalloc((size_t)n, sizeof *s->agents);
     s->items = loom_xcalloc((size_t)n, sizeof *s->items);
     for (long i = 0; i < n; i++) {
         agent_t *a = &s->agents[i];
@@ -763,7 +764,10 @@ static void fleet_open(sim_t *s)
         randombytes_buf(a->session, sizeof a->session);
         a->sock = zmq_socket(s->zctx, ZMQ_DEALER);
         if (!a->sock) die("socket %ld: %s", i + 1, zmq_strerror(errno));
-        if (zmq_setsockopt(a->sock, ZMQ_ROUTING_ID, a->name, strlen(a->name)) != 0 ||
+        /* CURVE, as loom-agent: loomd knows the connection by its key. */
+        if (zmq_setsockopt(a->sock, ZMQ_CURVE_SERVERKEY, s->server_pub, 40) != 0 ||
+            zmq_setsockopt(a->sock, ZMQ_CURVE_PUBLICKEY, a->pub, 40) != 0 ||
+            zmq_setsockopt(a->sock, ZMQ_CURVE_SECRETKEY, a->sec, 40) != 0 ||
             zmq_setsockopt(a->sock, ZMQ_IMMEDIATE, &one, sizeof one) != 0 ||
             zmq_setsockopt(a->sock, ZMQ_MAXMSGSIZE, &max_msg, sizeof max_msg) != 0 ||
             zmq_setsockopt(a->sock, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
@@ -1473,6 +1477,36 @@ static bool serve(sim_t *s, ctl_t *c, uint64_t deadline)
     return true;
 }
 
+/* Every simulated agent gets a key pair, approved for its name through the
+ * API before it connects (as `loom agents approve` does). */
+static void enrol(sim_t *s)
+{
+    s->agents = loom_xcalloc((size_t)s->o.agents, sizeof *s->agents);
+    ctl_t c = {.o = &s->o};
+    json_t *keys = NULL;
+    long st = http(&c, "GET", "/api/v1/agents/keys", NULL, 30, true, &keys, NULL);
+    const char *server = json_string_value(json_object_get(keys, "server_public_key"));
+    if (st != 200 || !server || strlen(server) != 40)
+        die("GET /api/v1/agents/keys: status %ld %s", st, c.error);
+    memcpy(s->server_pub, server, 41);
+    json_decref(keys);
+    for (long i = 0; i < s->o.agents; i++) {
+        agent_t *a = &s->agents[i];
+        snprintf(a->name, sizeof a->name, "sim-%04u", (unsigned)(i + 1));
+        if (zmq_curve_keypair(a->pub, a->sec) != 0) die("zmq_curve_keypair failed");
+        uint8_t raw[32];
+        char hex[65], path[128], body[64];
+        zmq_z85_decode(raw, a->pub);
+        sodium_bin2hex(hex, sizeof hex, raw, sizeof raw);
+        snprintf(path, sizeof path, "/api/v1/agents/keys/%s/approve", hex);
+        snprintf(body, sizeof body, "{\"name\":\"%s\"}", a->name);
+        json_t *answer = NULL;
+        st = http(&c, "POST", path, body, 30, false, &answer, NULL);
+        json_decref(answer);
+        if (st != 200) die("approving the key of %s: status %ld %s", a->name, st, c.error);
+    }
+}
+
 int main(int argc, char **argv)
 {
     sim_t s = {.o = {.agents = 1000,
@@ -1490,6 +1524,7 @@ int main(int argc, char **argv)
     memset(s.log_data, 'x', (size_t)s.o.log_bytes + 1);
     if (s.o.log_bytes) s.log_data[s.o.log_bytes - 1] = '\n';
 
+    enrol(&s);
     fleet_open(&s);
     wait_welcomed(&s, deadline);
     ctl_t c = {.o = &s.o};

@@ -1,14 +1,18 @@
 /* `loom agents` lists the agents loomd knows: their state, capacity and
- * labels. */
+ * labels; and enrols them: join tokens, approving and revoking keys. */
 #include "cli.h"
 #include "fmt.h"
 #include "table.h"
 
 #include "loom/util.h"
 
+#include <getopt.h>
+#include <sodium.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zmq.h>
 
 /* "gpu=a100,zone=eu"; non-string values as JSON, null as the bare key. */
 static char *format_labels(const json_t *labels)
@@ -127,19 +131,185 @@ static int agent_op(loom_cli_t *cli, const char *op, const char *name)
     return rc;
 }
 
+/* `loom agents token`: a one-time join token, printed once. */
+static int agent_token(loom_cli_t *cli, const char *name, uint64_t ttl_ms)
+{
+    json_t *body = json_object();
+    if (name) json_object_set_new(body, "name", json_string(name));
+    if (ttl_ms) json_object_set_new(body, "ttl_s", json_integer((json_int_t)(ttl_ms / 1000)));
+    cli_http_resp_t r;
+    int rc = cli_fetch(cli, "POST", "/api/v1/agents/tokens", body, &r);
+    json_decref(body);
+    if (rc == CLI_EXIT_OK) {
+        if (cli->json) {
+            cli_print_json(r.json);
+        } else {
+            const char *token = cli_jstr(r.json, "token");
+            int64_t expires = 0;
+            cli_jint(r.json, "expires_unix_ms", &expires);
+            uint64_t now = loom_unix_ms();
+            uint64_t mins = (uint64_t)expires > now ? ((uint64_t)expires - now + 59999) / 60000 : 0;
+            printf("%s\n\n", token ? token : "?");
+            printf(
+                "One agent%s%s may join with it, within %llu minute%s. On the agent's "
+                "machine:\n\n"
+                "  LOOM_JOIN_TOKEN='<the token>' loom-agent --server tcp://THIS-HOST:8421%s%s\n\n"
+                "(or put it in a file and give --join-token-file FILE; never on the command "
+                "line). This token is not shown again.\n",
+                name ? " named " : "", name ? name : "", (unsigned long long)mins,
+                mins == 1 ? "" : "s", name ? " --name " : "", name ? name : "");
+        }
+    }
+    cli_http_resp_free(&r);
+    return rc;
+}
+
+/* A Z85 key as 64 hex digits: Z85 has '/', '?' and '%', which a URL
+ * path cannot carry as they are. */
+static char *key_hex(const char *z85)
+{
+    uint8_t raw[32];
+    if (strlen(z85) != 40 || !zmq_z85_decode(raw, z85)) return NULL;
+    char hex[65];
+    sodium_bin2hex(hex, sizeof hex, raw, sizeof raw);
+    return loom_xstrdup(hex);
+}
+
+static int agent_approve(loom_cli_t *cli, const char *key, const char *name)
+{
+    char *hex = key_hex(key);
+    if (!hex) return cli_usage_error(cli, "'%s' is not a 40-character Z85 public key", key);
+    char *path = loom_xasprintf("/api/v1/agents/keys/%s/approve", hex);
+    free(hex);
+    json_t *body = json_object();
+    if (name) json_object_set_new(body, "name", json_string(name));
+    cli_http_resp_t r;
+    int rc = cli_fetch(cli, "POST", path, body, &r);
+    json_decref(body);
+    free(path);
+    if (rc == CLI_EXIT_OK) {
+        if (cli->json)
+            cli_print_json(r.json);
+        else
+            printf("key approved; the agent is let in at its next try (within a few seconds)\n");
+    }
+    cli_http_resp_free(&r);
+    return rc;
+}
+
+static int agent_revoke(loom_cli_t *cli, const char *name)
+{
+    char *esc = cli_url_escape(name);
+    char *path = loom_xasprintf("/api/v1/agents/%s/revoke", esc);
+    free(esc);
+    cli_http_resp_t r;
+    int rc = cli_fetch(cli, "POST", path, NULL, &r);
+    free(path);
+    if (rc == CLI_EXIT_OK) {
+        if (cli->json) {
+            cli_print_json(r.json);
+        } else {
+            char *safe = cli_sanitize(name);
+            int64_t n = 0;
+            cli_jint(r.json, "keys_revoked", &n);
+            printf("agent %s revoked (%lld key%s): it is cut off and its tasks are retried "
+                   "elsewhere\n",
+                   safe, (long long)n, n == 1 ? "" : "s");
+            free(safe);
+        }
+    }
+    cli_http_resp_free(&r);
+    return rc;
+}
+
+static void print_keys(const json_t *keys)
+{
+    static const char *const headers[] = {"AGENT", "STATE", "PUBLIC-KEY", "VIA", "SINCE"};
+    uint64_t now = loom_unix_ms();
+    cli_table_t *t = cli_table_new(headers, 5);
+    size_t i;
+    json_t *k;
+    json_array_foreach(keys, i, k)
+    {
+        if (!json_is_object(k)) continue;
+        const char *state = cli_jstr(k, "state");
+        int64_t since = 0;
+        char since_text[32];
+        if (!state) state = "?";
+        cli_jint(k,
+                 strcmp(state, "approved") == 0  ? "approved_unix_ms"
+                 : strcmp(state, "revoked") == 0 ? "revoked_unix_ms"
+                                                 : "created_unix_ms",
+                 &since);
+        cli_fmt_ago(now, since, since_text, sizeof since_text);
+        cli_table_add(t, cli_jstr(k, "agent"));
+        cli_table_add(t, state);
+        cli_table_add(t, cli_jstr(k, "public_key"));
+        cli_table_add(t, cli_jstr(k, "via") ? cli_jstr(k, "via") : "-");
+        cli_table_add(t, since_text);
+    }
+    cli_table_print(t, stdout);
+    cli_table_destroy(&t);
+}
+
+enum { OPT_NAME = 0x2000, OPT_TTL };
+
 int cmd_agents(loom_cli_t *cli, int argc, char **argv)
 {
-    int stop = cli_opts_common_only(cli, argc, argv);
-    if (stop >= 0) return stop;
-    if (optind < argc) {
-        const char *op = argv[optind];
-        if (strcmp(op, "drain") != 0 && strcmp(op, "cordon") != 0 && strcmp(op, "uncordon") != 0)
-            return cli_usage_error(cli, "unknown subcommand '%s' (drain, cordon, uncordon)", op);
-        if (argc - optind != 2) return cli_usage_error(cli, "%s wants one agent NAME", op);
-        return agent_op(cli, op, argv[optind + 1]);
+    static const struct option longopts[] = {{"name", required_argument, NULL, OPT_NAME},
+                                             {"ttl", required_argument, NULL, OPT_TTL},
+                                             CLI_COMMON_LONGOPTS,
+                                             {0}};
+    const char *name = NULL;
+    uint64_t ttl_ms = 0;
+    cli_opts_begin(cli, argv);
+    int c;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        if (c == OPT_NAME) {
+            if (!loom_name_valid(optarg))
+                return cli_usage_error(cli, "--name %s: use 1-63 of [A-Za-z0-9_.-]", optarg);
+            name = optarg;
+        } else if (c == OPT_TTL) {
+            if (loom_parse_duration_ms(optarg, &ttl_ms) != 0 || ttl_ms < 1000)
+                return cli_usage_error(cli, "--ttl %s: expected a duration such as 1h or 30m",
+                                       optarg);
+        } else {
+            int rc = cli_opt_common(cli, c);
+            if (rc >= 0) return rc;
+        }
     }
-    return cli_show_list(
-        cli, "/api/v1/agents", "agents",
-        "no agents (start one with `loom-agent --server ENDPOINT`, or use `loom up`)",
-        print_agents);
+    const char *op = optind < argc ? argv[optind] : NULL;
+    int nargs = argc - optind - 1;
+    if ((name || ttl_ms) && (!op || (strcmp(op, "token") != 0 && strcmp(op, "approve") != 0) ||
+                             (ttl_ms && strcmp(op, "token") != 0)))
+        return cli_usage_error(cli, "--name and --ttl go with `agents token` (--name also with "
+                                    "`agents approve`)");
+    if (!op)
+        return cli_show_list(
+            cli, "/api/v1/agents", "agents",
+            "no agents (start one with `loom-agent --server ENDPOINT`, or use `loom up`)",
+            print_agents);
+    if (strcmp(op, "token") == 0) {
+        if (nargs != 0) return cli_usage_error(cli, "token takes no arguments");
+        return agent_token(cli, name, ttl_ms);
+    }
+    if (strcmp(op, "keys") == 0) {
+        if (nargs != 0) return cli_usage_error(cli, "keys takes no arguments");
+        return cli_show_list(cli, "/api/v1/agents/keys", "keys", "no agent keys", print_keys);
+    }
+    if (strcmp(op, "approve") == 0) {
+        if (nargs != 1) return cli_usage_error(cli, "approve wants one public KEY");
+        return agent_approve(cli, argv[optind + 1], name);
+    }
+    if (strcmp(op, "revoke") == 0) {
+        if (nargs != 1) return cli_usage_error(cli, "revoke wants one agent NAME");
+        return agent_revoke(cli, argv[optind + 1]);
+    }
+    if (strcmp(op, "drain") != 0 && strcmp(op, "cordon") != 0 && strcmp(op, "uncordon") != 0)
+        return cli_usage_error(cli,
+                               "unknown subcommand '%s' (drain, cordon, uncordon, token, keys, "
+                               "approve, revoke)",
+                               op);
+    if (nargs != 1) return cli_usage_error(cli, "%s wants one agent NAME", op);
+    return agent_op(cli, op, argv[optind + 1]);
 }

@@ -51,11 +51,19 @@ static const cli_cmd_t commands[] = {
      "  show NAME         the versions and the latest source\n"
      "  show NAME --version N   the source of version N\n"
      "  history NAME      every version: hash, code bundle, git commit, when\n"},
-    {"agents", cmd_agents, "agents [drain|cordon|uncordon NAME]",
-     "List agents (slots, CPUs, memory, GPUs in use), or stop/resume giving one work.",
+    {"agents", cmd_agents,
+     "agents [drain|cordon|uncordon|revoke NAME | token [--name N] [--ttl DUR] | keys | "
+     "approve KEY [--name N]]",
+     "List agents (slots, CPUs, memory, GPUs in use), stop/resume giving one work, or enrol "
+     "them.",
      "  drain NAME     take no new work, finish what runs (shown as draining)\n"
      "  cordon NAME    take no new work\n"
-     "  uncordon NAME  take work again\n"},
+     "  uncordon NAME  take work again\n"
+     "  token [--name N] [--ttl DUR]  a one-time join token for a new agent (default\n"
+     "                 valid 1h); give it to the agent as LOOM_JOIN_TOKEN\n"
+     "  keys           agents' public keys: pending, approved, revoked\n"
+     "  approve KEY [--name N]  let in an agent that asked without a token\n"
+     "  revoke NAME    cut an agent off now; its key is refused from then on\n"},
     {"artifacts", cmd_artifacts, "artifacts RUN [TASK] | artifacts get RUN TASK PATH [-o FILE]",
      "List the files a run's tasks left (outputs), or download one.",
      "  get RUN TASK PATH  write the file to stdout, or with -o FILE to FILE (through a\n"

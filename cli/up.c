@@ -288,9 +288,47 @@ static bool start_daemon(up_t *up)
     return up->daemon.pid > 0;
 }
 
+/* A join token for our agent, unless it joined this loomd before (its
+ * pinned server key is then in its work folder). NULL: none needed. */
+static char *join_token(up_t *up, const char *work)
+{
+    char *pinned = loom_xasprintf("%s/curve/server.pub", work);
+    bool joined = access(pinned, F_OK) == 0;
+    free(pinned);
+    if (joined) return NULL;
+    /* Asked with the admin token the loomd we just started wrote. */
+    char *tok_path = loom_xasprintf("%s/admin.token", up->home);
+    char *admin = NULL;
+    size_t admin_len = 0;
+    if (loom_read_file(tok_path, 4096, &admin, &admin_len) == 0) {
+        admin[strcspn(admin, "\r\n")] = '\0';
+        cli_http_set_auth(admin, NULL);
+        memset(admin, 0, admin_len);
+        free(admin);
+    }
+    free(tok_path);
+    char *url = loom_xasprintf("%s/api/v1/agents/tokens", up->http_url);
+    json_t *body = json_pack("{s:s,s:i}", "name", up->name, "ttl_s", 600);
+    char *text = json_dumps(body, JSON_COMPACT);
+    cli_http_resp_t r;
+    char *token = NULL;
+    if (cli_http_request("POST", url, text, 10, &r) == 0 && r.status == 201)
+        token = loom_xstrdup(cli_jstr(r.json, "token") ? cli_jstr(r.json, "token") : "");
+    else
+        up_error("cannot get a join token for the agent from %s (status %ld)", url, r.status);
+    cli_http_resp_free(&r);
+    json_decref(body);
+    free(text);
+    free(url);
+    return token;
+}
+
 static bool start_agent(up_t *up)
 {
     char *work = loom_xasprintf("%s/agent", up->home);
+    /* The agent gets its join token in its environment, never in argv. */
+    char *token = join_token(up, work);
+    if (token) setenv("LOOM_JOIN_TOKEN", token, 1);
     /* `loom up` stops everything at once: no drain on the agent's SIGTERM. */
     char *argv[13] = {"loom-agent", "--server",       up->zmq_endpoint,  "--work-dir", work,
                       "--name",     (char *)up->name, "--drain-timeout", "0"};
@@ -301,6 +339,10 @@ static bool start_agent(up_t *up)
     }
     argv[n] = NULL;
     up->agent.pid = spawn(up, argv);
+    if (token) {
+        unsetenv("LOOM_JOIN_TOKEN");
+        free(token);
+    }
     free(work);
     return up->agent.pid > 0;
 }

@@ -39,6 +39,10 @@ const char *loom_codec_kind_name(Loom__Envelope__BodyCase kind)
         return "put";
     case LOOM__ENVELOPE__BODY_PUT_ACK:
         return "put_ack";
+    case LOOM__ENVELOPE__BODY_JOIN:
+        return "join";
+    case LOOM__ENVELOPE__BODY_JOINED:
+        return "joined";
     default:
         return "unknown";
     }
@@ -154,6 +158,17 @@ static int check_body(const loom_msg_t *m, char *why, size_t whylen)
             FAIL("finished: signal %d out of range", (int)m->finished->signal);
         if (m->finished->metrics_json && strlen(m->finished->metrics_json) > LOOM_METRICS_MAX)
             FAIL("finished: metrics over %d bytes", LOOM_METRICS_MAX);
+        break;
+    case LOOM__ENVELOPE__BODY_JOIN:
+        if (!m->join->name || !loom_name_valid(m->join->name))
+            FAIL("join: agent name must be 1-63 of [A-Za-z0-9_.-]");
+        if (!m->join->token || !*m->join->token || strlen(m->join->token) > 256)
+            FAIL("join: token must be 1-256 characters");
+        break;
+    case LOOM__ENVELOPE__BODY_JOINED:
+        if (m->joined->server_public_key && *m->joined->server_public_key &&
+            strlen(m->joined->server_public_key) != 40)
+            FAIL("joined: server_public_key must be 40 Z85 characters");
         break;
     case LOOM__ENVELOPE__BODY_WELCOME:
     case LOOM__ENVELOPE__BODY_ERROR:

@@ -462,11 +462,12 @@ static enum MHD_Result post_cancel(req_t *r, const path_t *p)
 static enum MHD_Result post_agent_op(req_t *r, const path_t *p)
 {
     const char *op = p->segs[4];
+    if (strcmp(op, "revoke") == 0) return api_agent_revoke(r, p->segs[3]);
     bool cordon = strcmp(op, "uncordon") != 0;
     bool drain = strcmp(op, "drain") == 0;
     if (!drain && strcmp(op, "cordon") != 0 && strcmp(op, "uncordon") != 0)
         return api_respond_error(r, MHD_HTTP_NOT_FOUND,
-                                 "no agent operation \"%s\" (drain, cordon, uncordon)", op);
+                                 "no agent operation \"%s\" (drain, cordon, uncordon, revoke)", op);
     int err = loom_sched_agent_cordon(r->api->sched, p->segs[3], cordon, drain);
     if (err == LOOM_ENOTFOUND)
         return api_respond_error(r, MHD_HTTP_NOT_FOUND, "no agent named \"%s\"", p->segs[3]);
@@ -518,6 +519,9 @@ static const struct {
     {"GET", "runs/*/tasks/*/log", api_get_log, R},
     {"GET", "runs/*/tasks/*/attempts", api_get_attempts, R},
     {"GET", "agents", get_agents, R},
+    {"POST", "agents/tokens", api_post_join_token, A},
+    {"GET", "agents/keys", api_get_agent_keys, R},
+    {"POST", "agents/keys/*/approve", api_post_key_approve, A},
     {"POST", "agents/*/*", post_agent_op, A},
     {"POST", "events/*", api_post_event, OPEN},
     {"GET", "events", api_get_events, R},

@@ -150,6 +150,11 @@ enum MHD_Result api_get_hook_secrets(req_t *r, const path_t *p);
  * secret of hook (else of fallback, may be NULL), or, unsigned, it carries
  * a token of the operate role. Otherwise answers 401 (rc) and says false. */
 bool api_hook_authorized(req_t *r, const char *hook, const char *fallback, enum MHD_Result *rc);
+/* api_agents.c: join tokens, agents' keys, approve, revoke */
+enum MHD_Result api_post_join_token(req_t *r, const path_t *p);
+enum MHD_Result api_get_agent_keys(req_t *r, const path_t *p);
+enum MHD_Result api_post_key_approve(req_t *r, const path_t *p);
+enum MHD_Result api_agent_revoke(req_t *r, const char *name);
 
 /* api_stream.c */
 enum MHD_Result api_get_log(req_t *r, const path_t *p);

@@ -75,6 +75,13 @@ struct s_agent {
     bool draining; /* the agent itself said it is going away (SIGTERM) */
     bool drain_requested;
     json_t *usage; /* the latest Heartbeat.usage, as JSON */
+    /* Its connection (sched_auth.c): the ZeroMQ routing id of the
+     * connection whose Hello was accepted, and that connection's CURVE key.
+     * Every later message must come from this routing id with this key. */
+    char *rid_hex; /* key in s->by_rid; NULL: not connected */
+    uint8_t rid[256];
+    size_t rid_len;
+    char key[41]; /* Z85; "" in plaintext mode */
 };
 
 struct s_attempt {
@@ -171,7 +178,9 @@ struct s_run {
 /* One message to send once this turn's writes are committed. */
 typedef struct outmsg {
     struct outmsg *next;
-    char *agent;
+    char *agent;  /* sent to this agent's current connection; or, when NULL, */
+    uint8_t *rid; /* to this routing id (an answer to a peer not yet known) */
+    size_t rid_len;
     uint8_t *data;
     size_t len;
 } outmsg_t;
@@ -188,6 +197,13 @@ struct loom_sched {
     void *zctx;
     bool own_zctx;
     loom_zsock_t *router;
+    loom_zsock_t *zap;   /* the ZAP handler (sched_auth.c); NULL in plaintext mode */
+    char server_pub[41]; /* CURVE server key pair, Z85 */
+    char server_sec[41];
+    char selfcheck_key[41];  /* the start-up self-check's client key */
+    bool selfcheck_zap_seen; /* the ZAP handler saw the self-check's handshake */
+    bool selfcheck_refused;  /* ...and its Hello was answered "not enrolled" */
+    loom_map_t by_rid;       /* hex routing id -> agent_t*, connected agents */
     uv_prepare_t flush_prepare;
     uv_idle_t flush_idle;
     uv_timer_t liveness_timer;
@@ -393,6 +409,24 @@ void objects_on_fetch(loom_sched_t *s, agent_t *a, const loom_msg_t *m);
 
 /* sched_wire.c: agent protocol */
 void on_router_message(void *ud, zmq_msg_t *parts, size_t nparts);
+/* Queues a message to a routing id (a peer that is not a known agent). */
+void sched_send_rid(loom_sched_t *s, const uint8_t *rid, size_t rid_len, loom_msg_t *msg);
+/* Commits and sends what is queued now (the start-up self-check). */
+void sched_flush_now(loom_sched_t *s);
+
+/* --- agent authentication (sched_auth.c) --- */
+/* Loads or creates the server key pair, starts the ZAP handler; call
+ * before binding the agents' socket. */
+int auth_open(loom_sched_t *s, void *router, char *why, size_t whylen);
+/* Connects with a fresh key and checks that ZAP saw it and that it gets
+ * nothing but "not enrolled"; after binding. */
+int auth_selfcheck(loom_sched_t *s, const char *endpoint, char *why, size_t whylen);
+void auth_close(loom_sched_t *s);
+/* Who sent this message: the agent whose connection it came on, after
+ * checking the message's CURVE key matches. Handles Join and Hello
+ * itself (returns NULL then, with *done set). */
+agent_t *auth_sender(loom_sched_t *s, zmq_msg_t *parts, const loom_msg_t *m, bool *done);
+void auth_unbind(loom_sched_t *s, agent_t *a);
 void agents_check_liveness(loom_sched_t *s);
 agent_t *agent_get_or_add(loom_sched_t *s, const char *name);
 void agent_free(agent_t *a);

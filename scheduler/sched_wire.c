@@ -48,6 +48,7 @@ void agent_free(agent_t *a)
         free(x);
     }
     free(a->name);
+    free(a->rid_hex);
     free(a->hostname);
     free(a->version);
     free(a->labels_json);
@@ -378,19 +379,10 @@ static handler_fn find_handler(Loom__Envelope__BodyCase kind)
 void on_router_message(void *ud, zmq_msg_t *parts, size_t nparts)
 {
     loom_sched_t *s = ud;
-    char name[64];
     size_t idlen = nparts >= 1 ? zmq_msg_size(&parts[0]) : 0;
-    if (nparts != 2 || idlen == 0 || idlen >= sizeof name) {
+    if (nparts != 2 || idlen == 0) {
         s->stats.bad_messages++;
         LOG_WARN("dropped message with %zu parts", nparts);
-        return;
-    }
-    memcpy(name, zmq_msg_data(&parts[0]), idlen);
-    name[idlen] = '\0';
-    if (!loom_name_valid(name)) {
-        /* Not an agent that said hello: ZeroMQ made up this identity. */
-        s->stats.bad_messages++;
-        LOG_WARN("dropped message from a peer without a valid agent name");
         return;
     }
     loom_msg_t *m = NULL;
@@ -398,25 +390,31 @@ void on_router_message(void *ud, zmq_msg_t *parts, size_t nparts)
     if (loom_codec_decode(zmq_msg_data(&parts[1]), zmq_msg_size(&parts[1]), &m, why, sizeof why) !=
         0) {
         s->stats.bad_messages++;
-        LOG_WARN("bad message from agent=%s: %s", name, why);
-        send_error(s, name, why, false);
+        LOG_WARN("bad message from a peer: %s", why);
+        Loom__Error e = LOOM__ERROR__INIT;
+        e.code = LOOM_EPROTO;
+        e.message = why;
+        loom_msg_t reply = LOOM__ENVELOPE__INIT;
+        reply.body_case = LOOM__ENVELOPE__BODY_ERROR;
+        reply.error = &e;
+        sched_send_rid(s, zmq_msg_data(&parts[0]), zmq_msg_size(&parts[0]), &reply);
         return;
     }
-    handler_fn fn = find_handler(m->body_case);
-    agent_t *a = loom_smap_get(&s->agents, name);
-    if (!fn) {
+    /* Which agent this is comes from the connection and its CURVE key,
+     * never from the message (sched_auth.c). */
+    bool done = false;
+    agent_t *a = auth_sender(s, parts, m, &done);
+    handler_fn fn = done ? NULL : find_handler(m->body_case);
+    if (done) {
+        /* answered (or dropped) by auth_sender */
+    } else if (!fn) {
         s->stats.bad_messages++;
-        LOG_WARN("unexpected %s from agent=%s", loom_codec_kind_name(m->body_case), name);
-        send_error(s, name, "unexpected message kind", false);
+        LOG_WARN("unexpected %s from agent=%s", loom_codec_kind_name(m->body_case), a->name);
+        send_error(s, a->name, "unexpected message kind", false);
     } else if (m->body_case == LOOM__ENVELOPE__BODY_HELLO) {
-        if (strcmp(m->hello->name, name) != 0) {
-            s->stats.bad_messages++;
-            send_error(s, name, "hello name differs from the connection's routing id", false);
-        } else {
-            fn(s, agent_get_or_add(s, name), m);
-        }
-    } else if (!a || a->state != AGENT_CONNECTED) {
-        send_error(s, name, "unknown agent: send hello", true);
+        fn(s, a, m);
+    } else if (a->state != AGENT_CONNECTED) {
+        send_error(s, a->name, "unknown agent: send hello", true);
     } else {
         a->last_seen = sched_now(s);
         a->last_seen_unix = loom_unix_ms();

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,18 +69,36 @@ void loom_sched_stats(loom_sched_t *s, loom_sched_stats_t *out)
     *out = s->stats;
 }
 
-void sched_send(loom_sched_t *s, const char *agent, loom_msg_t *msg)
+static void enqueue(loom_sched_t *s, const char *agent, const uint8_t *rid, size_t rid_len,
+                    loom_msg_t *msg)
 {
     outmsg_t *m = loom_xcalloc(1, sizeof *m);
     if (loom_codec_encode(msg, &m->data, &m->len) != 0) {
-        LOG_ERROR("cannot encode %s for agent=%s", loom_codec_kind_name(msg->body_case), agent);
+        LOG_ERROR("cannot encode %s for agent=%s", loom_codec_kind_name(msg->body_case),
+                  agent ? agent : "?");
         free(m);
         return;
     }
-    m->agent = loom_xstrdup(agent);
+    if (agent) {
+        m->agent = loom_xstrdup(agent);
+    } else {
+        m->rid = loom_xmalloc(rid_len);
+        memcpy(m->rid, rid, rid_len);
+        m->rid_len = rid_len;
+    }
     *s->out_tail = m;
     s->out_tail = &m->next;
     sched_request_flush(s);
+}
+
+void sched_send(loom_sched_t *s, const char *agent, loom_msg_t *msg)
+{
+    enqueue(s, agent, NULL, 0, msg);
+}
+
+void sched_send_rid(loom_sched_t *s, const uint8_t *rid, size_t rid_len, loom_msg_t *msg)
+{
+    enqueue(s, NULL, rid, rid_len, msg);
 }
 
 void sched_mark_changed(loom_sched_t *s, uint64_t run_id)
@@ -116,18 +135,24 @@ static void send_outbox(loom_sched_t *s)
     s->out_tail = &s->out_head;
     while (m) {
         outmsg_t *next = m->next;
-        const void *parts[2] = {m->agent, m->data};
-        size_t lens[2] = {strlen(m->agent), m->len};
-        if (s->router && loom_zsock_send(s->router, parts, lens, 2) != 0) {
+        /* To the agent's connection as it is now: a reconnect since the
+         * message was queued has a new routing id. */
+        agent_t *to = m->agent ? loom_smap_get(&s->agents, m->agent) : NULL;
+        const void *parts[2] = {to ? to->rid : m->rid, m->data};
+        size_t lens[2] = {to ? to->rid_len : m->rid_len, m->len};
+        if (m->agent && (!to || !to->rid_hex)) {
+            LOG_DEBUG("dropped %zu bytes for agent=%s: not connected", m->len, m->agent);
+        } else if (s->router && loom_zsock_send(s->router, parts, lens, 2) != 0) {
             /* The agent's connection is gone or full, so this message (a
              * Dispatch, say) is lost. Make the agent say hello again: the
              * Hello lists what it holds, and whatever it does not is lost
              * and retried. If it never comes back, the timeout does that. */
-            agent_t *a = loom_smap_get(&s->agents, m->agent);
-            LOG_WARN("send to agent=%s failed: %s", m->agent, zmq_strerror(errno));
-            if (a && a->state == AGENT_CONNECTED) a->state = AGENT_DISCONNECTED;
+            LOG_WARN("send to agent=%s failed: %s", m->agent ? m->agent : "(not enrolled)",
+                     zmq_strerror(errno));
+            if (to && to->state == AGENT_CONNECTED) to->state = AGENT_DISCONNECTED;
         }
         free(m->agent);
+        free(m->rid);
         free(m->data);
         free(m);
         m = next;
@@ -189,6 +214,11 @@ static void flush(loom_sched_t *s)
         sched_request_flush(s);
     else if (uv_is_active((uv_handle_t *)&s->flush_idle))
         uv_idle_stop(&s->flush_idle);
+}
+
+void sched_flush_now(loom_sched_t *s)
+{
+    flush(s);
 }
 
 static void on_flush_prepare(uv_prepare_t *h)
@@ -381,14 +411,20 @@ int loom_sched_bind(loom_sched_t *s, char *out, size_t outlen, char *why, size_t
     int one = 1, zero = 0;
     int64_t maxsize = LOOM_MSG_MAX;
     int hwm = 100000;
-    /* MANDATORY: a send to a gone agent fails instead of vanishing.
-     * HANDOVER: an agent that reconnects under its name takes over. */
+    /* MANDATORY: a send to a gone agent fails instead of vanishing. No
+     * HANDOVER: routing ids are ZeroMQ's own, one per connection, and an
+     * agent is tied to its connection by its CURVE key (sched_auth.c). */
     zmq_setsockopt(sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
-    zmq_setsockopt(sock, ZMQ_ROUTER_HANDOVER, &one, sizeof one);
     zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &maxsize, sizeof maxsize);
     zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    /* The ZAP handler first: CURVE without one admits every client. */
+    int rc = auth_open(s, sock, why, whylen);
+    if (rc) {
+        zmq_close(sock);
+        return rc;
+    }
     if (zmq_bind(sock, s->bind) != 0) {
         snprintf(why, whylen, "cannot bind %s: %s", s->bind, zmq_strerror(errno));
         zmq_close(sock);
@@ -403,7 +439,10 @@ int loom_sched_bind(loom_sched_t *s, char *out, size_t outlen, char *why, size_t
         return LOOM_EIO;
     }
     s->open_handles++;
-    LOG_INFO("listening for agents on %s", out);
+    rc = auth_selfcheck(s, out, why, whylen);
+    if (rc) return rc;
+    LOG_INFO("listening for agents on %s (%s)", out,
+             s->cfg.insecure_plaintext ? "PLAINTEXT, no authentication" : "CURVE");
     return 0;
 }
 
@@ -436,6 +475,7 @@ void loom_sched_close(loom_sched_t *s, void (*on_closed)(void *ud), void *ud)
         loom_zsock_close(s->router, on_router_closed);
         s->router = NULL;
     }
+    auth_close(s);
     if (s->flush_prepare.loop) {
         uv_close((uv_handle_t *)&s->flush_prepare, on_handle_closed);
         uv_close((uv_handle_t *)&s->flush_idle, on_handle_closed);
@@ -476,12 +516,15 @@ void loom_sched_destroy(loom_sched_t **sp)
     loom_map_free(&s->check_runs);
     loom_map_free(&s->attempts);
     loom_map_free(&s->agents);
+    loom_map_free(&s->by_rid);
+    sodium_memzero(s->server_sec, sizeof s->server_sec);
     loom_map_free(&s->changed_runs);
     loom_map_free(&s->output_runs);
     while (s->out_head) {
         outmsg_t *m = s->out_head;
         s->out_head = m->next;
         free(m->agent);
+        free(m->rid);
         free(m->data);
         free(m);
     }

@@ -32,6 +32,12 @@ typedef struct {
     uint64_t max_log_bytes;  /* an attempt's log is cut here, with a notice; 0: 1 GiB */
     uint64_t min_free_bytes; /* free space kept on the state folder's disk; 0: 64 MiB */
     const char *secrets_key; /* the secrets key file; NULL: state_dir/secrets.key */
+    /* In-process tests and benchmarks that drive the scheduler with raw
+     * DEALER sockets only: no CURVE, no key checks. Never a loomd flag. */
+    bool insecure_plaintext;
+    /* Fault injection for tests: do not start the ZAP handler (so CURVE is
+     * fail-open); the start-up self-check must then refuse to run. */
+    bool fault_skip_zap;
 } loom_sched_config_t;
 
 /* Told, after each commit, what changed, so that waiting HTTP clients can be
@@ -97,6 +103,25 @@ json_t *loom_sched_agents_json(loom_sched_t *s);
 /* Stops (cordon) or resumes placing work on an agent; drain also shows it
  * as draining until what it runs has finished. LOOM_ENOTFOUND if unknown. */
 int loom_sched_agent_cordon(loom_sched_t *s, const char *name, bool cordon, bool drain);
+/* --- agent enrolment (sched_auth.c) --- */
+
+/* The CURVE server public key (Z85), once bound; "" in plaintext mode. */
+const char *loom_sched_server_key(loom_sched_t *s);
+/* A one-time join token for an agent called name (NULL: any name), valid
+ * ttl_ms (0: one hour). *result: {"token", "id", "expires_unix_ms"}; the
+ * token text exists only there (loomd keeps its hash). */
+int loom_sched_join_token(loom_sched_t *s, const char *name, uint64_t ttl_ms, json_t **result);
+/* Approves a key for name (NULL: the name it claimed when it was refused).
+ * LOOM_EINVAL (bad key, no name known), LOOM_ESTATE (revoked), LOOM_EXISTS
+ * (name has another approved key); why says which. */
+int loom_sched_key_approve(loom_sched_t *s, const char *key, const char *name, char *why,
+                           size_t whylen);
+/* Revokes every key of the agent, drops its connection's messages from now
+ * on, marks it lost (its attempts are retried) and tells it so.
+ * LOOM_ENOTFOUND when the agent has no key and is unknown. */
+int loom_sched_agent_revoke(loom_sched_t *s, const char *name, uint32_t *n_keys);
+/* [{"public_key", "agent", "state", "created_unix_ms", ...}] */
+json_t *loom_sched_keys_json(loom_sched_t *s);
 /* Adds "waiting" (why it is still queued) to the queued tasks of a run's
  * JSON, when the run is in flight. */
 void loom_sched_annotate_run(loom_sched_t *s, json_t *run);

@@ -9,7 +9,7 @@
 #include <uv.h>
 #include <zmq.h>
 
-#define LOOM_ZSOCK_MAX_PARTS 4
+#define LOOM_ZSOCK_MAX_PARTS 8 /* a ZAP request has 7 */
 
 typedef struct loom_zsock loom_zsock_t;
 

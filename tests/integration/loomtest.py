@@ -100,8 +100,13 @@ class Cluster:
         self.loomd = None
         return rc
 
-    def start_agent(self, name, slots=2, extra=(), env=None):
+    def start_agent(self, name, slots=2, extra=(), env=None, join=True):
         work = os.path.join(self.tmp, "agent-" + name)
+        if join and not os.path.exists(os.path.join(work, "curve", "server.pub")):
+            # CURVE: a first start joins with a one-time token, given in the
+            # environment as `loom up` does; later starts use the stored keys.
+            token = self.post("/api/v1/agents/tokens", {"name": name})["token"]
+            env = dict(os.environ if env is None else env, LOOM_JOIN_TOKEN=token)
         log = open(os.path.join(self.tmp, "agent-%s.log" % name), "ab")
         p = subprocess.Popen(
             [AGENT, "--server", self.zmq, "--name", name, "--work-dir", work,

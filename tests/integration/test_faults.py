@@ -248,7 +248,9 @@ class ProxyCase(FaultTestCase):
         log = open(os.path.join(c.tmp, "faultproxy.log"), "ab")
         self.proxy = subprocess.Popen(
             [FAULTPROXY, "--connect", c.zmq, "--addr-file", addr, "--seed", str(seed),
-             "--verbose"] + list(rates), stdout=log, stderr=subprocess.STDOUT)
+             "--verbose", "--curve-secret-file",
+             os.path.join(c.state, "curve", "server.key")] + list(rates),
+            stdout=log, stderr=subprocess.STDOUT)
         log.close()
 
         def ready():

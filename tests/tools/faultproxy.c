@@ -1,15 +1,21 @@
 /* faultproxy: a ZeroMQ hop between loom-agents and loomd that loses,
  * duplicates, delays and reorders messages on purpose, for the fault tests.
  *
- * Agents connect their DEALER to our ROUTER. For each agent identity we open
- * a DEALER to loomd with the same ZMQ_ROUTING_ID, so loomd sees the agent's
- * own name; replies come back on that DEALER and go out of the ROUTER to the
- * agent. Every message, either way, draws from a seeded generator: dropped,
- * sent twice, held back for a random delay (which also reorders it behind
- * later ones), or swapped with the next one on the same path. Each fault is
- * logged with the message's kind and attempt, so a test that fails can say
- * which message was lost. */
+ * Agents connect their DEALER to our ROUTER. For each agent connection we
+ * open a DEALER to loomd; replies come back on that DEALER and go out of the
+ * ROUTER to the agent. loomd speaks CURVE, which a message-level hop cannot
+ * pass through, so with --curve-secret-file (loomd's server.key) the proxy
+ * ends CURVE on both sides: its ROUTER is a CURVE server with loomd's own
+ * key pair (so the agents' pinned key fits), its ZAP handler learns each
+ * agent's key, and its DEALER to loomd uses a key pair derived from that
+ * agent's key (the same agent always gets the same one, so what the agent
+ * enrols through the proxy stays enrolled). Every message, either way, draws from a seeded
+ * generator: dropped, sent twice, held back for a random delay (which also reorders it behind later
+ * ones), or swapped with the next one on the same path. Each fault is logged with the message's
+ * kind and attempt, so a test that fails can say which message was lost. */
 #include "loom/codec.h"
+
+#include <sodium.h>
 
 #include <errno.h>
 #include <getopt.h>
@@ -30,7 +36,7 @@
 typedef struct {
     double drop, dup, delay, reorder;
     uint64_t delay_max_ms, seed;
-    const char *listen, *connect, *addr_file;
+    const char *listen, *connect, *addr_file, *curve_secret_file;
     bool verbose;
 } options_t;
 
@@ -53,6 +59,8 @@ typedef struct {
 typedef struct {
     options_t o;
     void *zctx, *router;
+    void *zap;                           /* with CURVE: our ZAP handler */
+    char server_pub[41], server_sec[41]; /* loomd's key pair */
     peer_t peers[MAX_PEERS];
     int n_peers;
     msg_t *delayed; /* sorted by due */
@@ -237,7 +245,23 @@ static void route(proxy_t *p, int peer, bool to_agent, const void *data, size_t 
     }
 }
 
-static int find_or_add_peer(proxy_t *p, const void *id, size_t idlen)
+/* Our key pair towards loomd for the agent whose key is agent_z85. */
+static bool derive_keys(const char *agent_z85, char pub[41], char sec[41])
+{
+    uint8_t raw[32], s[32], pk[32];
+    if (!agent_z85 || strlen(agent_z85) != 40 || !zmq_z85_decode(raw, agent_z85)) return false;
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, NULL, 0, sizeof s);
+    crypto_generichash_update(&st, raw, sizeof raw);
+    crypto_generichash_update(&st, (const uint8_t *)"faultproxy", 10);
+    crypto_generichash_final(&st, s, sizeof s);
+    crypto_scalarmult_base(pk, s);
+    zmq_z85_encode(pub, pk, 32);
+    zmq_z85_encode(sec, s, 32);
+    return true;
+}
+
+static int find_or_add_peer(proxy_t *p, const void *id, size_t idlen, const char *agent_key)
 {
     for (int i = 0; i < p->n_peers; i++)
         if (p->peers[i].idlen == idlen && memcmp(p->peers[i].id, id, idlen) == 0) return i;
@@ -245,8 +269,20 @@ static int find_or_add_peer(proxy_t *p, const void *id, size_t idlen)
     peer_t *peer = &p->peers[p->n_peers];
     void *d = zmq_socket(p->zctx, ZMQ_DEALER);
     int zero = 0;
-    if (!d || zmq_setsockopt(d, ZMQ_ROUTING_ID, id, idlen) != 0 ||
-        zmq_setsockopt(d, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
+    char pub[41], sec[41];
+    if (p->zap && !derive_keys(agent_key, pub, sec)) {
+        fprintf(stderr, "faultproxy: a message without the agent's CURVE key\n");
+        if (d) zmq_close(d);
+        return -1;
+    }
+    if (d && p->zap &&
+        (zmq_setsockopt(d, ZMQ_CURVE_SERVERKEY, p->server_pub, 40) != 0 ||
+         zmq_setsockopt(d, ZMQ_CURVE_PUBLICKEY, pub, 40) != 0 ||
+         zmq_setsockopt(d, ZMQ_CURVE_SECRETKEY, sec, 40) != 0)) {
+        zmq_close(d);
+        d = NULL;
+    }
+    if (!d || zmq_setsockopt(d, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
         zmq_connect(d, p->o.connect) != 0) {
         fprintf(stderr, "faultproxy: cannot connect to %s: %s\n", p->o.connect,
                 zmq_strerror(zmq_errno()));
@@ -256,7 +292,7 @@ static int find_or_add_peer(proxy_t *p, const void *id, size_t idlen)
     memcpy(peer->id, id, idlen);
     peer->idlen = idlen;
     peer->dealer = d;
-    fprintf(stderr, "faultproxy: new agent %.*s\n", (int)idlen, (const char *)id);
+    fprintf(stderr, "faultproxy: new agent connection key=%s\n", agent_key ? agent_key : "-");
     return p->n_peers++;
 }
 
@@ -278,7 +314,8 @@ static void drain_router(proxy_t *p)
             zmq_msg_recv(&extra, p->router, 0);
             zmq_msg_close(&extra);
         }
-        int peer = two ? find_or_add_peer(p, zmq_msg_data(&id), zmq_msg_size(&id)) : -1;
+        const char *key = two && p->zap ? zmq_msg_gets(&body, "User-Id") : NULL;
+        int peer = two ? find_or_add_peer(p, zmq_msg_data(&id), zmq_msg_size(&id), key) : -1;
         if (peer >= 0) route(p, peer, false, zmq_msg_data(&body), zmq_msg_size(&body));
         zmq_msg_close(&id);
         zmq_msg_close(&body);
@@ -325,20 +362,56 @@ static long release_due(proxy_t *p)
     return next == UINT64_MAX ? -1 : (long)(next - now);
 }
 
+/* ZAP: admit every key, and name the connection by it (User-Id). */
+static void serve_zap(proxy_t *p)
+{
+    /* version, request id, domain, address, routing id, mechanism, key */
+    zmq_msg_t parts[7];
+    size_t n = 0;
+    bool more = true;
+    while (more) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, p->zap, n ? 0 : ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&m);
+            break;
+        }
+        more = zmq_msg_more(&m);
+        if (n < 7)
+            parts[n++] = m;
+        else
+            zmq_msg_close(&m);
+    }
+    if (n == 0) return;
+    char key[41] = "";
+    if (n == 7 && zmq_msg_size(&parts[6]) == 32) zmq_z85_encode(key, zmq_msg_data(&parts[6]), 32);
+    zmq_send(p->zap, "1.0", 3, ZMQ_SNDMORE);
+    zmq_send(p->zap, n > 1 ? zmq_msg_data(&parts[1]) : "", n > 1 ? zmq_msg_size(&parts[1]) : 0,
+             ZMQ_SNDMORE);
+    zmq_send(p->zap, key[0] ? "200" : "400", 3, ZMQ_SNDMORE);
+    zmq_send(p->zap, "", 0, ZMQ_SNDMORE);
+    zmq_send(p->zap, key, strlen(key), ZMQ_SNDMORE);
+    zmq_send(p->zap, "", 0, 0);
+    for (size_t i = 0; i < n; i++) zmq_msg_close(&parts[i]);
+}
+
 static int run(proxy_t *p)
 {
-    zmq_pollitem_t items[1 + MAX_PEERS];
+    zmq_pollitem_t items[2 + MAX_PEERS];
     while (!stop) {
         long wait = release_due(p);
         items[0] = (zmq_pollitem_t){.socket = p->router, .events = ZMQ_POLLIN};
         for (int i = 0; i < p->n_peers; i++)
             items[1 + i] = (zmq_pollitem_t){.socket = p->peers[i].dealer, .events = ZMQ_POLLIN};
-        int n = zmq_poll(items, 1 + p->n_peers, wait < 0 ? 200 : wait);
+        int nz = p->n_peers + 1;
+        if (p->zap) items[nz++] = (zmq_pollitem_t){.socket = p->zap, .events = ZMQ_POLLIN};
+        int n = zmq_poll(items, nz, wait < 0 ? 200 : wait);
         if (n < 0) {
             if (errno == EINTR) continue;
             fprintf(stderr, "faultproxy: poll: %s\n", zmq_strerror(errno));
             return 1;
         }
+        if (p->zap && (items[1 + p->n_peers].revents & ZMQ_POLLIN)) serve_zap(p);
         if (items[0].revents & ZMQ_POLLIN) drain_router(p);
         for (int i = 0; i < p->n_peers; i++)
             if (items[1 + i].revents & ZMQ_POLLIN) drain_dealer(p, i);
@@ -378,6 +451,7 @@ static void usage(FILE *out)
           "  --listen ENDPOINT   where agents connect (default tcp://127.0.0.1:*)\n"
           "  --connect ENDPOINT  loomd's agent endpoint\n"
           "  --addr-file FILE    write the bound endpoint here once listening\n"
+          "  --curve-secret-file FILE  loomd's server.key: end CURVE on both sides\n"
           "  --drop RATE         lose a message (0..1)\n"
           "  --dup RATE          send a message twice\n"
           "  --delay RATE        hold a message back 1..--delay-max ms\n"
@@ -393,6 +467,7 @@ static int parse_args(int argc, char **argv, options_t *o)
     static const struct option longopts[] = {{"listen", required_argument, NULL, 'l'},
                                              {"connect", required_argument, NULL, 'c'},
                                              {"addr-file", required_argument, NULL, 'a'},
+                                             {"curve-secret-file", required_argument, NULL, 'k'},
                                              {"drop", required_argument, NULL, 'd'},
                                              {"dup", required_argument, NULL, 'u'},
                                              {"delay", required_argument, NULL, 'y'},
@@ -413,6 +488,9 @@ static int parse_args(int argc, char **argv, options_t *o)
             break;
         case 'a':
             o->addr_file = optarg;
+            break;
+        case 'k':
+            o->curve_secret_file = optarg;
             break;
         case 'd':
             bad = parse_rate("--drop", optarg, &o->drop);
@@ -475,9 +553,28 @@ int main(int argc, char **argv)
     p.zctx = zmq_ctx_new();
     p.router = zmq_socket(p.zctx, ZMQ_ROUTER);
     int one = 1, zero = 0;
-    /* An agent that reconnects under its name takes its route over. */
-    zmq_setsockopt(p.router, ZMQ_ROUTER_HANDOVER, &one, sizeof one);
     zmq_setsockopt(p.router, ZMQ_LINGER, &zero, sizeof zero);
+    if (p.o.curve_secret_file) {
+        FILE *f = fopen(p.o.curve_secret_file, "r");
+        char line[128] = "";
+        if (!f || !fgets(line, sizeof line, f)) {
+            fprintf(stderr, "faultproxy: cannot read %s\n", p.o.curve_secret_file);
+            if (f) fclose(f);
+            return 1;
+        }
+        fclose(f);
+        line[strcspn(line, "\r\n")] = '\0';
+        if (strlen(line) == 40) memcpy(p.server_sec, line, 41);
+        p.zap = zmq_socket(p.zctx, ZMQ_REP);
+        zmq_setsockopt(p.zap, ZMQ_LINGER, &zero, sizeof zero);
+        if (strlen(p.server_sec) != 40 || zmq_curve_public(p.server_pub, p.server_sec) != 0 ||
+            zmq_bind(p.zap, "inproc://zeromq.zap.01") != 0 ||
+            zmq_setsockopt(p.router, ZMQ_CURVE_SERVER, &one, sizeof one) != 0 ||
+            zmq_setsockopt(p.router, ZMQ_CURVE_SECRETKEY, p.server_sec, 40) != 0) {
+            fprintf(stderr, "faultproxy: cannot set up CURVE from %s\n", p.o.curve_secret_file);
+            return 1;
+        }
+    }
     char endpoint[256];
     size_t len = sizeof endpoint;
     if (zmq_bind(p.router, p.o.listen) != 0 ||
@@ -507,6 +604,8 @@ int main(int argc, char **argv)
         zmq_close(p.peers[i].dealer);
     }
     zmq_close(p.router);
+    if (p.zap) zmq_close(p.zap);
+    sodium_memzero(p.server_sec, sizeof p.server_sec);
     zmq_ctx_term(p.zctx);
     return rc;
 }

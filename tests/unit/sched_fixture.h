@@ -33,6 +33,8 @@ typedef struct {
     char dir[64];
     void *socks[16]; /* fake agents, closed by teardown (also after a failure) */
     size_t n_socks;
+    bool curve;    /* run as loomd does (CURVE); else plaintext for raw DEALERs */
+    bool skip_zap; /* fault: no ZAP handler */
 } fixture_t;
 
 /* Opens f's scheduler (again) in f->dir; wall: an injected wall clock, or
@@ -45,6 +47,8 @@ static void fixture_start(fixture_t *f, const char *const *pools, size_t n_pools
                                .heartbeat_ms = 100,
                                .agent_timeout_ms = 5000,
                                .zmq_ctx = f->zctx,
+                               .insecure_plaintext = !f->curve,
+                               .fault_skip_zap = f->skip_zap,
                                .pools = pools,
                                .n_pools = n_pools,
                                .wall = wall ? *wall : (loom_clock_t){0}};

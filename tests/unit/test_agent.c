@@ -32,6 +32,80 @@ static void test_hello_contents_and_resend(void **state)
     assert_memory_equal(again->hello->session.data, h->session.data, LOOM_AGENT_SESSION_LEN);
 }
 
+static void send_error(fx_t *f, bool not_enrolled, bool revoked)
+{
+    Loom__Error e = LOOM__ERROR__INIT;
+    e.message = "from the test";
+    e.not_enrolled = not_enrolled;
+    e.revoked = revoked;
+    loom_msg_t m = LOOM__ENVELOPE__INIT;
+    m.body_case = LOOM__ENVELOPE__BODY_ERROR;
+    m.error = &e;
+    send_msg(f, &m);
+}
+
+static void on_refused(void *ud)
+{
+    *(int *)ud += 1;
+}
+
+/* With a join token: Join first (the token and name), then, once Joined,
+ * loomd's key is pinned and Hello follows; a restart needs no token. */
+static void test_join_pins_the_server_key(void **state)
+{
+    fx_t *f = *state;
+    char *token = loom_xasprintf("loomjoin1.%s.%s", f->server_pub,
+                                 "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    f->cfg.join_token = token;
+    f->cfg.server_key = NULL;
+    start_agent(f);
+    char *keyfile = loom_xasprintf("%s/curve/agent.key", f->tmp);
+    struct stat st;
+    assert_int_equal(stat(keyfile, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    const loom_msg_t *j = wait_msg(f, LOOM__ENVELOPE__BODY_JOIN, NULL, 0);
+    assert_string_equal(j->join->token, token);
+    assert_string_equal(j->join->name, AGENT_NAME);
+    Loom__Joined ok = LOOM__JOINED__INIT;
+    ok.server_public_key = f->server_pub;
+    loom_msg_t m = LOOM__ENVELOPE__INIT;
+    m.body_case = LOOM__ENVELOPE__BODY_JOINED;
+    m.joined = &ok;
+    send_msg(f, &m);
+    wait_msg(f, LOOM__ENVELOPE__BODY_HELLO, NULL, 0);
+    char *pinned = loom_xasprintf("%s/curve/server.pub", f->tmp);
+    char text[64] = "";
+    FILE *fp = fopen(pinned, "r");
+    assert_non_null(fp);
+    assert_non_null(fgets(text, sizeof text, fp));
+    fclose(fp);
+    text[strcspn(text, "\n")] = '\0';
+    assert_string_equal(text, f->server_pub);
+    free(pinned);
+    free(keyfile);
+    free(token);
+}
+
+/* Not enrolled: it keeps asking; revoked: it stops and says so once. */
+static void test_not_enrolled_waits_revoked_stops(void **state)
+{
+    fx_t *f = *state;
+    int refused = 0;
+    f->cfg.on_refused = on_refused;
+    f->cfg.refused_ud = &refused;
+    start_agent(f);
+    wait_msg(f, LOOM__ENVELOPE__BODY_HELLO, NULL, 0);
+    send_error(f, true, false);
+    wait_msg(f, LOOM__ENVELOPE__BODY_HELLO, NULL, 0);
+    assert_false(loom_agent_refused(f->agent));
+    send_error(f, false, true);
+    uint64_t end = loom_mono_ms() + WAIT_MS;
+    while (!loom_agent_refused(f->agent) && loom_mono_ms() < end) run_once(f, 20);
+    assert_true(loom_agent_refused(f->agent));
+    assert_int_equal(refused, 1);
+    assert_int_equal(strlen(loom_agent_public_key(f->agent)), 40);
+}
+
 static void test_heartbeats_echo_dispatch_seq_and_held(void **state)
 {
     fx_t *f = *state;
@@ -310,8 +384,8 @@ static void test_garbage_does_not_crash(void **state)
     static const uint8_t wrong_version[] = {0x08, 0x63};
     send_raw(f, wrong_version, sizeof wrong_version);
     send_raw(f, "", 0);
-    const void *parts[3] = {AGENT_NAME, "a", "b"};
-    size_t lens[3] = {strlen(AGENT_NAME), 1, 1};
+    const void *parts[3] = {f->rid, "a", "b"};
+    size_t lens[3] = {f->rid_len, 1, 1};
     assert_int_equal(loom_zsock_send(f->router, parts, lens, 3), 0);
     /* A kind the agent never receives */
     Loom__Started st = LOOM__STARTED__INIT;
@@ -398,6 +472,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_hello_contents_and_resend, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_join_pins_the_server_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_not_enrolled_waits_revoked_stops, setup, teardown),
         cmocka_unit_test_setup_teardown(test_heartbeats_echo_dispatch_seq_and_held, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_dispatch_streams_output_then_finished, setup,

@@ -147,10 +147,21 @@ static pid_t spawn_agent(fx_t *f, const char *drain_timeout)
     char *exe = loom_xasprintf("%s/loom-agent", build && *build ? build : ".");
     char *work = loom_xasprintf("%s/agent-work", f->tmp);
     char *log = loom_xasprintf("%s/agent.log", f->tmp);
-    char *argv[] = {
-        exe,  "--server",        f->endpoint,   "--name", AGENT_NAME,        "--work-dir",
-        work, "--no-gpu-detect", "--log-level", "info",   "--drain-timeout", (char *)drain_timeout,
-        NULL};
+    char *argv[] = {exe,
+                    "--server",
+                    f->endpoint,
+                    "--name",
+                    AGENT_NAME,
+                    "--work-dir",
+                    work,
+                    "--no-gpu-detect",
+                    "--log-level",
+                    "info",
+                    "--drain-timeout",
+                    (char *)drain_timeout,
+                    "--server-key",
+                    f->server_pub,
+                    NULL};
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0644);

@@ -49,6 +49,9 @@ struct fx {
     void *zctx;
     loom_zsock_t *router;
     char endpoint[256];
+    char server_pub[41], server_sec[41]; /* the fake loomd is a CURVE server */
+    uint8_t rid[256];                    /* the agent's connection, as last heard */
+    size_t rid_len;
     char tmp[PATH_MAX];
     const char *labels[2];
     loom_agent_config_t cfg;
@@ -79,8 +82,10 @@ FX void on_router_message(void *ud, zmq_msg_t *parts, size_t nparts)
     char why[256];
     loom_msg_t *m;
     assert_int_equal(nparts, 2);
-    assert_int_equal(zmq_msg_size(&parts[0]), strlen(AGENT_NAME));
-    assert_memory_equal(zmq_msg_data(&parts[0]), AGENT_NAME, strlen(AGENT_NAME));
+    /* The agent sets no routing id: the connection has one ZeroMQ made. */
+    f->rid_len = zmq_msg_size(&parts[0]);
+    assert_true(f->rid_len > 0 && f->rid_len <= sizeof f->rid);
+    memcpy(f->rid, zmq_msg_data(&parts[0]), f->rid_len);
     if (loom_codec_decode(zmq_msg_data(&parts[1]), zmq_msg_size(&parts[1]), &m, why, sizeof why))
         fail_msg("agent sent an invalid message: %s", why);
     if (f->store && fx_store_on_msg(f, m)) {
@@ -222,8 +227,8 @@ FX char *attempt_output(const fx_t *f, uint64_t id)
 
 FX void send_raw(fx_t *f, const void *data, size_t len)
 {
-    const void *parts[2] = {AGENT_NAME, data};
-    size_t lens[2] = {strlen(AGENT_NAME), len};
+    const void *parts[2] = {f->rid, data};
+    size_t lens[2] = {f->rid_len, len};
     assert_int_equal(loom_zsock_send(f->router, parts, lens, 2), 0);
 }
 
@@ -711,6 +716,10 @@ FX int setup(void **state)
     int one = 1, zero = 0;
     zmq_setsockopt(s, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
     zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    /* CURVE, as loomd speaks it (without ZAP: this fake admits any key). */
+    assert_int_equal(zmq_curve_keypair(f->server_pub, f->server_sec), 0);
+    zmq_setsockopt(s, ZMQ_CURVE_SERVER, &one, sizeof one);
+    zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, f->server_sec, 40);
     assert_int_equal(zmq_bind(s, "tcp://127.0.0.1:*"), 0);
     size_t len = sizeof f->endpoint;
     assert_int_equal(zmq_getsockopt(s, ZMQ_LAST_ENDPOINT, f->endpoint, &len), 0);
@@ -729,6 +738,7 @@ FX int setup(void **state)
         .hello_interval_ms = 50,
         .kill_grace_ms = 2000,
         .zmq_ctx = f->zctx,
+        .server_key = f->server_pub,
     };
     loom_log_set_level(LOOM_LOG_WARN);
     *state = f;
