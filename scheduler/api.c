@@ -19,6 +19,12 @@
 
 /* --- responses ---------------------------------------------------------------- */
 
+enum MHD_Result api_queue(req_t *r, unsigned status, struct MHD_Response *resp)
+{
+    r->status = status;
+    return MHD_queue_response(r->conn, status, resp);
+}
+
 enum MHD_Result api_respond_json(req_t *r, unsigned status, json_t *body)
 {
     char *text = json_dumps(body, JSON_COMPACT);
@@ -27,7 +33,7 @@ enum MHD_Result api_respond_json(req_t *r, unsigned status, json_t *body)
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
     MHD_add_response_header(resp, "Content-Type", "application/json");
-    enum MHD_Result rc = MHD_queue_response(r->conn, status, resp);
+    enum MHD_Result rc = api_queue(r, status, resp);
     MHD_destroy_response(resp);
     return rc;
 }
@@ -339,7 +345,7 @@ static enum MHD_Result respond_text(req_t *r, unsigned status, char *text, size_
 {
     struct MHD_Response *resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
     MHD_add_response_header(resp, "Content-Type", "application/json");
-    enum MHD_Result rc = MHD_queue_response(r->conn, status, resp);
+    enum MHD_Result rc = api_queue(r, status, resp);
     MHD_destroy_response(resp);
     return rc;
 }
@@ -491,6 +497,22 @@ static enum MHD_Result get_agents(req_t *r, const path_t *p)
     return api_respond_json(r, MHD_HTTP_OK, loom_sched_agents_json(r->api->sched));
 }
 
+/* GET /metrics (and /api/v1/metrics): Prometheus text format 0.0.4. */
+static enum MHD_Result get_prometheus(req_t *r, const path_t *p)
+{
+    (void)p;
+    loom_buf_t b = {0};
+    loom_sched_metrics_text(r->api->sched, &b);
+    size_t len = b.len;
+    char *text = loom_buf_steal(&b);
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, text ? text : loom_xstrdup(""), MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(resp, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+    enum MHD_Result rc = api_queue(r, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    return rc;
+}
+
 /* --- routing ----------------------------------------------------------------------- */
 
 /* Each route's least role. API_ROLE_NONE: no token needed; the handler
@@ -519,6 +541,7 @@ static const struct {
     {"GET", "runs/*/tasks/*/log", api_get_log, R},
     {"GET", "runs/*/tasks/*/attempts", api_get_attempts, R},
     {"GET", "agents", get_agents, R},
+    {"GET", "metrics", get_prometheus, R}, /* also served at /metrics */
     {"POST", "agents/tokens", api_post_join_token, A},
     {"GET", "agents/keys", api_get_agent_keys, R},
     {"POST", "agents/keys/*/approve", api_post_key_approve, A},
@@ -603,7 +626,7 @@ static enum MHD_Result respond_unauthorized(req_t *r, const char *why)
         MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
     MHD_add_response_header(resp, "Content-Type", "application/json");
     MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"loom\"");
-    enum MHD_Result rc = MHD_queue_response(r->conn, MHD_HTTP_UNAUTHORIZED, resp);
+    enum MHD_Result rc = api_queue(r, MHD_HTTP_UNAUTHORIZED, resp);
     MHD_destroy_response(resp);
     return rc;
 }
@@ -656,6 +679,8 @@ static int find_route(const char *url, const char *method, path_t *p, char *buf,
                       bool *known)
 {
     *known = false;
+    /* Prometheus' conventional path is an alias of /api/v1/metrics. */
+    if (strcmp(url, "/metrics") == 0) url = "/api/v1/metrics";
     if (strlen(url) >= buflen || !split_path(url, buf, buflen, p) || p->n < 3 ||
         strcmp(p->segs[0], "api") != 0 || strcmp(p->segs[1], "v1") != 0)
         return -1;
@@ -685,6 +710,8 @@ static enum MHD_Result route(req_t *r, const char *url, const char *method)
     path_t p;
     bool known;
     int i = find_route(url, method, &p, buf, sizeof buf, &known);
+    /* Metrics are labelled by pattern, never by the path sent (bounded). */
+    r->route = i >= 0 ? routes[i].pattern : "unmatched";
     if (r->auth_error) return respond_unauthorized(r, r->auth_error);
     if (i < 0 && known)
         return api_respond_error(r, MHD_HTTP_METHOD_NOT_ALLOWED, "%s is not allowed on %.200s",
@@ -732,6 +759,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r = loom_xcalloc(1, sizeof *r);
         r->api = api;
         r->conn = conn;
+        r->start_ns = uv_hrtime();
+        snprintf(r->method, sizeof r->method, "%s", method);
         *con_cls = r;
         api_conn_request_started(api, conn);
         authenticate(r);
@@ -777,6 +806,9 @@ static void on_request_done(void *cls, struct MHD_Connection *conn, void **con_c
     (void)toe;
     if (conn) api_conn_request_done(api, conn);
     if (!r) return;
+    if (r->status && r->route)
+        loom_sched_metrics_http(api->sched, r->method, r->route, r->status,
+                                (double)(uv_hrtime() - r->start_ns) / 1e9);
     api_waiter_remove(api, r);
     loom_objects_writer_abort(&r->upload);
     free(r->commit);

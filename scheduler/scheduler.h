@@ -168,6 +168,11 @@ typedef struct {
     uint64_t dispatched, finished, refused, bad_messages, agents_connected, commits;
 } loom_sched_stats_t;
 void loom_sched_stats(loom_sched_t *s, loom_sched_stats_t *out);
+/* The Prometheus exposition of loomd's metrics (metrics.c), appended to out. */
+void loom_sched_metrics_text(loom_sched_t *s, loom_buf_t *out);
+/* Counts an answered HTTP request (route: its pattern, a static string). */
+void loom_sched_metrics_http(loom_sched_t *s, const char *method, const char *route,
+                             unsigned status, double seconds);
 
 /* --- secrets (sched_secrets.c) ---
  * kind "task" (given to tasks that list them) or "webhook" (a hook's HMAC
