@@ -164,5 +164,62 @@ class Metrics(ClusterTest):
         parse(self.scrape(token=read))
 
 
+class JsonLogs(unittest.TestCase):
+    """loomd and loom-agent with --log-format json (and LOOM_LOG_FORMAT):
+    every line of their logs is one JSON object with the fields."""
+
+    def test_every_line_is_a_json_object(self):
+        import datetime
+        import json
+        import os
+        from loomtest import Cluster
+        c = Cluster()
+        try:
+            c.start_loomd(extra=["--log-format", "json"])
+            c.start_agent("j1", env=dict(os.environ, LOOM_LOG_FORMAT="json"))
+            c.wait_agents(["j1"])
+            c.submit(PIPELINE)
+            self.assertEqual(c.wait_run(c.start_run("m"))["state"], "failed")
+            # a refused token is logged too (a message with a quoted reason)
+            with self.assertRaises(ApiError):
+                c.get("/api/v1/runs", token="loom_1_" + "0" * 64)
+        finally:
+            c.close(keep=True)
+        fields_seen = set()
+        for name, component in (("loomd.log", "loomd"), ("agent-j1.log", "agent")):
+            with open(os.path.join(c.tmp, name)) as f:
+                lines = f.read().splitlines()
+            self.assertGreater(len(lines), 5, name)
+            for line in lines:
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    self.fail("%s: not JSON: %r" % (name, line))
+                self.assertIsInstance(obj, dict, line)
+                for k in ("ts", "level", "component", "msg"):
+                    self.assertIn(k, obj, line)
+                self.assertRegex(obj["ts"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+                datetime.datetime.strptime(obj["ts"], "%Y-%m-%dT%H:%M:%S.%fZ")
+                self.assertIn(obj["level"], ("debug", "info", "warn", "error"))
+                self.assertEqual(obj["component"], component)
+                fields_seen.update(k for k in obj if k not in ("ts", "level", "component", "msg"))
+        # The messages' key=value pairs became fields (e.g. "run ended run=1 ... state=failed").
+        self.assertTrue({"run", "task", "state", "pipeline"} <= fields_seen, fields_seen)
+        import shutil as sh
+        sh.rmtree(c.tmp, ignore_errors=True)
+
+    def test_a_bad_format_is_refused(self):
+        from loomtest import LOOMD, AGENT
+        import os
+        p = subprocess.run([LOOMD, "--log-format", "xml"], capture_output=True, text=True,
+                           timeout=30)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--log-format xml: want text or json", p.stderr)
+        p = subprocess.run([AGENT, "--version"], capture_output=True, text=True, timeout=30,
+                           env=dict(os.environ, LOOM_LOG_FORMAT="yaml"))
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("LOOM_LOG_FORMAT yaml: expected text or json", p.stderr)
+
+
 if __name__ == "__main__":
     unittest.main()
