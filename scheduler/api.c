@@ -365,7 +365,22 @@ static enum MHD_Result run_response(req_t *r, unsigned status, uint64_t run_id, 
     if (err == LOOM_ENOTFOUND)
         return api_respond_error(r, MHD_HTTP_NOT_FOUND, "no run %llu", (unsigned long long)run_id);
     if (err) return api_respond_loom_error(r, err, "run");
+    /* "seq" (runs in flight only): what ?since= waits to see change. */
+    uint64_t seq = loom_sched_run_seq(r->api->sched, run_id);
+    if (run && seq) json_object_set_new(run, "seq", json_integer((json_int_t)seq));
     if (run) return api_respond_json(r, status, wrap ? json_pack("{s:o}", "run", run) : run);
+    if (seq && len > 1 && text[0] == '{') {
+        char head[32];
+        int n = snprintf(head, sizeof head, "{\"seq\":%llu%s", (unsigned long long)seq,
+                         text[1] == '}' ? "" : ",");
+        char *with = loom_xmalloc(len + (size_t)n);
+        memcpy(with, head, (size_t)n);
+        memcpy(with + n, text + 1, len - 1);
+        with[len + (size_t)n - 1] = '\0';
+        free(text);
+        text = with;
+        len += (size_t)n - 1;
+    }
     if (wrap) {
         /* {"run": TEXT} around text that can be tens of megabytes. */
         char *wrapped = loom_xmalloc(len + 9);
@@ -430,17 +445,21 @@ static enum MHD_Result get_runs(req_t *r, const path_t *p)
 
 static enum MHD_Result get_run(req_t *r, const path_t *p)
 {
-    uint64_t run_id, wait_s;
+    uint64_t run_id, wait_s, since;
     if (!api_parse_id(p->segs[3], &run_id))
         return api_respond_error(r, MHD_HTTP_BAD_REQUEST, "run id \"%s\" is not a number",
                                  p->segs[3]);
     if (api_query_u64(r, "wait", MAX_WAIT_S, 0, &wait_s) != 0)
         return api_respond_error(r, MHD_HTTP_BAD_REQUEST, "\"wait\" must be seconds, 0..%d",
                                  MAX_WAIT_S);
+    if (api_query_u64(r, "since", INT64_MAX, UINT64_MAX, &since) != 0)
+        return api_respond_error(r, MHD_HTTP_BAD_REQUEST,
+                                 "\"since\" must be a run's \"seq\" (a whole number)");
     /* Called again each time the connection is resumed: keep the first
      * deadline, so that changes along the way do not extend the wait. */
     if (!r->deadline && wait_s > 0) r->deadline = loom_mono_ms() + wait_s * 1000;
-    if (r->deadline > loom_mono_ms() && loom_sched_run_active(r->api->sched, run_id)) {
+    bool changed = since != UINT64_MAX && loom_sched_run_seq(r->api->sched, run_id) != since;
+    if (!changed && r->deadline > loom_mono_ms() && loom_sched_run_active(r->api->sched, run_id)) {
         r->wait_run = run_id;
         api_waiter_add(r->api, r);
         return MHD_YES; /* answered when the run ends or the deadline passes */

@@ -169,6 +169,7 @@ struct s_run {
     uint32_t n_ended;
     bool cancelling;
     bool any_started; /* a task process of it has started (trigger-to-start latency) */
+    uint64_t seq;     /* bumped at each change: GET /runs/ID?since=SEQ waits for the next */
     uint64_t created_ms, started_ms, ended_ms;
     char *trigger;
     json_t *params; /* every parameter, defaults filled in */

@@ -116,6 +116,14 @@ void sched_send_rid(loom_sched_t *s, const uint8_t *rid, size_t rid_len, loom_ms
 void sched_mark_changed(loom_sched_t *s, uint64_t run_id)
 {
     loom_map_put(&s->changed_runs, run_id, (void *)1);
+    run_t *r = loom_map_get(&s->runs, run_id);
+    if (r) r->seq++;
+}
+
+uint64_t loom_sched_run_seq(loom_sched_t *s, uint64_t run_id)
+{
+    run_t *r = loom_map_get(&s->runs, run_id);
+    return r ? r->seq : 0;
 }
 
 void sched_mark_output(loom_sched_t *s, uint64_t run_id)

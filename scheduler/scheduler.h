@@ -89,6 +89,9 @@ int loom_sched_start_run(loom_sched_t *s, const char *pipeline, uint32_t version
                          char *why, size_t whylen);
 /* LOOM_ENOTFOUND, LOOM_ESTATE if the run already ended. */
 int loom_sched_cancel_run(loom_sched_t *s, uint64_t run_id, const char *reason);
+/* A run in flight's change counter (0 once ended): it grows with every
+ * change of the run or its tasks, so a client can wait for the next one. */
+uint64_t loom_sched_run_seq(loom_sched_t *s, uint64_t run_id);
 /* True while the run has not ended. */
 bool loom_sched_run_active(loom_sched_t *s, uint64_t run_id);
 /* True while the attempt may still produce output. */
