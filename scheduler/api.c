@@ -881,6 +881,18 @@ bool loom_api_tls_supported(void)
     return MHD_is_feature_supported(MHD_FEATURE_TLS) == MHD_YES;
 }
 
+/* libmicrohttpd's own messages go through loom's log, so that they follow
+ * --log-format (a JSON log stays one object per line). */
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = '\0';
+    LOG_WARN("http: %s", msg);
+}
+
 static void apply_defaults(loom_api_options_t *o)
 {
     if (!o->timeout_ms) o->timeout_ms = 30000;
@@ -910,6 +922,7 @@ int loom_api_listen(loom_api_t *api, const char *host, uint16_t port, uint16_t *
     unsigned idle_s = (o->timeout_ms + 999) / 1000;
     struct MHD_OptionItem opts[] = {
         {MHD_OPTION_SOCK_ADDR, 0, &sin},
+        {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)on_mhd_log, NULL},
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_request_done, api},
         {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)api_conn_notify, api},
         {MHD_OPTION_CONNECTION_TIMEOUT, idle_s, NULL},
