@@ -70,6 +70,8 @@ static void usage(FILE *out)
             "  --server-key KEY    loomd's CURVE public key (Z85), to be approved with\n"
             "                      `loom agents approve` instead of joining with a token\n"
             "  --log-level LEVEL   debug, info, warn or error (default info)\n"
+            "  --log-format FORMAT text (default) or json: one JSON object per line\n"
+            "                      (also LOOM_LOG_FORMAT)\n"
             "  --help              show this help\n"
             "  --version           print the version\n"
             "environment: LOOM_NVML_LIBRARY, the NVML library to load (libnvidia-ml.so.1);\n"
@@ -188,6 +190,13 @@ static int parse_flag(options_t *o, int c, const char *arg)
         if (loom_log_parse_level(arg, &o->level) != 0)
             return bad_flag("--log-level", arg, "expected debug, info, warn or error");
         return -1;
+    case 'F': {
+        loom_log_format format;
+        if (loom_log_parse_format(arg, &format) != 0)
+            return bad_flag("--log-format", arg, "expected text or json");
+        loom_log_set_format(format);
+        return -1;
+    }
     case 'h':
         usage(stdout);
         return 0;
@@ -209,6 +218,7 @@ static int parse_args(options_t *o, int argc, char **argv)
         {"label", required_argument, NULL, 'l'},
         {"kill-grace", required_argument, NULL, 'k'},
         {"log-level", required_argument, NULL, 'L'},
+        {"log-format", required_argument, NULL, 'F'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'v'},
         {"gpu", required_argument, NULL, 'g'},
@@ -349,6 +359,13 @@ int main(int argc, char **argv)
     options_t o;
     memset(&o, 0, sizeof o);
     loom_log_set_component("agent");
+    const char *env_format = getenv("LOOM_LOG_FORMAT");
+    loom_log_format format;
+    if (env_format && *env_format) {
+        if (loom_log_parse_format(env_format, &format) != 0)
+            return bad_flag("LOOM_LOG_FORMAT", env_format, "expected text or json");
+        loom_log_set_format(format);
+    }
     int rc = parse_args(&o, argc, argv);
     if (rc < 0) {
         loom_log_set_level(o.level);

@@ -129,6 +129,11 @@ int cmd_submit(loom_cli_t *cli, int argc, char **argv);
 int cmd_validate(loom_cli_t *cli, int argc, char **argv);
 int cmd_run(loom_cli_t *cli, int argc, char **argv);
 int cmd_cancel(loom_cli_t *cli, int argc, char **argv);
+/* cmd_watch.c: `loom watch RUN`, also shown by `loom run --wait` in a
+ * terminal. Follows the run to its end: 0 if it succeeded, 1 otherwise;
+ * the final run (when it ended) in *final (may be NULL; caller decrefs). */
+int cmd_watch(loom_cli_t *cli, int argc, char **argv);
+int cli_watch_run(loom_cli_t *cli, long long id, json_t **final);
 int cmd_status(loom_cli_t *cli, int argc, char **argv);
 int cmd_logs(loom_cli_t *cli, int argc, char **argv);
 int cmd_agents(loom_cli_t *cli, int argc, char **argv);

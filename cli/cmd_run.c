@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Seconds loomd holds each long poll; the HTTP timeout leaves it slack. */
 #define WAIT_POLL_S 60
@@ -65,6 +66,18 @@ static void print_logs(loom_cli_t *cli, long long id, const json_t *run)
 static int follow_run(loom_cli_t *cli, long long id, bool logs)
 {
     json_t *final = NULL;
+    if (!cli->json && isatty(STDOUT_FILENO) == 1) {
+        /* In a terminal: the live view while waiting (cmd_watch.c); it
+         * ends showing the final states, so no table after it. */
+        int rc = cli_watch_run(cli, id, &final);
+        if (!final) return rc;
+        if (logs) {
+            putchar('\n');
+            print_logs(cli, id, final);
+        }
+        json_decref(final);
+        return rc;
+    }
     int rc = wait_run(cli, id, &final);
     if (rc != CLI_EXIT_OK) return rc;
     if (logs) {

@@ -43,6 +43,12 @@ static const cli_cmd_t commands[] = {
      "                 task to start if it has not)\n"
      "  --attempt N    attempt N, counting from 1 (default: the latest)\n"
      "  --timestamps   start each line with the time loomd stored it (UTC, ms)\n"},
+    {"watch", cmd_watch, "watch RUN", "Follow a run live until it ends.",
+     "In a terminal: the tasks in DAG order with state, attempts, duration and\n"
+     "agent, and a progress line, redrawn in place as they change (a run too\n"
+     "large for the terminal shows the running and failed tasks first and counts\n"
+     "the rest). Otherwise one line per change: \"12:01:02 train running on gpu-01\".\n"
+     "Exit status 0 if the run succeeded, 1 if it did not.\n"},
     {"cancel", cmd_cancel, "cancel RUN", "Cancel a run that has not ended.",
      "Pending and queued tasks are cancelled; running ones are stopped on their\n"
      "agents. Exit status 1 if the run has already ended.\n"},

@@ -19,6 +19,12 @@
 
 /* --- responses ---------------------------------------------------------------- */
 
+enum MHD_Result api_queue(req_t *r, unsigned status, struct MHD_Response *resp)
+{
+    r->status = status;
+    return MHD_queue_response(r->conn, status, resp);
+}
+
 enum MHD_Result api_respond_json(req_t *r, unsigned status, json_t *body)
 {
     char *text = json_dumps(body, JSON_COMPACT);
@@ -27,7 +33,7 @@ enum MHD_Result api_respond_json(req_t *r, unsigned status, json_t *body)
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
     MHD_add_response_header(resp, "Content-Type", "application/json");
-    enum MHD_Result rc = MHD_queue_response(r->conn, status, resp);
+    enum MHD_Result rc = api_queue(r, status, resp);
     MHD_destroy_response(resp);
     return rc;
 }
@@ -339,7 +345,7 @@ static enum MHD_Result respond_text(req_t *r, unsigned status, char *text, size_
 {
     struct MHD_Response *resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
     MHD_add_response_header(resp, "Content-Type", "application/json");
-    enum MHD_Result rc = MHD_queue_response(r->conn, status, resp);
+    enum MHD_Result rc = api_queue(r, status, resp);
     MHD_destroy_response(resp);
     return rc;
 }
@@ -359,7 +365,22 @@ static enum MHD_Result run_response(req_t *r, unsigned status, uint64_t run_id, 
     if (err == LOOM_ENOTFOUND)
         return api_respond_error(r, MHD_HTTP_NOT_FOUND, "no run %llu", (unsigned long long)run_id);
     if (err) return api_respond_loom_error(r, err, "run");
+    /* "seq" (runs in flight only): what ?since= waits to see change. */
+    uint64_t seq = loom_sched_run_seq(r->api->sched, run_id);
+    if (run && seq) json_object_set_new(run, "seq", json_integer((json_int_t)seq));
     if (run) return api_respond_json(r, status, wrap ? json_pack("{s:o}", "run", run) : run);
+    if (seq && len > 1 && text[0] == '{') {
+        char head[32];
+        int n = snprintf(head, sizeof head, "{\"seq\":%llu%s", (unsigned long long)seq,
+                         text[1] == '}' ? "" : ",");
+        char *with = loom_xmalloc(len + (size_t)n);
+        memcpy(with, head, (size_t)n);
+        memcpy(with + n, text + 1, len - 1);
+        with[len + (size_t)n - 1] = '\0';
+        free(text);
+        text = with;
+        len += (size_t)n - 1;
+    }
     if (wrap) {
         /* {"run": TEXT} around text that can be tens of megabytes. */
         char *wrapped = loom_xmalloc(len + 9);
@@ -424,17 +445,21 @@ static enum MHD_Result get_runs(req_t *r, const path_t *p)
 
 static enum MHD_Result get_run(req_t *r, const path_t *p)
 {
-    uint64_t run_id, wait_s;
+    uint64_t run_id, wait_s, since;
     if (!api_parse_id(p->segs[3], &run_id))
         return api_respond_error(r, MHD_HTTP_BAD_REQUEST, "run id \"%s\" is not a number",
                                  p->segs[3]);
     if (api_query_u64(r, "wait", MAX_WAIT_S, 0, &wait_s) != 0)
         return api_respond_error(r, MHD_HTTP_BAD_REQUEST, "\"wait\" must be seconds, 0..%d",
                                  MAX_WAIT_S);
+    if (api_query_u64(r, "since", INT64_MAX, UINT64_MAX, &since) != 0)
+        return api_respond_error(r, MHD_HTTP_BAD_REQUEST,
+                                 "\"since\" must be a run's \"seq\" (a whole number)");
     /* Called again each time the connection is resumed: keep the first
      * deadline, so that changes along the way do not extend the wait. */
     if (!r->deadline && wait_s > 0) r->deadline = loom_mono_ms() + wait_s * 1000;
-    if (r->deadline > loom_mono_ms() && loom_sched_run_active(r->api->sched, run_id)) {
+    bool changed = since != UINT64_MAX && loom_sched_run_seq(r->api->sched, run_id) != since;
+    if (!changed && r->deadline > loom_mono_ms() && loom_sched_run_active(r->api->sched, run_id)) {
         r->wait_run = run_id;
         api_waiter_add(r->api, r);
         return MHD_YES; /* answered when the run ends or the deadline passes */
@@ -491,6 +516,22 @@ static enum MHD_Result get_agents(req_t *r, const path_t *p)
     return api_respond_json(r, MHD_HTTP_OK, loom_sched_agents_json(r->api->sched));
 }
 
+/* GET /metrics (and /api/v1/metrics): Prometheus text format 0.0.4. */
+static enum MHD_Result get_prometheus(req_t *r, const path_t *p)
+{
+    (void)p;
+    loom_buf_t b = {0};
+    loom_sched_metrics_text(r->api->sched, &b);
+    size_t len = b.len;
+    char *text = loom_buf_steal(&b);
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, text ? text : loom_xstrdup(""), MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(resp, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+    enum MHD_Result rc = api_queue(r, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    return rc;
+}
+
 /* --- routing ----------------------------------------------------------------------- */
 
 /* Each route's least role. API_ROLE_NONE: no token needed; the handler
@@ -519,6 +560,7 @@ static const struct {
     {"GET", "runs/*/tasks/*/log", api_get_log, R},
     {"GET", "runs/*/tasks/*/attempts", api_get_attempts, R},
     {"GET", "agents", get_agents, R},
+    {"GET", "metrics", get_prometheus, R}, /* also served at /metrics */
     {"POST", "agents/tokens", api_post_join_token, A},
     {"GET", "agents/keys", api_get_agent_keys, R},
     {"POST", "agents/keys/*/approve", api_post_key_approve, A},
@@ -603,7 +645,7 @@ static enum MHD_Result respond_unauthorized(req_t *r, const char *why)
         MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
     MHD_add_response_header(resp, "Content-Type", "application/json");
     MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"loom\"");
-    enum MHD_Result rc = MHD_queue_response(r->conn, MHD_HTTP_UNAUTHORIZED, resp);
+    enum MHD_Result rc = api_queue(r, MHD_HTTP_UNAUTHORIZED, resp);
     MHD_destroy_response(resp);
     return rc;
 }
@@ -656,6 +698,8 @@ static int find_route(const char *url, const char *method, path_t *p, char *buf,
                       bool *known)
 {
     *known = false;
+    /* Prometheus' conventional path is an alias of /api/v1/metrics. */
+    if (strcmp(url, "/metrics") == 0) url = "/api/v1/metrics";
     if (strlen(url) >= buflen || !split_path(url, buf, buflen, p) || p->n < 3 ||
         strcmp(p->segs[0], "api") != 0 || strcmp(p->segs[1], "v1") != 0)
         return -1;
@@ -685,6 +729,8 @@ static enum MHD_Result route(req_t *r, const char *url, const char *method)
     path_t p;
     bool known;
     int i = find_route(url, method, &p, buf, sizeof buf, &known);
+    /* Metrics are labelled by pattern, never by the path sent (bounded). */
+    r->route = i >= 0 ? routes[i].pattern : "unmatched";
     if (r->auth_error) return respond_unauthorized(r, r->auth_error);
     if (i < 0 && known)
         return api_respond_error(r, MHD_HTTP_METHOD_NOT_ALLOWED, "%s is not allowed on %.200s",
@@ -732,6 +778,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r = loom_xcalloc(1, sizeof *r);
         r->api = api;
         r->conn = conn;
+        r->start_ns = uv_hrtime();
+        snprintf(r->method, sizeof r->method, "%s", method);
         *con_cls = r;
         api_conn_request_started(api, conn);
         authenticate(r);
@@ -777,6 +825,9 @@ static void on_request_done(void *cls, struct MHD_Connection *conn, void **con_c
     (void)toe;
     if (conn) api_conn_request_done(api, conn);
     if (!r) return;
+    if (r->status && r->route)
+        loom_sched_metrics_http(api->sched, r->method, r->route, r->status,
+                                (double)(uv_hrtime() - r->start_ns) / 1e9);
     api_waiter_remove(api, r);
     loom_objects_writer_abort(&r->upload);
     free(r->commit);
@@ -830,6 +881,18 @@ bool loom_api_tls_supported(void)
     return MHD_is_feature_supported(MHD_FEATURE_TLS) == MHD_YES;
 }
 
+/* libmicrohttpd's own messages go through loom's log, so that they follow
+ * --log-format (a JSON log stays one object per line). */
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = '\0';
+    LOG_WARN("http: %s", msg);
+}
+
 static void apply_defaults(loom_api_options_t *o)
 {
     if (!o->timeout_ms) o->timeout_ms = 30000;
@@ -859,6 +922,7 @@ int loom_api_listen(loom_api_t *api, const char *host, uint16_t port, uint16_t *
     unsigned idle_s = (o->timeout_ms + 999) / 1000;
     struct MHD_OptionItem opts[] = {
         {MHD_OPTION_SOCK_ADDR, 0, &sin},
+        {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)on_mhd_log, NULL},
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_request_done, api},
         {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)api_conn_notify, api},
         {MHD_OPTION_CONNECTION_TIMEOUT, idle_s, NULL},

@@ -67,7 +67,7 @@ static enum MHD_Result send_object(req_t *r, const char *hash, const char *name)
                 MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
             snprintf(cr, sizeof cr, "bytes */%" PRIu64, size);
             MHD_add_response_header(resp, "Content-Range", cr);
-            enum MHD_Result rc = MHD_queue_response(r->conn, MHD_HTTP_RANGE_NOT_SATISFIABLE, resp);
+            enum MHD_Result rc = api_queue(r, MHD_HTTP_RANGE_NOT_SATISFIABLE, resp);
             MHD_destroy_response(resp);
             return rc;
         }
@@ -88,7 +88,7 @@ static enum MHD_Result send_object(req_t *r, const char *hash, const char *name)
         MHD_add_response_header(resp, "Content-Disposition", cd);
         free(cd);
     }
-    enum MHD_Result rc = MHD_queue_response(r->conn, status, resp);
+    enum MHD_Result rc = api_queue(r, status, resp);
     MHD_destroy_response(resp);
     return rc;
 }

@@ -65,6 +65,11 @@ struct req {
     uint64_t wait_run;  /* run a long poll waits on */
     uint64_t deadline;  /* monotonic ms; 0: no long poll asked for */
     req_t *next, *prev; /* in api->waiters while suspended */
+    /* For loom_http_requests_total: set by the router and api_queue. */
+    char method[8];
+    const char *route; /* the matched pattern, or "unmatched" */
+    unsigned status;   /* 0: no response queued */
+    uint64_t start_ns;
 };
 
 /* A log response body being streamed; freed by MHD with the response. */
@@ -95,6 +100,9 @@ typedef enum MHD_Result (*route_fn)(req_t *r, const path_t *p);
 /* api.c */
 void api_run(loom_api_t *api);
 enum MHD_Result api_respond_json(req_t *r, unsigned status, json_t *body);
+/* MHD_queue_response, noting the status for the HTTP metrics. Every
+ * response goes through it. */
+enum MHD_Result api_queue(req_t *r, unsigned status, struct MHD_Response *resp);
 enum MHD_Result api_respond_error(req_t *r, unsigned status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 enum MHD_Result api_respond_loom_error(req_t *r, int err, const char *what);

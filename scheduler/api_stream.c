@@ -191,7 +191,7 @@ enum MHD_Result api_get_log(req_t *r, const path_t *p)
     snprintf(num, sizeof num, "%u", found);
     MHD_add_response_header(resp, "Content-Type", "text/plain; charset=utf-8");
     MHD_add_response_header(resp, "X-Loom-Attempt", num);
-    enum MHD_Result rc = MHD_queue_response(r->conn, MHD_HTTP_OK, resp);
+    enum MHD_Result rc = api_queue(r, MHD_HTTP_OK, resp);
     MHD_destroy_response(resp);
     return rc;
 }

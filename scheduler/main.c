@@ -69,6 +69,8 @@ static void usage(FILE *out)
           "  --new-admin-token FILE create an admin API token, write it to FILE (mode 0600,\n"
           "                         never overwritten) and exit; works while loomd runs\n"
           "  --log-level LEVEL      debug, info, warn, error (default info)\n"
+          "  --log-format FORMAT    text (default) or json: one JSON object per line\n"
+          "                         (also LOOM_LOG_FORMAT)\n"
           "  --version, --help\n"
           "Once listening, loomd writes STATE_DIR/loomd.json with the bound addresses.\n"
           "On first start it writes an admin API token to STATE_DIR/admin.token.\n",
@@ -114,6 +116,7 @@ static int parse_args(int argc, char **argv, options_t *o)
                                              {"max-log-bytes", required_argument, NULL, 'm'},
                                              {"min-free", required_argument, NULL, 'F'},
                                              {"log-level", required_argument, NULL, 'l'},
+                                             {"log-format", required_argument, NULL, 'J'},
                                              {"secrets-key", required_argument, NULL, 'k'},
                                              {"tls-cert", required_argument, NULL, 'C'},
                                              {"tls-key", required_argument, NULL, 'K'},
@@ -177,6 +180,13 @@ static int parse_args(int argc, char **argv, options_t *o)
                 return fail_flag("--log-level", optarg, "want debug, info, warn or error");
             loom_log_set_level(level);
             break;
+        case 'J': {
+            loom_log_format format;
+            if (loom_log_parse_format(optarg, &format))
+                return fail_flag("--log-format", optarg, "want text or json");
+            loom_log_set_format(format);
+            break;
+        }
         case 'C':
             o->tls_cert = optarg;
             break;
@@ -309,6 +319,15 @@ int main(int argc, char **argv)
     snprintf(o.http_host, sizeof o.http_host, "127.0.0.1");
     loom_log_set_component("loomd");
     o.state_dir = default_state_dir();
+    const char *env_format = getenv("LOOM_LOG_FORMAT");
+    loom_log_format format;
+    if (env_format && *env_format) {
+        if (loom_log_parse_format(env_format, &format)) {
+            free(o.state_dir);
+            return fail_flag("LOOM_LOG_FORMAT", env_format, "want text or json");
+        }
+        loom_log_set_format(format);
+    }
     int rc = parse_args(argc, argv, &o);
     if (rc) {
         free(o.state_dir);

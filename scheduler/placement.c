@@ -274,6 +274,7 @@ void placement_queue(loom_sched_t *s, task_t *t)
     if (link_empty(&q->tasks)) activate(s, q);
     link_push(&q->tasks, &t->in_queue);
     t->in_tq = true;
+    if (!t->ready_ns) t->ready_ns = uv_hrtime();
     q->fresh = true;
 }
 

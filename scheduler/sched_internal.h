@@ -4,6 +4,7 @@
 #ifndef LOOM_SCHED_INTERNAL_H
 #define LOOM_SCHED_INTERNAL_H
 
+#include "metrics.h"
 #include "objects.h"
 #include "scheduler.h"
 
@@ -135,8 +136,9 @@ struct s_task {
     int exit_code, signal;
     char *error; /* why it failed, or why it did not run */
     json_t *metrics;
-    bool in_tq;      /* queued in its run's placement queue (placement.c) */
-    char *cache_key; /* `cache: true`: the key its attempt's result is kept under */
+    bool in_tq;        /* queued in its run's placement queue (placement.c) */
+    char *cache_key;   /* `cache: true`: the key its attempt's result is kept under */
+    uint64_t ready_ns; /* uv_hrtime() when it last became ready; 0: not waiting */
 };
 
 /* Queued tasks of one DAG task of one run: they all ask for the same
@@ -166,6 +168,8 @@ struct s_run {
     uint32_t n_tasks;
     uint32_t n_ended;
     bool cancelling;
+    bool any_started; /* a task process of it has started (trigger-to-start latency) */
+    uint64_t seq;     /* bumped at each change: GET /runs/ID?since=SEQ waits for the next */
     uint64_t created_ms, started_ms, ended_ms;
     char *trigger;
     json_t *params; /* every parameter, defaults filled in */
@@ -252,6 +256,7 @@ struct loom_sched {
     loom_map_t output_runs;
     loom_sched_observer_t obs;
     loom_sched_stats_t stats;
+    loom_metrics_t *metrics; /* what GET /metrics shows (metrics.c) */
 
     /* Free space on the state folder (disk.c) */
     uint64_t disk_checked_ms, disk_free;

@@ -429,6 +429,7 @@ void run_check_done(loom_sched_t *s, run_t *r)
     r->ended_ms = loom_unix_ms();
     if (!r->started_ms) r->started_ms = r->ended_ms;
     save_run(s, r);
+    loom_metrics_run_ended(s->metrics, run_state_name(r->state));
     LOG_INFO("run ended run=%llu pipeline=%s state=%s", (unsigned long long)r->id, r->pipeline,
              run_state_name(r->state));
     loom_map_del(&s->runs, r->id);
@@ -577,6 +578,7 @@ int run_recover(loom_sched_t *s, const loom_run_row_t *row)
     r->state = strcmp(row->state, "running") == 0 ? RUN_RUNNING : RUN_QUEUED;
     r->created_ms = row->created_ms;
     r->started_ms = row->started_ms;
+    r->any_started = row->started_ms != 0;
     r->trigger = loom_xstrdup(row->trigger ? row->trigger : "manual");
     r->params = json_loads(row->params_json ? row->params_json : "{}", 0, NULL);
     if (!r->params) r->params = json_object();

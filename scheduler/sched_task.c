@@ -146,6 +146,8 @@ static void mark_ended(loom_sched_t *s, task_t *t, task_state_t st, const char *
         t->error = loom_xstrdup(error);
     }
     t->run->n_ended++;
+    t->ready_ns = 0;
+    loom_metrics_task_ended(s->metrics, task_state_name(st));
     save_task(s, t);
     LOG_DEBUG("task ended run=%llu task=%s state=%s", (unsigned long long)t->run->id, t->name,
               task_state_name(st));
@@ -592,6 +594,10 @@ void dispatch_task(loom_sched_t *s, task_t *t, agent_t *ag)
         save_run(s, r);
     }
     s->stats.dispatched++;
+    if (t->ready_ns) {
+        loom_metrics_dispatched(s->metrics, (double)(uv_hrtime() - t->ready_ns) / 1e9);
+        t->ready_ns = 0;
+    }
     LOG_DEBUG("dispatch run=%llu task=%s attempt=%llu agent=%s", (unsigned long long)r->id, t->name,
               (unsigned long long)a->id, ag->name);
 }
@@ -834,6 +840,15 @@ void attempt_started(loom_sched_t *s, attempt_t *a, uint64_t started_ms)
                               .log_bytes = a->log_bytes};
     loom_store_attempt_update(s->store, &row);
     sched_mark_changed(s, a->run->id);
+    run_t *r = a->run;
+    if (!r->any_started) {
+        r->any_started = true;
+        /* loomd's own clock at both ends: the agent's may be skewed. */
+        uint64_t now = loom_unix_ms();
+        if (r->trigger && strcmp(r->trigger, "manual") != 0 && now >= r->created_ms)
+            loom_metrics_trigger_started(s->metrics, r->trigger,
+                                         (double)(now - r->created_ms) / 1000.0);
+    }
 }
 
 static int open_log(loom_sched_t *s, attempt_t *a)

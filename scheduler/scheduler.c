@@ -39,6 +39,7 @@ loom_sched_t *loom_sched_new(uv_loop_t *loop, const loom_sched_config_t *cfg)
     if (!s->cfg.clock.now_ms) s->cfg.clock = loom_clock_real();
     if (!s->cfg.max_log_bytes) s->cfg.max_log_bytes = 1ull << 30;
     s->state_dir = loom_xstrdup(cfg->state_dir ? cfg->state_dir : ".");
+    s->metrics = loom_metrics_new(s->state_dir);
     s->bind = loom_xstrdup(cfg->bind ? cfg->bind : "tcp://127.0.0.1:8421");
     s->cfg.state_dir = s->state_dir;
     s->cfg.bind = s->bind;
@@ -67,6 +68,17 @@ void loom_sched_set_observer(loom_sched_t *s, const loom_sched_observer_t *obs)
 void loom_sched_stats(loom_sched_t *s, loom_sched_stats_t *out)
 {
     *out = s->stats;
+}
+
+void loom_sched_metrics_text(loom_sched_t *s, loom_buf_t *out)
+{
+    loom_metrics_render(s, s->metrics, s->loop, out);
+}
+
+void loom_sched_metrics_http(loom_sched_t *s, const char *method, const char *route,
+                             unsigned status, double seconds)
+{
+    loom_metrics_http(s->metrics, method, route, status, seconds);
 }
 
 static void enqueue(loom_sched_t *s, const char *agent, const uint8_t *rid, size_t rid_len,
@@ -104,6 +116,14 @@ void sched_send_rid(loom_sched_t *s, const uint8_t *rid, size_t rid_len, loom_ms
 void sched_mark_changed(loom_sched_t *s, uint64_t run_id)
 {
     loom_map_put(&s->changed_runs, run_id, (void *)1);
+    run_t *r = loom_map_get(&s->runs, run_id);
+    if (r) r->seq++;
+}
+
+uint64_t loom_sched_run_seq(loom_sched_t *s, uint64_t run_id)
+{
+    run_t *r = loom_map_get(&s->runs, run_id);
+    return r ? r->seq : 0;
 }
 
 void sched_mark_output(loom_sched_t *s, uint64_t run_id)
@@ -495,6 +515,7 @@ void loom_sched_destroy(loom_sched_t **sp)
     void *v;
     triggers_free(s);
     artifacts_free_uploads(s);
+    loom_metrics_destroy(&s->metrics);
     loom_secrets_destroy(&s->secrets);
     json_decref(s->pending_events);
     for (size_t i = 0; loom_map_next(&s->runs, &i, &v);) run_free(v);

@@ -89,6 +89,9 @@ int loom_sched_start_run(loom_sched_t *s, const char *pipeline, uint32_t version
                          char *why, size_t whylen);
 /* LOOM_ENOTFOUND, LOOM_ESTATE if the run already ended. */
 int loom_sched_cancel_run(loom_sched_t *s, uint64_t run_id, const char *reason);
+/* A run in flight's change counter (0 once ended): it grows with every
+ * change of the run or its tasks, so a client can wait for the next one. */
+uint64_t loom_sched_run_seq(loom_sched_t *s, uint64_t run_id);
 /* True while the run has not ended. */
 bool loom_sched_run_active(loom_sched_t *s, uint64_t run_id);
 /* True while the attempt may still produce output. */
@@ -168,6 +171,11 @@ typedef struct {
     uint64_t dispatched, finished, refused, bad_messages, agents_connected, commits;
 } loom_sched_stats_t;
 void loom_sched_stats(loom_sched_t *s, loom_sched_stats_t *out);
+/* The Prometheus exposition of loomd's metrics (metrics.c), appended to out. */
+void loom_sched_metrics_text(loom_sched_t *s, loom_buf_t *out);
+/* Counts an answered HTTP request (route: its pattern, a static string). */
+void loom_sched_metrics_http(loom_sched_t *s, const char *method, const char *route,
+                             unsigned status, double seconds);
 
 /* --- secrets (sched_secrets.c) ---
  * kind "task" (given to tasks that list them) or "webhook" (a hook's HMAC

@@ -64,6 +64,7 @@ void trig_decide(loom_sched_t *s, trig_pipe_t *tp, const char *kind, const char 
                  const char *decision, uint64_t run_id, const char *reason)
 {
     loom_store_decision(s->store, tp->id, trig_now(s), kind, what, decision, run_id, reason);
+    loom_metrics_trigger_decision(s->metrics, kind, decision);
     LOG_INFO("trigger pipeline=%s kind=%s decision=%s run=%llu %s%s", tp->name, kind, decision,
              (unsigned long long)run_id, reason ? "reason=" : "", reason ? reason : "");
 }
