@@ -10,6 +10,7 @@ pkgs=(
   libsqlite3-dev libuv1-dev libsodium-dev libyaml-dev libjansson-dev
   libmicrohttpd-dev libcurl4-openssl-dev libcmocka-dev
   python3 procps tzdata
+  clang libclang-rt-14-dev # the libFuzzer targets in fuzz/ (LOOM_FUZZ)
   python3-sklearn # dag-examples/continuous-training trains a real model
 )
 
