@@ -355,6 +355,18 @@ static const char *expect_not_run(fx_t *f, uint64_t id, const char *error_part)
     return fin->finished->error;
 }
 
+/* A Dispatch the codec refuses (a bad path or hash) never reaches the
+ * attempt code: the agent drops it, runs nothing, and goes on with the next
+ * one (probe_id, which must succeed). */
+static void expect_dropped(fx_t *f, uint64_t id, uint64_t probe_id)
+{
+    dispatch(f, probe_id, NULL, "true", NULL, 0, NULL);
+    const loom_msg_t *fin = wait_msg(f, LOOM__ENVELOPE__BODY_FINISHED, for_attempt, probe_id);
+    assert_int_equal(fin->finished->exit_code, 0);
+    assert_int_equal(count_since(f, 0, LOOM__ENVELOPE__BODY_STARTED, id), 0);
+    assert_int_equal(count_since(f, 0, LOOM__ENVELOPE__BODY_FINISHED, id), 0);
+}
+
 static void test_hostile_or_missing_bundles_are_refused(void **state)
 {
     fx_t *f = *state;
@@ -396,7 +408,7 @@ static void test_hostile_or_missing_bundles_are_refused(void **state)
     expect_not_run(f, 33, "bundle: lost.py: loomd: no such object");
 
     dispatch(f, 34, "not-a-hash", "true", NULL, 0, NULL);
-    expect_not_run(f, 34, "bundle: ");
+    expect_dropped(f, 34, 35);
 }
 
 static void test_open_beneath_refuses_symlinks(void **state)
@@ -464,7 +476,7 @@ static void test_dispatch_files_written(void **state)
     bad.path = "../escape.txt";
     Loom__File *bad_files[] = {&bad};
     dispatch(f, 42, NULL, "true", bad_files, 1, NULL);
-    expect_not_run(f, 42, "files: ");
+    expect_dropped(f, 42, 43);
     char *outside = work_path(f, "attempts/escape.txt");
     assert_int_equal(access(outside, F_OK), -1);
     free(outside);
