@@ -442,6 +442,68 @@ static void test_open_beneath_refuses_symlinks(void **state)
     free(dir);
 }
 
+/* An input or a file whose parent folder is a symbolic link already in the
+ * attempt folder (left by something earlier: a process of a previous task
+ * that escaped its group and still writes there) is refused, and nothing
+ * is written where the link points. So is an attempt folder that is itself
+ * a link. */
+static void test_populate_refuses_symlinked_parents(void **state)
+{
+    fx_t *f = *state;
+    char *cache = loom_xasprintf("%s/pcache", f->tmp);
+    assert_int_equal(workdir_cache_init(cache), 0);
+    char hex[65];
+    loom_hash_bytes("owned\n", 6, hex);
+    char *obj = workdir_object_path(cache, hex);
+    char *parent = loom_xstrndup(obj, strrchr(obj, '/') - obj);
+    mkdir(parent, 0700);
+    assert_int_equal(loom_write_file_atomic(obj, "owned\n", 6), 0);
+    char *dir = loom_xasprintf("%s/attempt", f->tmp);
+    char *outside = loom_xasprintf("%s/elsewhere", f->tmp);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    assert_int_equal(mkdir(outside, 0700), 0);
+    char *link = loom_xasprintf("%s/data", dir);
+    assert_int_equal(symlink(outside, link), 0);
+
+    Loom__Input in = LOOM__INPUT__INIT, *ins[] = {&in};
+    in.path = "data/passwd";
+    in.hash = hex;
+    in.size = 6;
+    char why[256];
+    assert_int_equal(workdir_populate(dir, cache, NULL, ins, 1, NULL, 0, why, sizeof why),
+                     LOOM_EINVAL);
+    assert_non_null(strstr(why, "input \"data/passwd\""));
+    Loom__File file = LOOM__FILE__INIT, *files[] = {&file};
+    file.path = "data/cron";
+    file.content.data = (uint8_t *)"x";
+    file.content.len = 1;
+    assert_int_equal(workdir_populate(dir, cache, NULL, NULL, 0, files, 1, why, sizeof why),
+                     LOOM_EINVAL);
+    assert_non_null(strstr(why, "data/cron"));
+    char *leak = loom_xasprintf("%s/passwd", outside);
+    assert_int_equal(access(leak, F_OK), -1);
+    free(leak);
+    leak = loom_xasprintf("%s/cron", outside);
+    assert_int_equal(access(leak, F_OK), -1);
+    free(leak);
+
+    /* The attempt folder itself a link. */
+    char *dir2 = loom_xasprintf("%s/attempt2", f->tmp);
+    assert_int_equal(symlink(outside, dir2), 0);
+    in.path = "x";
+    assert_int_not_equal(workdir_populate(dir2, cache, NULL, ins, 1, NULL, 0, why, sizeof why), 0);
+    leak = loom_xasprintf("%s/x", outside);
+    assert_int_equal(access(leak, F_OK), -1);
+    free(leak);
+    free(dir2);
+    free(link);
+    free(outside);
+    free(dir);
+    free(parent);
+    free(obj);
+    free(cache);
+}
+
 static void test_dispatch_files_written(void **state)
 {
     fx_t *f = *state;
@@ -548,6 +610,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_large_object_window_and_resume, setup_store,
                                         teardown_store),
         cmocka_unit_test_setup_teardown(test_hostile_or_missing_bundles_are_refused, setup_store,
+                                        teardown_store),
+        cmocka_unit_test_setup_teardown(test_populate_refuses_symlinked_parents, setup_store,
                                         teardown_store),
         cmocka_unit_test_setup_teardown(test_open_beneath_refuses_symlinks, setup_store,
                                         teardown_store),
