@@ -46,6 +46,13 @@ typedef struct {
     /* The object cache (bundle files, inputs) is kept under this many bytes
      * by evicting the least recently used objects; default 10 GiB. */
     uint64_t cache_size_bytes;
+    /* Tasks run as this user (NULL: as the agent's own). Another user than
+     * the agent's needs the agent to run as root. */
+    const char *run_as;
+    /* Agent variables a task may see beyond the allowlist: names, or
+     * prefixes ending in '*'. */
+    const char *const *pass_env;
+    size_t n_pass_env;
 } loom_agent_config_t;
 
 /* Copies what it needs from cfg. */

@@ -98,6 +98,8 @@ static void on_unpack_work(void *ud)
     const Loom__Dispatch *d = p->msg->dispatch;
     p->rc = workdir_populate(p->dir, p->a->cache_dir, p->have_manifest ? &p->m : NULL, d->inputs,
                              d->n_inputs, d->files, d->n_files, p->why, sizeof p->why);
+    /* What loom wrote for the task is the task's (--run-as). */
+    if (p->rc == 0) p->rc = agent_task_dir_give(p->a, p->dir, true, p->why, sizeof p->why);
 }
 
 static void on_unpack_done(void *ud)

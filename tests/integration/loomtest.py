@@ -6,6 +6,7 @@ appears, a line that arrives) -- never a fixed sleep.
 """
 import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -99,6 +100,10 @@ class Cluster:
     def start_agent(self, name, slots=2, extra=(), env=None):
         work = os.path.join(self.tmp, "agent-" + name)
         log = open(os.path.join(self.tmp, "agent-%s.log" % name), "ab")
+        if "--run-as" not in extra:
+            # Tasks run as whoever runs the tests (as root in CI: an explicit
+            # choice the agent requires); test_task_user.py covers --run-as.
+            extra = ["--run-as", pwd.getpwuid(os.geteuid()).pw_name] + list(extra)
         p = subprocess.Popen(
             [AGENT, "--server", self.zmq, "--name", name, "--work-dir", work,
              "--slots", str(slots), "--log-level", self.log_level] + list(extra),
