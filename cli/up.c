@@ -297,9 +297,12 @@ static bool start_agent(up_t *up)
      * the tasks are theirs. As root that is root, said explicitly (the agent
      * insists) and warned about in the banner. */
     struct passwd *pw = getpwuid(geteuid());
-    char *argv[15] = {"loom-agent", "--server",       up->zmq_endpoint,  "--work-dir", work,
-                      "--name",     (char *)up->name, "--drain-timeout", "0"};
-    size_t n = 9;
+    /* Tasks that use the loom CLI find this loomd as `loom` itself does:
+     * through LOOM_HOME or LOOM_SERVER (tasks see no other agent variable). */
+    char *argv[20] = {"loom-agent", "--server",       up->zmq_endpoint,  "--work-dir", work,
+                      "--name",     (char *)up->name, "--drain-timeout", "0",          "--pass-env",
+                      "LOOM_HOME",  "--pass-env",     "LOOM_SERVER"};
+    size_t n = 13;
     if (pw) {
         argv[n++] = "--run-as";
         argv[n++] = pw->pw_name;
