@@ -1,5 +1,7 @@
-/* Writes one encoded envelope of every message kind into a folder: the seed
- * corpus of fuzz_codec (fuzz/corpus/codec). Usage: fuzz_seed_codec DIR */
+/* Writes one message of every kind into a folder, in both of fuzz_codec's
+ * input forms (see fuzz_codec.c): NAME.bin, 0x80 then the envelope, and
+ * NAME.body, the kind's index then the body alone. The seed corpus of
+ * fuzz_codec (fuzz/corpus/codec). Usage: fuzz_seed_codec DIR */
 #include "loom/codec.h"
 
 #include <stdio.h>
@@ -9,18 +11,31 @@
 static const char *dir;
 static char H[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
+static void write_file(const char *name, const char *ext, uint8_t first, const uint8_t *buf,
+                       size_t len)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s.%s", dir, name, ext);
+    FILE *f = fopen(path, "wb");
+    if (!f || fputc(first, f) == EOF || fwrite(buf, 1, len, f) != len || fclose(f) != 0) {
+        perror(path);
+        exit(1);
+    }
+}
+
 static void emit(const char *name, loom_msg_t *m)
 {
     uint8_t *buf;
     size_t len;
     if (loom_codec_encode(m, &buf, &len) != 0) abort();
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s.bin", dir, name);
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(buf, 1, len, f) != len || fclose(f) != 0) {
-        perror(path);
-        exit(1);
-    }
+    write_file(name, "bin", 0x80, buf, len);
+    free(buf);
+    /* Every body is a pointer in the same union. */
+    const ProtobufCMessage *body = (const ProtobufCMessage *)m->hello;
+    len = protobuf_c_message_get_packed_size(body);
+    buf = malloc(len + 1);
+    protobuf_c_message_pack(body, buf);
+    write_file(name, "body", (uint8_t)(m->body_case - LOOM__ENVELOPE__BODY_HELLO), buf, len);
     free(buf);
 }
 
