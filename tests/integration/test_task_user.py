@@ -99,6 +99,15 @@ class TaskUser(unittest.TestCase):
         self.assertIn('user "nobody" cannot reach', p.stderr)
         self.assertIn(self.c.tmp, p.stderr)
 
+    def test_bad_pass_env_pattern_is_refused(self):
+        me = pwd.getpwuid(os.geteuid()).pw_name
+        p = subprocess.run([AGENT, "--server", self.c.zmq, "--run-as", me,
+                            "--work-dir", os.path.join(self.c.tmp, "w"),
+                            "--pass-env", "NOT-A-NAME"],
+                           capture_output=True, text=True, timeout=DEADLINE)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn('--pass-env "NOT-A-NAME": expected a variable name', p.stderr)
+
     @unittest.skipIf(os.geteuid() == 0, "as root every user is allowed")
     def test_not_root_cannot_run_as_another_user(self):
         p = subprocess.run([AGENT, "--server", self.c.zmq, "--run-as", "root"],
