@@ -179,6 +179,9 @@ char **task_env_base(const task_user_t *u, const char *const *pass, size_t n_pas
     char **env = loom_xcalloc(n_env + 5, sizeof *env);
     size_t k = 0;
     bool have_path = false;
+    static const char *const who[] = {"HOME", "USER", "LOGNAME"};
+    bool have_who[3] = {false, false, false};
+    bool mine = !u || !u->other;
     for (size_t i = 0; i < n_env; i++) {
         const char *e = environ[i];
         if (!strchr(e, '=')) continue;
@@ -186,23 +189,19 @@ char **task_env_base(const task_user_t *u, const char *const *pass, size_t n_pas
         for (size_t j = 0; !ok && j < sizeof allowed / sizeof *allowed; j++)
             ok = name_matches(e, allowed[j]);
         for (size_t j = 0; !ok && j < n_pass; j++) ok = name_matches(e, pass[j]);
-        /* Who the task is comes from u (or, without it, from the agent's own
-         * variables below), never from a pattern. */
-        if (u && (name_matches(e, "HOME") || name_matches(e, "USER") || name_matches(e, "LOGNAME")))
-            ok = false;
-        if (!u &&
-            (name_matches(e, "HOME") || name_matches(e, "USER") || name_matches(e, "LOGNAME")))
-            ok = true;
+        /* Who the task is: another user's own (added below), else ours. */
+        for (size_t j = 0; j < 3; j++)
+            if (name_matches(e, who[j])) {
+                ok = mine;
+                have_who[j] = mine;
+            }
         if (!ok) continue;
         have_path = have_path || name_matches(e, "PATH");
         env[k++] = loom_xstrdup(e);
     }
     if (!have_path) env[k++] = loom_xstrdup("PATH=/usr/local/bin:/usr/bin:/bin");
-    if (u) {
-        env[k++] = loom_xasprintf("HOME=%s", u->home);
-        env[k++] = loom_xasprintf("USER=%s", u->name);
-        env[k++] = loom_xasprintf("LOGNAME=%s", u->name);
-    }
+    for (size_t j = 0; u && j < 3; j++)
+        if (!have_who[j]) env[k++] = loom_xasprintf("%s=%s", who[j], j == 0 ? u->home : u->name);
     env[k] = NULL;
     return env;
 }

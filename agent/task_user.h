@@ -36,8 +36,8 @@ int task_user_chown_tree(const char *dir, uid_t uid, gid_t gid, char *why, size_
  * NULL-terminated array the caller's): from the agent's environment only
  * the allowlist (PATH, LANG, LANGUAGE, LC_*, TZ, TMPDIR) and the variables
  * that match a --pass-env pattern ("NAME", or "PREFIX*"); then HOME, USER
- * and LOGNAME, which are u's when u is set (else the agent's, if it has
- * them); PATH defaults to /usr/local/bin:/usr/bin:/bin. The DAG's env and
+ * and LOGNAME: u's when u is another user, else the agent's (u's where the
+ * agent has none); PATH defaults to /usr/local/bin:/usr/bin:/bin. The DAG's env and
  * loom's own variables are added after these by the caller, and win. */
 char **task_env_base(const task_user_t *u, const char *const *pass, size_t n_pass);
 /* True when s is a usable --pass-env pattern: a variable name, optionally
