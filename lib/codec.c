@@ -73,12 +73,12 @@ bool loom_codec_relpath_ok(const char *p)
 /* Bounds protobuf-c does not enforce, checked on every message of the tree:
  * no repeated field longer than REPEATED_MAX, no nesting deeper than
  * DEPTH_MAX, every enum a value the descriptor knows (an unknown Stream is
- * meaningless to us), no string or bytes field over FIELD_MAX, and no
- * unknown field numbered 0 (invalid protobuf, which protobuf-c 1.4 accepts
- * in a multi-byte tag but then encodes as bytes it refuses). */
+ * meaningless to us), and no unknown field numbered 0 (invalid protobuf,
+ * which protobuf-c 1.4 accepts in a multi-byte tag but then encodes as bytes
+ * it refuses). Strings and bytes are bounded by LOOM_MSG_MAX as a whole and
+ * by the per-kind rules below. */
 #define REPEATED_MAX 100000
 #define DEPTH_MAX 8
-#define FIELD_MAX (LOOM_OBJECT_CHUNK_MAX)
 
 static int check_tree(const ProtobufCMessage *m, int depth, char *why, size_t whylen)
 {
@@ -105,13 +105,6 @@ static int check_tree(const ProtobufCMessage *m, int depth, char *why, size_t wh
                 int v = ((const int *)vals)[k];
                 if (!protobuf_c_enum_descriptor_get_value(f->descriptor, v))
                     FAIL("%s.%s: unknown value %d", d->short_name, f->name, v);
-            } else if (f->type == PROTOBUF_C_TYPE_STRING) {
-                const char *str = ((char *const *)vals)[k];
-                if (str && strlen(str) > FIELD_MAX)
-                    FAIL("%s.%s: over %d bytes", d->short_name, f->name, FIELD_MAX);
-            } else if (f->type == PROTOBUF_C_TYPE_BYTES) {
-                if (((const ProtobufCBinaryData *)vals)[k].len > FIELD_MAX)
-                    FAIL("%s.%s: over %d bytes", d->short_name, f->name, FIELD_MAX);
             } else if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
                 const ProtobufCMessage *sub = ((ProtobufCMessage *const *)vals)[k];
                 if (!sub) continue;
