@@ -48,6 +48,7 @@ loom_agent_t *loom_agent_new(uv_loop_t *loop, const loom_agent_config_t *cfg)
     a->work_dir = loom_xstrdup(cfg->work_dir ? cfg->work_dir : ".");
     a->slots = cfg->slots; /* 0: the usable CPUs, once known (host_init) */
     a->n_labels = cfg->n_labels;
+    agent_task_user_config(a, cfg);
     a->labels = loom_xcalloc(cfg->n_labels + 1, sizeof *a->labels);
     for (size_t i = 0; i < cfg->n_labels; i++) a->labels[i] = loom_xstrdup(cfg->labels[i]);
     a->hello_interval_ms = cfg->hello_interval_ms ? cfg->hello_interval_ms : DEFAULT_HELLO_MS;
@@ -638,6 +639,7 @@ int loom_agent_start(loom_agent_t *a)
 {
     int rc = check_config(a);
     if (rc == 0) rc = prepare_work_dir(a);
+    if (rc == 0) rc = agent_task_user_start(a);
     if (rc == 0) rc = load_cache(a);
     if (rc == 0) rc = load_keys(a);
     if (rc != 0) return rc;
@@ -814,6 +816,7 @@ void loom_agent_destroy(loom_agent_t **ap)
     if (a->own_zctx) zmq_ctx_term(a->zctx);
     for (size_t i = 0; i < a->n_labels; i++) free(a->labels[i]);
     free(a->labels);
+    agent_task_user_free(a);
     free(a->name);
     free(a->server);
     free(a->work_dir);

@@ -58,6 +58,13 @@ typedef struct {
      * sending and the caller should stop it and exit non-zero. */
     void (*on_refused)(void *ud);
     void *refused_ud;
+    /* Tasks run as this user (NULL: as the agent's own). Another user than
+     * the agent's needs the agent to run as root. */
+    const char *run_as;
+    /* Agent variables a task may see beyond the allowlist: names, or
+     * prefixes ending in '*'. */
+    const char *const *pass_env;
+    size_t n_pass_env;
 } loom_agent_config_t;
 
 /* Copies what it needs from cfg. */

@@ -78,6 +78,10 @@ typedef struct inbox_msg {
 
 struct loom_agent {
     uv_loop_t *loop;
+    char *run_as_name;        /* --run-as, until looked up */
+    struct task_user *run_as; /* NULL: tasks run as the agent's user */
+    char **pass_env;          /* --pass-env patterns */
+    size_t n_pass_env;
     char *name, *server, *work_dir, *hostname;
     char **labels;
     size_t n_labels;
@@ -223,5 +227,20 @@ void agent_rewind_all(loom_agent_t *a);
 void agent_flush_all(loom_agent_t *a);
 void agent_stop_attempts(loom_agent_t *a);
 void agent_free_attempts(loom_agent_t *a);
+
+/* Who tasks run as and what they inherit (task_user.c). */
+void agent_task_user_config(loom_agent_t *a, const loom_agent_config_t *cfg);
+/* Looks up --run-as and checks --pass-env; for another user, opens the work
+ * folder to it (search only) and checks it can reach its attempt folders.
+ * Returns 0 or LOOM_EINVAL (logged). */
+int agent_task_user_start(loom_agent_t *a);
+void agent_task_user_free(loom_agent_t *a);
+/* The whole environment of a task: the allowlisted base, then env (which
+ * wins); takes env (and its strings), returns a new NULL-terminated array. */
+char **agent_task_env(const loom_agent_t *a, char **env);
+/* Gives an attempt folder (all of it with tree) to the --run-as user; no-op
+ * without one. Returns 0 or LOOM_EIO with why. */
+int agent_task_dir_give(const loom_agent_t *a, const char *dir, bool tree, char *why,
+                        size_t whylen);
 
 #endif

@@ -673,6 +673,12 @@ static void run_attempt(loom_agent_t *a, attempt_t *t, const Loom__Dispatch *d)
     char bad[512];
     const char *dir = t->dir;
     char **env = task_env(a, d, dir, bad, sizeof bad);
+    if (env) env = agent_task_env(a, env);
+    if (env && agent_task_dir_give(a, dir, false, bad, sizeof bad) != 0) {
+        for (char **e = env; *e; e++) free(*e);
+        free(env);
+        env = NULL;
+    }
     if (env && limits_box_new(a->limits, t->id, d->cpus, d->memory_bytes, d->n_gpus > 0, &t->box,
                               bad, sizeof bad) != 0) {
         free_env(env);
@@ -695,6 +701,8 @@ static void run_attempt(loom_agent_t *a, attempt_t *t, const Loom__Dispatch *d)
         .kill_grace_ms = a->kill_grace_ms,
         .on_spawned = t->box ? on_attempt_spawned : NULL, /* a gate only where needed */
         .spawned_ud = t,
+        .env_only = true,
+        .user = a->run_as,
     };
     loom_runner_cb_t cb = {on_runner_output, on_runner_exit, t};
     t->runner = loom_runner_new(a->loop, &cb);

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -22,6 +23,7 @@
 
 #define MAX_LABELS 256
 #define MAX_GPUS 256
+#define MAX_PASS_ENV 256
 #define DEFAULT_DRAIN_TIMEOUT_MS (10 * 60 * 1000)
 
 typedef struct {
@@ -30,6 +32,7 @@ typedef struct {
     const char *gpus[MAX_GPUS];
     char *work_dir;   /* owned when defaulted */
     char *join_token; /* read from --join-token-file or LOOM_JOIN_TOKEN */
+    const char *pass_env[MAX_PASS_ENV];
     loom_log_level level;
     uint64_t drain_timeout_ms; /* 0: no draining, the first signal stops */
 } options_t;
@@ -69,6 +72,13 @@ static void usage(FILE *out)
             "                      LOOM_JOIN_TOKEN); needed only until the agent has joined\n"
             "  --server-key KEY    loomd's CURVE public key (Z85), to be approved with\n"
             "                      `loom agents approve` instead of joining with a token\n"
+            "  --run-as USER       run tasks as USER (the agent must be root for another\n"
+            "                      user); as root, required: --run-as root runs tasks\n"
+            "                      as root knowingly\n"
+            "  --pass-env NAME     let tasks see this agent variable (or every one\n"
+            "                      starting with PREFIX for PREFIX*); repeatable. Tasks\n"
+            "                      otherwise get only PATH, HOME, USER, LOGNAME, LANG,\n"
+            "                      LANGUAGE, LC_*, TZ and TMPDIR from the agent\n"
             "  --log-level LEVEL   debug, info, warn or error (default info)\n"
             "  --log-format FORMAT text (default) or json: one JSON object per line\n"
             "                      (also LOOM_LOG_FORMAT)\n"
@@ -95,6 +105,27 @@ static char *default_work_dir(void)
     if (home && *home) return loom_xasprintf("%s/agent", home);
     home = getenv("HOME");
     return loom_xasprintf("%s/.loom/agent", home && *home ? home : ".");
+}
+
+/* Running tasks as root is a choice made explicitly: as root, --run-as is
+ * required; not root, tasks can only run as ourselves. Returns -1 to go on,
+ * else an exit status. */
+static int check_run_as(const char *run_as)
+{
+    if (geteuid() == 0 && !run_as) {
+        fprintf(stderr, "loom-agent: running as root: tasks would run as root too. Pass "
+                        "--run-as USER to run them as an unprivileged user (e.g. --run-as "
+                        "nobody), or --run-as root to run them as root knowingly.\n");
+        return 2;
+    }
+    if (!run_as || geteuid() == 0) return -1;
+    struct passwd *pw = getpwnam(run_as);
+    if (!pw) return bad_flag("--run-as", run_as, "no such user");
+    if (pw->pw_uid != geteuid())
+        return bad_flag("--run-as", run_as,
+                        "only root can run tasks as another user (leave --run-as out to run "
+                        "them as yourself)");
+    return -1;
 }
 
 /* Returns -1 to go on, else an exit status. */
@@ -186,6 +217,13 @@ static int parse_flag(options_t *o, int c, const char *arg)
             return bad_flag("--server-key", arg, "expected loomd's 40-character Z85 public key");
         o->cfg.server_key = arg;
         return -1;
+    case 'u':
+        o->cfg.run_as = arg;
+        return -1;
+    case 'E':
+        if (o->cfg.n_pass_env == MAX_PASS_ENV) return bad_flag("--pass-env", arg, "too many");
+        o->pass_env[o->cfg.n_pass_env++] = arg;
+        return -1;
     case 'L':
         if (loom_log_parse_level(arg, &o->level) != 0)
             return bad_flag("--log-level", arg, "expected debug, info, warn or error");
@@ -228,6 +266,8 @@ static int parse_args(options_t *o, int argc, char **argv)
         {"cache-size", required_argument, NULL, 'C'},
         {"join-token-file", required_argument, NULL, 'T'},
         {"server-key", required_argument, NULL, 'P'},
+        {"run-as", required_argument, NULL, 'u'},
+        {"pass-env", required_argument, NULL, 'E'},
         {NULL, 0, NULL, 0},
     };
     opterr = 0;
@@ -235,6 +275,7 @@ static int parse_args(options_t *o, int argc, char **argv)
     o->drain_timeout_ms = DEFAULT_DRAIN_TIMEOUT_MS;
     o->cfg.labels = o->labels;
     o->cfg.gpus = o->gpus;
+    o->cfg.pass_env = o->pass_env;
     for (;;) {
         int c = getopt_long(argc, argv, "", longopts, NULL);
         if (c == -1) break;
@@ -248,6 +289,8 @@ static int parse_args(options_t *o, int argc, char **argv)
         if (rc >= 0) return rc;
     }
     if (optind < argc) return bad_flag(argv[optind], NULL, "unexpected argument (see --help)");
+    int rc = check_run_as(o->cfg.run_as);
+    if (rc >= 0) return rc;
     if (!o->cfg.work_dir) o->cfg.work_dir = o->work_dir = default_work_dir();
     const char *env_token = getenv("LOOM_JOIN_TOKEN");
     if (!o->join_token && env_token && *env_token) o->join_token = loom_xstrdup(env_token);

@@ -104,6 +104,8 @@ static void on_unpack_work(void *ud)
     /* Last, so that nothing unpacked after them can replace them. */
     if (p->rc == 0)
         p->rc = workdir_write_secrets(p->dir, d->secrets, d->n_secrets, p->why, sizeof p->why);
+    /* What loom wrote for the task is the task's (--run-as). */
+    if (p->rc == 0) p->rc = agent_task_dir_give(p->a, p->dir, true, p->why, sizeof p->why);
 }
 
 static void on_unpack_done(void *ud)

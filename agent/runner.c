@@ -2,6 +2,7 @@
  * fork(), too slow for thousands of tasks a second), output through pipes on
  * the loop, exit through a pidfd so that wait4 gives us the rusage. */
 #include "runner.h"
+#include "task_user.h"
 
 #include "loom/err.h"
 #include "loom/log.h"
@@ -89,10 +90,10 @@ static bool overridden(const char *entry, const char *const *extra)
 
 /* The agent's environment plus the task's entries, which win. The strings
  * are borrowed; the array is the caller's to free. */
-static char **build_env(const char *const *extra, char *why, size_t whylen)
+static char **build_env(const char *const *extra, bool env_only, char *why, size_t whylen)
 {
     size_t n_env = 0, n_extra = 0;
-    while (environ && environ[n_env]) n_env++;
+    while (!env_only && environ && environ[n_env]) n_env++;
     while (extra && extra[n_extra]) n_extra++;
     for (size_t i = 0; i < n_extra; i++) {
         const char *eq = strchr(extra[i], '=');
@@ -155,6 +156,9 @@ void loom_runner_spawnattr_init(posix_spawnattr_t *attr)
     posix_spawnattr_setsigdefault(attr, &def);
 }
 
+static int spawn_as(const loom_runner_spec_t *spec, char **envp, int out_w, int err_w, int gate,
+                    pid_t *pid);
+
 /* Returns 0 or an errno value from posix_spawn (which reports a failed exec
  * too: glibc spawns with CLONE_VFORK and passes the child's error back).
  * gate: the read end of the gate, or -1. */
@@ -165,6 +169,7 @@ static int spawn(const loom_runner_spec_t *spec, char **envp, int out_w, int err
     posix_spawn_file_actions_t fa;
     int rc;
 
+    if (spec->user && spec->user->other) return spawn_as(spec, envp, out_w, err_w, gate, pid);
     loom_runner_spawnattr_init(&attr);
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
@@ -185,6 +190,87 @@ static int spawn(const loom_runner_spec_t *spec, char **envp, int out_w, int err
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
     return rc;
+}
+
+/* In the forked child: what posix_spawn's attributes and file actions do,
+ * then the switch to the task's user, then exec. Only async-signal-safe
+ * calls (the agent has threads). Reports errno on err_fd and exits 127. */
+static void child_exec(const loom_runner_spec_t *spec, const char *file, char *const *argv,
+                       bool search, char **envp, int fds[3], int gate, int err_fd)
+{
+    static const int defaulted[] = {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGQUIT};
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (size_t i = 0; i < sizeof defaulted / sizeof defaulted[0]; i++)
+        sigaction(defaulted[i], &dfl, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    int err = 0;
+    if (setpgid(0, 0) != 0) err = errno;
+    int nul = err ? -1 : open("/dev/null", O_RDONLY);
+    if (!err && nul < 0) err = errno;
+    if (!err && (dup2(nul, 0) < 0 || dup2(fds[1], 1) < 0 || dup2(fds[2], 2) < 0 ||
+                 (gate >= 0 && dup2(gate, GATE_FD) < 0)))
+        err = errno;
+    if (!err) {
+        int rc = task_user_enter(spec->user);
+        if (rc) err = -rc;
+    }
+    /* After the switch, so a folder the user cannot reach fails here. */
+    if (!err && chdir(spec->dir) != 0) err = errno;
+    if (!err) {
+        if (search)
+            execvpe(file, argv, envp);
+        else
+            execve(file, argv, envp);
+        err = errno;
+    }
+    while (write(err_fd, &err, sizeof err) < 0 && errno == EINTR) {
+    }
+    _exit(LOOM_RUNNER_EXIT_NOT_STARTED);
+}
+
+/* spawn() for a task that runs as another user. */
+static int spawn_as(const loom_runner_spec_t *spec, char **envp, int out_w, int err_w, int gate,
+                    pid_t *pid)
+{
+    const char **gated = gate >= 0 ? gated_argv(spec) : NULL;
+    const char *sh[] = {"/bin/sh", "-c", spec->shell ? spec->shell : "", NULL};
+    bool search = !gated && spec->argv && spec->argv[0];
+    const char *file = search ? spec->argv[0] : "/bin/sh";
+    char *const *argv = (char *const *)(gated ? gated : search ? (const char **)spec->argv : sh);
+    int errp[2];
+    if (pipe2(errp, O_CLOEXEC) != 0) {
+        free(gated);
+        return errno;
+    }
+    int fds[3] = {-1, out_w, err_w};
+    pid_t child = fork();
+    if (child == 0) {
+        close(errp[0]);
+        child_exec(spec, file, argv, search, envp, fds, gate, errp[1]);
+    }
+    int saved = errno;
+    close(errp[1]);
+    free(gated);
+    if (child < 0) {
+        close(errp[0]);
+        return saved;
+    }
+    int err = 0;
+    ssize_t n;
+    while ((n = read(errp[0], &err, sizeof err)) < 0 && errno == EINTR) {
+    }
+    close(errp[0]);
+    if (n == (ssize_t)sizeof err && err) { /* it never ran: reap it, as posix_spawn would */
+        while (waitpid(child, NULL, 0) < 0 && errno == EINTR) {
+        }
+        return err;
+    }
+    *pid = child;
+    return 0;
 }
 
 static void close_fds(int *fds, size_t n)
@@ -246,7 +332,7 @@ static int launch(loom_runner_t *r, const loom_runner_spec_t *spec, int fds[4], 
         close_fds(gate, 2);
         return LOOM_ESPAWN;
     }
-    char **envp = build_env(spec->env, why, whylen);
+    char **envp = build_env(spec->env, spec->env_only, why, whylen);
     int rc = envp ? 0 : LOOM_ESPAWN;
     if (envp) {
         r->result.started_unix_ms = loom_unix_ms();

@@ -44,6 +44,12 @@ typedef struct {
      * process is killed and reported as not started, with why. */
     int (*on_spawned)(void *ud, int pid, char *why, size_t whylen);
     void *spawned_ud;
+    /* env is the whole environment: nothing is inherited from the agent's. */
+    bool env_only;
+    /* Optional: run as this user (agent/task_user.h). When it is not the
+     * agent's own, the process is started with fork and switches (groups,
+     * gid, uid) before exec, since posix_spawn cannot change users. */
+    const struct task_user *user;
 } loom_runner_spec_t;
 
 typedef struct {

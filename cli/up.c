@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -330,9 +331,20 @@ static bool start_agent(up_t *up)
     char *token = join_token(up, work);
     if (token) setenv("LOOM_JOIN_TOKEN", token, 1);
     /* `loom up` stops everything at once: no drain on the agent's SIGTERM. */
-    char *argv[13] = {"loom-agent", "--server",       up->zmq_endpoint,  "--work-dir", work,
-                      "--name",     (char *)up->name, "--drain-timeout", "0"};
-    size_t n = 9;
+    /* Tasks run as whoever runs `loom up`: this is one person's machine and
+     * the tasks are theirs. As root that is root, said explicitly (the agent
+     * insists) and warned about in the banner. */
+    struct passwd *pw = getpwuid(geteuid());
+    /* Tasks that use the loom CLI find this loomd as `loom` itself does:
+     * through LOOM_HOME or LOOM_SERVER (tasks see no other agent variable). */
+    char *argv[20] = {"loom-agent", "--server",       up->zmq_endpoint,  "--work-dir", work,
+                      "--name",     (char *)up->name, "--drain-timeout", "0",          "--pass-env",
+                      "LOOM_HOME",  "--pass-env",     "LOOM_SERVER"};
+    size_t n = 13;
+    if (pw) {
+        argv[n++] = "--run-as";
+        argv[n++] = pw->pw_name;
+    }
     if (up->slots) {
         argv[n++] = "--slots";
         argv[n++] = (char *)up->slots;
@@ -350,7 +362,11 @@ static bool start_agent(up_t *up)
 static void print_banner(const up_t *up)
 {
     printf("loomd listening on %s  (agents connect to %s)\n", up->http_url, up->zmq_endpoint);
-    printf("agent \"%s\" started (work dir %s/agent)\n\n", up->name, up->home);
+    printf("agent \"%s\" started (work dir %s/agent)\n", up->name, up->home);
+    if (geteuid() == 0)
+        printf("warning: running as root, so tasks run as root; run `loom up` as an ordinary "
+               "user, or start loom-agent with --run-as USER\n");
+    printf("\n");
     printf("In another terminal:\n"
            "  export LOOM_HOME=%s\n"
            "  loom submit dag.yaml && loom run PIPELINE --wait\n"

@@ -326,6 +326,8 @@ const char *dag_rel_path_problem(const char *p)
 {
     if (!*p) return "is empty";
     if (*p == '/') return "must be relative to the task's working folder, not absolute";
+    for (const char *s = p; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f) return "must not hold a control character";
     for (const char *s = p; *s;) {
         size_t n = strcspn(s, "/");
         if (n == 2 && s[0] == '.' && s[1] == '.') return "must not go up with \"..\"";

@@ -2,6 +2,7 @@
  * notifications as data arrivals, the trigger list, the decision log, and
  * pausing a pipeline. See docs/api.md. */
 #include "api_int.h"
+#include "hook_parse.h"
 
 #include "loom/err.h"
 #include "loom/util.h"
@@ -73,51 +74,6 @@ enum MHD_Result api_get_events(req_t *r, const path_t *p)
     return err ? api_respond_loom_error(r, err, "events") : api_respond_json(r, MHD_HTTP_OK, out);
 }
 
-/* One firing alert as an event: its labels and annotations as fields (a
- * label wins over an annotation of the same name), plus its status, times
- * and fingerprint. Returns NULL with *why set when it cannot be one. */
-static json_t *alert_event(json_t *alert, const char **name, char *key, size_t keylen,
-                           const char **why)
-{
-    json_t *labels = json_object_get(alert, "labels");
-    json_t *ann = json_object_get(alert, "annotations");
-    const char *status = json_string_value(json_object_get(alert, "status"));
-    *name = json_string_value(json_object_get(labels, "alertname"));
-    if (!json_is_object(labels) || !*name) {
-        *why = "an alert needs labels with an alertname";
-        return NULL;
-    }
-    if (!loom_name_valid(*name)) {
-        *why = "the alertname is not a valid event name (1-63 letters, digits, '_', '.', '-')";
-        return NULL;
-    }
-    if (!status || strcmp(status, "firing") != 0) {
-        *why = "not firing";
-        return NULL;
-    }
-    json_t *ev = json_object();
-    if (json_is_object(ann)) json_object_update(ev, ann);
-    json_object_update(ev, labels);
-    const char *starts = json_string_value(json_object_get(alert, "startsAt"));
-    const char *fp = json_string_value(json_object_get(alert, "fingerprint"));
-    json_object_set_new(ev, "status", json_string(status));
-    json_object_set_new(ev, "labels", json_deep_copy(labels));
-    json_object_set_new(ev, "annotations",
-                        json_is_object(ann) ? json_deep_copy(ann) : json_object());
-    if (starts) json_object_set_new(ev, "starts_at", json_string(starts));
-    if (fp) json_object_set_new(ev, "fingerprint", json_string(fp));
-    /* Alertmanager repeats a firing alert every repeat_interval with the
-     * same fingerprint and start: one alert, one event. */
-    if (fp) {
-        snprintf(key, keylen, "alertmanager:%s:%s", fp, starts ? starts : "");
-    } else {
-        char *l = json_dumps(labels, JSON_COMPACT | JSON_SORT_KEYS);
-        snprintf(key, keylen, "alertmanager:%.120s:%s", l ? l : "", starts ? starts : "");
-        free(l);
-    }
-    return ev;
-}
-
 /* POST /hooks/alertmanager: Prometheus Alertmanager's webhook (version 4). */
 enum MHD_Result api_post_alertmanager(req_t *r, const path_t *p)
 {
@@ -142,7 +98,7 @@ enum MHD_Result api_post_alertmanager(req_t *r, const path_t *p)
         const char *name = NULL, *why = NULL;
         char key[256];
         json_t *ev =
-            json_is_object(alert) ? alert_event(alert, &name, key, sizeof key, &why) : NULL;
+            json_is_object(alert) ? hook_alert_event(alert, &name, key, sizeof key, &why) : NULL;
         if (!ev) {
             json_array_append_new(out, json_pack("{s:i,s:s?,s:s}", "alert", (int)i, "name", name,
                                                  "ignored", why ? why : "not an object"));
@@ -162,40 +118,6 @@ enum MHD_Result api_post_alertmanager(req_t *r, const path_t *p)
     }
     json_decref(body);
     return api_respond_json(r, MHD_HTTP_OK, json_pack("{s:o}", "events", out));
-}
-
-/* S3 event notifications URL-encode object keys, with '+' for a space. */
-static char *url_decode(const char *s)
-{
-    char *out = loom_xmalloc(strlen(s) + 1), *o = out;
-    for (; *s; s++) {
-        if (*s == '+') {
-            *o++ = ' ';
-        } else if (*s == '%' && isxdigit((unsigned char)s[1]) && isxdigit((unsigned char)s[2])) {
-            char hex[3] = {s[1], s[2], 0};
-            *o++ = (char)strtol(hex, NULL, 16);
-            s += 2;
-        } else {
-            *o++ = *s;
-        }
-    }
-    *o = '\0';
-    return out;
-}
-
-/* A decoded key loom will use as a path: no NUL, no "..", no control bytes. */
-static bool s3_key_ok(const char *key, size_t raw_len)
-{
-    if (!*key || strlen(key) > 1024 || strlen(key) > raw_len) return false;
-    for (const char *c = key; *c; c++)
-        if ((unsigned char)*c < 0x20) return false;
-    for (const char *seg = key; *seg;) {
-        size_t n = strcspn(seg, "/");
-        if (n == 2 && seg[0] == '.' && seg[1] == '.') return false;
-        seg += n;
-        if (*seg) seg++;
-    }
-    return true;
 }
 
 /* POST /hooks/s3: an S3 (or MinIO) bucket notification; each created object
@@ -218,35 +140,16 @@ enum MHD_Result api_post_s3(req_t *r, const path_t *p)
     json_t *rec;
     json_array_foreach(records, i, rec)
     {
-        const char *ev = json_string_value(json_object_get(rec, "eventName"));
-        json_t *s3 = json_object_get(rec, "s3");
-        const char *bucket =
-            json_string_value(json_object_get(json_object_get(s3, "bucket"), "name"));
-        json_t *obj = json_object_get(s3, "object");
-        const char *raw = json_string_value(json_object_get(obj, "key"));
-        json_t *size = json_object_get(obj, "size");
-        const char *tag = json_string_value(json_object_get(obj, "sequencer"));
-        if (!tag) tag = json_string_value(json_object_get(obj, "eTag"));
-        if (!ev || strncmp(ev, "ObjectCreated:", 14) != 0) {
-            json_array_append_new(out, json_pack("{s:i,s:s}", "record", (int)i, "ignored",
-                                                 "not an ObjectCreated event"));
+        char *path;
+        uint64_t size;
+        const char *tag, *why;
+        if (!hook_s3_record(rec, &path, &size, &tag, &why)) {
+            json_array_append_new(out, json_pack("{s:i,s:s}", "record", (int)i, "ignored", why));
             continue;
         }
-        char *key = raw ? url_decode(raw) : NULL;
-        if (!bucket || !loom_name_valid(bucket) || !key || !s3_key_ok(key, strlen(raw))) {
-            json_array_append_new(out,
-                                  json_pack("{s:i,s:s}", "record", (int)i, "ignored",
-                                            "needs s3.bucket.name and a usable s3.object.key"));
-            free(key);
-            continue;
-        }
-        char *path = loom_xasprintf("s3://%s/%s", bucket, key);
         json_t *result = NULL;
-        int err = loom_sched_data_arrived(
-            r->api->sched, path, json_is_integer(size) ? (uint64_t)json_integer_value(size) : 0,
-            tag, &result);
+        int err = loom_sched_data_arrived(r->api->sched, path, size, tag, &result);
         free(path);
-        free(key);
         if (err) {
             json_decref(out);
             json_decref(body);

@@ -12,6 +12,7 @@ pkgs=(
   python3 procps tzdata
   libfaketime # tests/integration/test_clock.py steps loomd's wall clock for real
   openssl # test_auth makes a self-signed certificate
+  clang libclang-rt-14-dev # the libFuzzer targets in fuzz/ (LOOM_FUZZ)
   python3-sklearn # dag-examples/continuous-training trains a real model
   prometheus # promtool checks GET /metrics (tests/integration/test_metrics.py)
 )

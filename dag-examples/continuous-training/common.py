@@ -48,7 +48,8 @@ def model():
 
 def loom(*args):
     """Runs the loom CLI (on PATH; it finds loomd through LOOM_SERVER or
-    LOOM_HOME in the agent's environment) and returns its JSON."""
+    LOOM_HOME in the agent's environment, which `loom up` passes to tasks;
+    another agent needs --pass-env LOOM_SERVER) and returns its JSON."""
     out = subprocess.run(["loom", "--json"] + list(args), check=True, capture_output=True,
                          text=True).stdout
     return json.loads(out) if out.strip() else None

@@ -54,7 +54,8 @@ echo "agent endpoint: $endpoint"
 # A second agent that cannot load NVML: it must fall back to nvidia-smi.
 if [ -n "$endpoint" ]; then
     LOOM_NVML_LIBRARY=/nonexistent/libnvidia-ml.so.1 "$bin/loom-agent" --server "$endpoint" \
-        --name smi --slots 1 --work-dir "$LOOM_HOME/smi-agent" >"$LOOM_HOME/smi-agent.log" 2>&1 &
+        --name smi --slots 1 --work-dir "$LOOM_HOME/smi-agent" --run-as "$(id -un)" \
+        >"$LOOM_HOME/smi-agent.log" 2>&1 &
     pids+=($!)
     for _ in $(seq 600); do
         [ "$("$loom" agents 2>/dev/null | grep -c connected)" -ge 2 ] && break

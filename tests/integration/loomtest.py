@@ -6,6 +6,7 @@ appears, a line that arrives) -- never a fixed sleep.
 """
 import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -108,6 +109,10 @@ class Cluster:
             token = self.post("/api/v1/agents/tokens", {"name": name})["token"]
             env = dict(os.environ if env is None else env, LOOM_JOIN_TOKEN=token)
         log = open(os.path.join(self.tmp, "agent-%s.log" % name), "ab")
+        if "--run-as" not in extra:
+            # Tasks run as whoever runs the tests (as root in CI: an explicit
+            # choice the agent requires); test_task_user.py covers --run-as.
+            extra = ["--run-as", pwd.getpwuid(os.geteuid()).pw_name] + list(extra)
         p = subprocess.Popen(
             [AGENT, "--server", self.zmq, "--name", name, "--work-dir", work,
              "--slots", str(slots), "--log-level", self.log_level] + list(extra),

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <spawn.h>
 #include <sys/wait.h>
 
@@ -147,6 +148,8 @@ static pid_t spawn_agent(fx_t *f, const char *drain_timeout)
     char *exe = loom_xasprintf("%s/loom-agent", build && *build ? build : ".");
     char *work = loom_xasprintf("%s/agent-work", f->tmp);
     char *log = loom_xasprintf("%s/agent.log", f->tmp);
+    /* Tasks run as whoever runs the test (root in CI says so explicitly). */
+    struct passwd *me = getpwuid(geteuid());
     char *argv[] = {exe,
                     "--server",
                     f->endpoint,
@@ -161,6 +164,8 @@ static pid_t spawn_agent(fx_t *f, const char *drain_timeout)
                     (char *)drain_timeout,
                     "--server-key",
                     f->server_pub,
+                    "--run-as",
+                    me ? me->pw_name : "root",
                     NULL};
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);

@@ -336,12 +336,42 @@ static void test_walk_honours_ignores_and_skips_links(void **state)
     nftw(tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* Manifest paths an agent would write: absolute, "..", a NUL byte (a JSON
+ * "\u0000" escape), a control byte, and a file through another file ("a"
+ * then "a/b": the first would have to be a folder) are all refused. */
+static void test_manifest_hostile_paths(void **state)
+{
+    (void)state;
+    static const char *const paths[] = {"/etc/passwd",      "../x",      "a/../../x",
+                                        "a\\u0000/../../x", "a\\u0001b", "./x"};
+    for (size_t i = 0; i < sizeof paths / sizeof *paths; i++) {
+        char *text = loom_xasprintf("{\"version\":1,\"files\":[{\"path\":\"%s\",\"mode\":420,"
+                                    "\"size\":1,\"hash\":\"" A64 "\"}]}",
+                                    paths[i]);
+        loom_manifest_t m = {0};
+        char why[256];
+        int rc = loom_manifest_parse(text, strlen(text), &m, why, sizeof why);
+        if (rc == 0) fail_msg("manifest path %s was accepted", paths[i]);
+        assert_int_equal(m.n, 0);
+        free(text);
+    }
+    char *text = loom_xstrdup("{\"version\":1,\"files\":[{\"path\":\"a\",\"mode\":420,\"size\":1,"
+                              "\"hash\":\"" A64 "\"},{\"path\":\"a/b\",\"mode\":420,\"size\":1,"
+                              "\"hash\":\"" A64 "\"}]}");
+    loom_manifest_t m = {0};
+    char why[256];
+    assert_int_not_equal(loom_manifest_parse(text, strlen(text), &m, why, sizeof why), 0);
+    assert_non_null(strstr(why, "a/b"));
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hashes_are_blake2b_256),
         cmocka_unit_test(test_manifest_canonical_form_and_hash),
         cmocka_unit_test(test_manifest_refusals),
+        cmocka_unit_test(test_manifest_hostile_paths),
         cmocka_unit_test(test_path_rules),
         cmocka_unit_test(test_ignore_rules),
         cmocka_unit_test(test_walk_honours_ignores_and_skips_links),

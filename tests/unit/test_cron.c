@@ -159,6 +159,10 @@ static void test_parse_errors(void **state)
         {"* * * 0 *", "month 0 out of range 1-12 in \"* * * 0 *\""},
         {"* * * * 8", "day-of-week 8 out of range 0-7 in \"* * * * 8\""},
         {"99999999999 * * * *", "minute 99999999999 out of range 0-59 in \"99999999999 * * * *\""},
+        /* Found by fuzz_cron: a three-letter day that is no name read past
+         * the end of the name table (AddressSanitizer in the debug build). */
+        {"0 0 * * Mol", "day-of-week \"Mol\" is neither a number 0-7 nor a name SUN-SAT in "
+                        "\"0 0 * * Mol\""},
         {"* * * FOO *",
          "month \"FOO\" is neither a number 1-12 nor a name JAN-DEC in \"* * * FOO *\""},
         {"* * * JANUARY *",

@@ -367,6 +367,13 @@ static void test_files(void **state)
         "dag.yaml:6:48: error: input \"a:x/../..\": the path must not go up with "
         "\"..\"\n"
         "dag.yaml:6:61: error: task \"b\" takes inputs from \"c\" but does not need it\n");
+    /* Control characters (a YAML escape can write any) are no part of a path. */
+    assert_errors("pipeline: p\n"
+                  "tasks:\n"
+                  "  a: {run: x, outputs: [\"out\\x01/x\"], metrics: \"m\\n.json\"}\n",
+                  "dag.yaml:3:25: error: output \"out\\x01/x\" must not hold a control character\n"
+                  "dag.yaml:3:48: error: \"metrics\" file \"m\\n.json\" must not hold a control "
+                  "character\n");
 }
 
 /* ---- foreach ---- */

@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "runner.h"
+#include "task_user.h"
 
 #include "loom/err.h"
 #include "loom/util.h"
@@ -504,10 +505,63 @@ static void test_gated_command_not_found(void **state)
     assert_non_null(strstr(f->out[LOOM_RUNNER_STDERR].data, "loom-no-such-command"));
 }
 
+/* --run-as: the process switches to the user before exec (by fork, since
+ * posix_spawn cannot), behind the gate too; a folder it cannot enter is a
+ * failed start, not a task running elsewhere. Needs root. */
+static void test_runs_as_another_user(void **state)
+{
+    fx_t *f = *state;
+    if (geteuid() != 0) skip();
+    task_user_t u;
+    char why[256];
+    assert_int_equal(task_user_lookup("nobody", &u, why, sizeof why), 0);
+    assert_true(u.other);
+    assert_int_equal(chmod(f->tmp, 0711), 0);
+    char *dir = attempt_dir(f);
+    assert_int_equal(loom_mkdirs(dir, 0700), 0); /* root's: nobody cannot enter */
+    const char *env[] = {"ONLY=this", NULL};
+    loom_runner_spec_t spec = {.shell = "id -u; echo \"${HOME:-no-home} $ONLY\"",
+                               .env = env,
+                               .env_only = true,
+                               .user = &u};
+    assert_int_equal(run_spec(f, spec, 10000), LOOM_ESPAWN);
+    assert_false(f->res.started);
+    assert_non_null(strstr(f->error, "Permission denied"));
+
+    fresh_runner(f);
+    assert_int_equal(task_user_chown_tree(dir, u.uid, u.gid, why, sizeof why), 0);
+    assert_int_equal(run_spec(f, spec, 10000), 0);
+    char *want = loom_xasprintf("%u\nno-home this\n", (unsigned)u.uid);
+    assert_string_equal(f->out[LOOM_RUNNER_STDOUT].data, want);
+    free(want);
+
+    /* Behind the gate (a task with limits), the same. */
+    fresh_runner(f);
+    spawned_t s = {0};
+    spec.on_spawned = on_spawned;
+    spec.spawned_ud = &s;
+    spec.shell = "id -u; touch mine; stat -c %u mine";
+    assert_int_equal(run_spec(f, spec, 10000), 0);
+    want = loom_xasprintf("%u\n%u\n", (unsigned)u.uid, (unsigned)u.uid);
+    assert_string_equal(f->out[LOOM_RUNNER_STDOUT].data, want);
+    free(want);
+
+    /* A program that does not exist: not started, as with posix_spawnp. */
+    fresh_runner(f);
+    const char *argv[] = {"loom-no-such-command-xyz", NULL};
+    spec = (loom_runner_spec_t){.argv = argv, .env = env, .env_only = true, .user = &u};
+    assert_int_equal(run_spec(f, spec, 10000), LOOM_ESPAWN);
+    assert_false(f->res.started);
+    assert_non_null(strstr(f->error, "loom-no-such-command-xyz"));
+    free(dir);
+    task_user_free(&u);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_exit_code, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_runs_as_another_user, setup, teardown),
         cmocka_unit_test_setup_teardown(test_signal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_output_in_order_per_stream, setup, teardown),
         cmocka_unit_test_setup_teardown(test_argv_is_literal, setup, teardown),

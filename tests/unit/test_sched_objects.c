@@ -299,9 +299,16 @@ static void test_fetch_serves_chunks(void **state)
     assert_string_equal(c->object->error, "no such object");
     assert_int_equal(c->object->data.len, 0);
     loom_codec_free(c);
-    /* 64 characters, not hex: refused, not looked up as a path. */
-    c = fetch(f, "../../../../../../../../../../../../../../../../../etc/passwd...", 0, 0);
-    assert_non_null(strstr(c->object->error, "hex"));
+    /* 64 characters, not hex: the codec refuses the message, so it is never
+     * looked up as a path; loomd answers with an Error. */
+    Loom__FetchObject fo = LOOM__FETCH_OBJECT__INIT;
+    fo.hash = "../../../../../../../../../../../../../../../../../etc/passwd...";
+    loom_msg_t m = LOOM__ENVELOPE__INIT;
+    m.body_case = LOOM__ENVELOPE__BODY_FETCH;
+    m.fetch = &fo;
+    send_msg(f->socks[0], &m);
+    c = expect(f, f->socks[0], LOOM__ENVELOPE__BODY_ERROR);
+    assert_non_null(strstr(c->error->message, "hex"));
     loom_codec_free(c);
     free(got);
     free(data);
