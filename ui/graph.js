@@ -61,6 +61,9 @@ export function drawGraph(runId, tasks) {
   const svg = s('svg', { id: 'graph', class: 'graph', role: 'img', 'aria-label': 'task graph' });
   const setView = () => svg.setAttribute('viewBox', `${view.x} ${view.y} ${view.w} ${view.h}`);
   setView();
+  // A small graph keeps its natural size; a large one starts fitted and is
+  // zoomed with the wheel.
+  svg.style.height = Math.round(Math.max(140, Math.min(window.innerHeight * 0.72, view.h * 1.4))) + 'px';
   const edges = s('g', { class: 'edges' });
   const nodes = s('g', { class: 'nodes' });
   const els = new Map();
