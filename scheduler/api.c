@@ -557,6 +557,7 @@ static const struct {
     {"GET", "runs", get_runs, R},
     {"GET", "runs/*", get_run, R},
     {"POST", "runs/*/cancel", post_cancel, O},
+    {"GET", "runs/*/events", api_get_run_events, R},
     {"GET", "runs/*/tasks/*/log", api_get_log, R},
     {"GET", "runs/*/tasks/*/attempts", api_get_attempts, R},
     {"GET", "agents", get_agents, R},
@@ -728,6 +729,9 @@ static enum MHD_Result route(req_t *r, const char *url, const char *method)
     char buf[1024];
     path_t p;
     bool known;
+    /* The UI's files hold no data: they load without a token (a browser
+     * sends none when it loads a page) and ignore one that is sent. */
+    if (api_ui_path(url)) return api_ui_serve(r, url, method);
     int i = find_route(url, method, &p, buf, sizeof buf, &known);
     /* Metrics are labelled by pattern, never by the path sent (bounded). */
     r->route = i >= 0 ? routes[i].pattern : "unmatched";
@@ -1008,6 +1012,7 @@ void loom_api_close(loom_api_t *api, void (*on_closed)(void *ud), void *ud)
                 f->suspended = false;
                 MHD_resume_connection(f->conn);
             }
+        api_events_close(api);
     }
     if (api->commits == 0) finish_close(api);
 }

@@ -24,6 +24,7 @@ typedef struct req req_t;
  * accept a valid signature instead. */
 typedef enum { API_ROLE_NONE = 0, API_ROLE_READ, API_ROLE_OPERATE, API_ROLE_ADMIN } api_role_t;
 typedef struct follow follow_t;
+typedef struct sse sse_t;
 typedef struct api_conn api_conn_t;
 
 struct loom_api {
@@ -40,6 +41,7 @@ struct loom_api {
     void *closed_ud;
     req_t *waiters;      /* suspended long polls */
     follow_t *followers; /* log streams */
+    sse_t *streams;      /* run event streams (api_events.c) */
     loom_api_options_t opts;
     api_conn_t *conns; /* open connections, for the header deadline */
     uv_timer_t guard;  /* checks that deadline */
@@ -172,5 +174,16 @@ void api_waiter_remove(loom_api_t *api, req_t *r);
 void api_waiter_resume(loom_api_t *api, req_t *r);
 void api_on_run_changed(void *ud, uint64_t run_id);
 void api_on_task_output(void *ud, uint64_t run_id);
+
+/* api_events.c: server-sent events of a run's changes */
+enum MHD_Result api_get_run_events(req_t *r, const path_t *p);
+/* Marks run_id's streams changed and resumes the suspended ones: whether any was. */
+bool api_events_changed(loom_api_t *api, uint64_t run_id);
+/* Resumes every stream so that each ends (api->closing is set). */
+void api_events_close(loom_api_t *api);
+
+/* api_ui.c: the embedded web UI, served before the /api/v1 router */
+bool api_ui_path(const char *url);
+enum MHD_Result api_ui_serve(req_t *r, const char *url, const char *method);
 
 #endif

@@ -289,6 +289,7 @@ void api_on_run_changed(void *ud, uint64_t run_id)
             resumed = true;
         }
     }
+    if (api_events_changed(api, run_id)) resumed = true;
     if (resumed) {
         rearm_wait_timer(api);
         api_run(api);

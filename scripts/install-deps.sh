@@ -15,7 +15,12 @@ pkgs=(
   clang libclang-rt-14-dev # the libFuzzer targets in fuzz/ (LOOM_FUZZ)
   python3-sklearn # dag-examples/continuous-training trains a real model
   prometheus # promtool checks GET /metrics (tests/integration/test_metrics.py)
+  chromium # tests/integration/test_browser_ui.py drives the web UI headless
 )
+# Node.js and npm run the browser test's driver (playwright-core); any
+# node 18+ on PATH will do, else Debian's.
+command -v node >/dev/null || pkgs+=(nodejs)
+command -v npm >/dev/null || pkgs+=(npm)
 
 missing=()
 for p in "${pkgs[@]}"; do
@@ -23,13 +28,19 @@ for p in "${pkgs[@]}"; do
     missing+=("$p")
 done
 
-if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-echo "install-deps: installing ${missing[*]}" >&2
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# playwright-core, pinned by tests/browser/package-lock.json (npm's registry
+# is used for this browser-test tooling only). It drives /usr/bin/chromium:
+# no browser is ever downloaded.
+browser="$(dirname "$0")/../tests/browser"
+if [ ! -d "$browser/node_modules/playwright-core" ]; then
+  (cd "$browser" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --silent)
+fi
