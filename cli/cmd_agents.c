@@ -103,7 +103,7 @@ static void print_agents(const json_t *agents)
     cli_table_destroy(&t);
 }
 
-/* `loom agents drain|cordon|uncordon NAME`. */
+/* `loom agents drain|cordon|uncordon|revoke NAME`: POST /agents/NAME/OP. */
 static int agent_op(loom_cli_t *cli, const char *op, const char *name)
 {
     char *esc = cli_url_escape(name);
@@ -112,20 +112,24 @@ static int agent_op(loom_cli_t *cli, const char *op, const char *name)
     cli_http_resp_t r;
     int rc = cli_fetch(cli, "POST", path, NULL, &r);
     free(path);
-    if (rc == CLI_EXIT_OK) {
-        if (cli->json) {
-            cli_print_json(r.json);
+    if (rc == CLI_EXIT_OK && cli->json) {
+        cli_print_json(r.json);
+    } else if (rc == CLI_EXIT_OK) {
+        char *safe = cli_sanitize(name);
+        int64_t n = 0;
+        if (strcmp(op, "revoke") == 0) {
+            cli_jint(r.json, "keys_revoked", &n);
+            printf("agent %s revoked (%lld key%s): it is cut off and its tasks are retried "
+                   "elsewhere\n",
+                   safe, (long long)n, n == 1 ? "" : "s");
+        } else if (strcmp(op, "uncordon") == 0) {
+            printf("agent %s takes new work again\n", safe);
         } else {
-            char *safe = cli_sanitize(name);
-            int64_t running = 0;
-            cli_jint(r.json, "running", &running);
-            if (strcmp(op, "uncordon") == 0)
-                printf("agent %s takes new work again\n", safe);
-            else
-                printf("agent %s takes no new work (%s); %lld task%s still running\n", safe, op,
-                       (long long)running, running == 1 ? "" : "s");
-            free(safe);
+            cli_jint(r.json, "running", &n);
+            printf("agent %s takes no new work (%s); %lld task%s still running\n", safe, op,
+                   (long long)n, n == 1 ? "" : "s");
         }
+        free(safe);
     }
     cli_http_resp_free(&r);
     return rc;
@@ -192,31 +196,6 @@ static int agent_approve(loom_cli_t *cli, const char *key, const char *name)
             cli_print_json(r.json);
         else
             printf("key approved; the agent is let in at its next try (within a few seconds)\n");
-    }
-    cli_http_resp_free(&r);
-    return rc;
-}
-
-static int agent_revoke(loom_cli_t *cli, const char *name)
-{
-    char *esc = cli_url_escape(name);
-    char *path = loom_xasprintf("/api/v1/agents/%s/revoke", esc);
-    free(esc);
-    cli_http_resp_t r;
-    int rc = cli_fetch(cli, "POST", path, NULL, &r);
-    free(path);
-    if (rc == CLI_EXIT_OK) {
-        if (cli->json) {
-            cli_print_json(r.json);
-        } else {
-            char *safe = cli_sanitize(name);
-            int64_t n = 0;
-            cli_jint(r.json, "keys_revoked", &n);
-            printf("agent %s revoked (%lld key%s): it is cut off and its tasks are retried "
-                   "elsewhere\n",
-                   safe, (long long)n, n == 1 ? "" : "s");
-            free(safe);
-        }
     }
     cli_http_resp_free(&r);
     return rc;
@@ -303,7 +282,7 @@ int cmd_agents(loom_cli_t *cli, int argc, char **argv)
     }
     if (strcmp(op, "revoke") == 0) {
         if (nargs != 1) return cli_usage_error(cli, "revoke wants one agent NAME");
-        return agent_revoke(cli, argv[optind + 1]);
+        return agent_op(cli, "revoke", argv[optind + 1]);
     }
     if (strcmp(op, "drain") != 0 && strcmp(op, "cordon") != 0 && strcmp(op, "uncordon") != 0)
         return cli_usage_error(cli,
