@@ -279,6 +279,15 @@ def plots(out, res, systems):
     return [os.path.join(out, "hops.png"), os.path.join(out, "w1.png")]
 
 
+def ratio_text(loom_better_when_larger, peer_side):
+    """"loom N× faster", or says that the peer was faster; "—" without loom.
+    Both arguments are oriented so that a ratio above 1 favours loom."""
+    if not (loom_better_when_larger > 0 and peer_side > 0):
+        return "—"
+    r = loom_better_when_larger / peer_side
+    return "loom %.1f× faster" % r if r >= 1 else "loom %.2f× (peer faster)" % r
+
+
 def report(args, res, systems, extra, load):
     P = print
     fl = res.get("floor", {})
@@ -299,8 +308,7 @@ def report(args, res, systems, extra, load):
         xs = res.get(s, {}).get("w1")
         if not xs:
             continue
-        ratio = "—" if s == "loom" else "loom %.1f× faster" % (l1 / median(xs)) if \
-            l1 >= median(xs) else "loom %.2f× (peer faster)" % (l1 / median(xs))
+        ratio = ratio_text(l1, median(xs)) if s != "loom" else "—"
         P("| W1 tasks/s | %s | **%.0f** | %s | %s |" % (s, median(xs), spread(xs), ratio))
     if fl:
         two, seq = median(fl["spawn_two_per_s"]), median(fl["spawn_seq_per_s"])
@@ -316,8 +324,7 @@ def report(args, res, systems, extra, load):
             hop[s] = ([median(r) for r in runs], [pct(r, 99) for r in runs])
     lh = median(hop["loom"][0]) if "loom" in hop else float("nan")
     for s, (meds, p99s) in hop.items():
-        ratio = "—" if s == "loom" else "loom %.1f× faster" % (median(meds) / lh) if \
-            median(meds) >= lh else "loom %.2f× (peer faster)" % (median(meds) / lh)
+        ratio = ratio_text(median(meds), lh) if s != "loom" else "—"
         P("| W2 hop median / p99 (ms) | %s | **%.2f** / %.2f | %s / %s | %s |" % (
             s, median(meds), median(p99s), spread(meds, "%.2f"), spread(p99s, "%.2f"), ratio))
     if fl:
