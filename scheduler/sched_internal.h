@@ -383,8 +383,11 @@ int attempt_log(loom_sched_t *s, attempt_t *a, const Loom__LogChunk *c);
 int triggers_open(loom_sched_t *s);
 void triggers_close(loom_sched_t *s);
 void triggers_free(loom_sched_t *s);
-/* A new version of a pipeline was stored: its triggers may have changed. */
-void triggers_reload(loom_sched_t *s, uint64_t pipeline_id, const char *name);
+/* A new version of a pipeline was stored (source, len): its triggers may have
+ * changed. *parsed, the source's DAG, is taken (and set to NULL) when the
+ * triggers keep it; else it stays the caller's. */
+void triggers_reload(loom_sched_t *s, uint64_t pipeline_id, const char *name, uint32_t version,
+                     const char *source, size_t len, loom_dag_t **parsed);
 void triggers_run_started(loom_sched_t *s, uint64_t pipeline_id);
 void triggers_run_ended(loom_sched_t *s, uint64_t pipeline_id);
 /* Starts what waited for the runs that ended this turn (from the flush). */

@@ -65,16 +65,23 @@ int loom_sched_submit(loom_sched_t *s, const char *file, const char *source, siz
     if (rc == 0 && res.created)
         rc = loom_store_version_origin(s->store, res.pipeline_id, res.version, origin->bundle,
                                        origin->git_commit, origin->git_dirty);
-    if (rc == 0 && res.created) triggers_reload(s, res.pipeline_id, dag->name);
+    /* What the answer needs from the DAG, before the triggers take it over. */
+    char *name = loom_xstrdup(dag->name);
+    size_t n_tasks = dag->n_tasks;
+    json_t *warnings = rc == 0 ? fit_warnings(s, dag) : NULL;
+    if (rc == 0 && res.created)
+        triggers_reload(s, res.pipeline_id, name, res.version, source, len, &dag);
     if (rc == 0) rc = loom_sched_commit(s);
     if (rc == 0) {
-        *result =
-            json_pack("{s:s,s:i,s:b,s:i,s:s}", "pipeline", dag->name, "version", (int)res.version,
-                      "created", res.created, "tasks", (int)dag->n_tasks, "hash", hex);
-        json_object_set_new(*result, "warnings", fit_warnings(s, dag));
-        LOG_INFO("pipeline submitted pipeline=%s version=%u created=%d bundle=%s", dag->name,
+        *result = json_pack("{s:s,s:i,s:b,s:i,s:s}", "pipeline", name, "version", (int)res.version,
+                            "created", res.created, "tasks", (int)n_tasks, "hash", hex);
+        json_object_set_new(*result, "warnings", warnings);
+        warnings = NULL;
+        LOG_INFO("pipeline submitted pipeline=%s version=%u created=%d bundle=%s", name,
                  res.version, res.created, origin->bundle ? origin->bundle : "-");
     }
+    json_decref(warnings);
+    free(name);
     loom_dag_destroy(&dag);
     return rc;
 }

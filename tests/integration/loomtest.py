@@ -134,10 +134,15 @@ class Cluster:
 
     def close(self, keep=False):
         for name in list(self.agents):
+            p = self.agents[name]
             try:
                 self.stop_agent(name)
             except Exception:
+                # Still draining (it waits for loomd to take its results):
+                # a test must not leave it running.
                 self.agents.pop(name, None)
+                p.kill()
+                p.wait()
         if self.loomd:
             rc = self.stop_loomd()
             if rc != 0:

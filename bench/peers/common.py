@@ -1,0 +1,24 @@
+"""What the peer benchmarks share. Each peer script runs under Debian's
+/usr/bin/python3 (where python3-distributed, python3-celery and snakemake
+live), measures W1 (N independent tasks running `true`: tasks/s) and W2 (a
+chain of tasks, each running loom-bench-stamp, so the gap between
+consecutive stamps is one task's exit to the next one's process start), and
+prints one JSON object on stdout for bench/compare.py."""
+import json
+import sys
+
+
+def hops_ms(trace):
+    """Gaps between consecutive stamps in a loom-bench-stamp trace, in ms,
+    ordered by the task's position in the chain (its name ends in a number)."""
+    with open(trace) as f:
+        rows = [line.split() for line in f if line.strip()]
+    rows.sort(key=lambda r: int("".join(ch for ch in r[0] if ch.isdigit())))
+    ns = [int(r[1]) for r in rows]
+    return [(b - a) / 1e6 for a, b in zip(ns, ns[1:])]
+
+
+def emit(obj):
+    json.dump(obj, sys.stdout)
+    sys.stdout.write("\n")
+    sys.stdout.flush()

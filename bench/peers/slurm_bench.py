@@ -1,0 +1,75 @@
+#!/usr/bin/python3
+"""Slurm on this machine — NOT YET RUN: written beside the other peers, but
+no Slurm daemons were started while it was written (see bench/slurm/README.md
+for why and for how to run it). It expects a one-node cluster that is
+already up (munged, slurmctld and slurmd, e.g. from bench/slurm/slurm.conf or
+the test cluster under tests/slurm/), reachable through sbatch/squeue on
+PATH and $SLURM_CONF.
+
+W1 is one job array of N tasks (`sbatch --array=0-(N-1) --wrap true`), the
+way Slurm's High Throughput Computing guide recommends submitting many
+small jobs; each array task appends a line to a file, and the time is
+submit → last line. W2 is a chain of jobs, each submitted with
+`--dependency=afterok:PREVIOUS`, each running loom-bench-stamp.
+
+usage: slurm_bench.py --stamp PATH --tmp DIR [--tasks N] [--chain N] [--repeat N]
+"""
+import argparse
+import os
+import subprocess
+import time
+
+from common import emit, hops_ms
+
+
+def sbatch(*args):
+    return subprocess.run(["sbatch", "--parsable", "--output=/dev/null", "--error=/dev/null"]
+                          + list(args), check=True, capture_output=True,
+                          text=True).stdout.strip().split(";")[0]
+
+
+def lines(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def wait_lines(path, n, timeout):
+    end = time.monotonic() + timeout
+    while lines(path) < n:
+        if time.monotonic() > end:
+            raise SystemExit("slurm_bench: %d of %d jobs done in %s s" % (lines(path), n, timeout))
+        time.sleep(0.01)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--stamp", required=True)
+    ap.add_argument("--tmp", required=True)
+    ap.add_argument("--tasks", type=int, default=1000)
+    ap.add_argument("--chain", type=int, default=200)
+    ap.add_argument("--repeat", type=int, default=1)
+    args = ap.parse_args()
+    version = subprocess.run(["sbatch", "--version"], capture_output=True,
+                             text=True).stdout.strip()
+    out = {"system": "slurm", "version": version, "w1": [], "w2": []}
+    for r in range(args.repeat):
+        done = os.path.join(args.tmp, "slurm-w1-%d" % r)
+        t0 = time.monotonic()
+        sbatch("--array=0-%d" % (args.tasks - 1), "--wrap", "true && echo x >> %s" % done)
+        wait_lines(done, args.tasks, 3600)
+        out["w1"].append(args.tasks / (time.monotonic() - t0))
+        trace = os.path.join(args.tmp, "slurm-chain-%d.trace" % r)
+        prev = None
+        for i in range(args.chain):
+            dep = ["--dependency=afterok:%s" % prev, "--kill-on-invalid-dep=yes"] if prev else []
+            prev = sbatch(*dep, "--wrap", "%s %s c%04d" % (args.stamp, trace, i))
+        wait_lines(trace, args.chain, 3600)
+        out["w2"].append(hops_ms(trace))
+    emit(out)
+
+
+if __name__ == "__main__":
+    main()
