@@ -53,6 +53,8 @@ echo "agent endpoint: $endpoint"
 
 # A second agent that cannot load NVML: it must fall back to nvidia-smi.
 if [ -n "$endpoint" ]; then
+    # It joins over CURVE with a one-time token (first line of the output).
+    LOOM_JOIN_TOKEN=$("$loom" agents token --name smi | head -1) \
     LOOM_NVML_LIBRARY=/nonexistent/libnvidia-ml.so.1 "$bin/loom-agent" --server "$endpoint" \
         --name smi --slots 1 --work-dir "$LOOM_HOME/smi-agent" --run-as "$(id -un)" \
         >"$LOOM_HOME/smi-agent.log" 2>&1 &
