@@ -1,7 +1,7 @@
 """The wall clock stepped for real under a running loomd and agent: an hour
 forward, back, and forward again, mid-run. libfaketime (Debian's
 libfaketime, LD_PRELOADed) moves CLOCK_REALTIME for loomd and the agent,
-re-reading its offset from a file each second; the monotonic clock is left
+re-reading the time from a file each second; the monotonic clock is left
 alone, as an NTP step leaves it. Liveness runs on the monotonic clock, so no
 agent may be declared lost and no task restarted; schedules run on the wall
 clock, so an hourly schedule with `catchup: latest` fires exactly once for
@@ -60,7 +60,11 @@ class SteppedWallClock(ClusterTest):
         c = self.c
         c.stop_loomd()
         self.offset_file = os.path.join(c.tmp, "faketime")
-        self.step("+0")
+        # Absolute fake times (libfaketime restarts its clock from the time
+        # given whenever the file changes), so the hour boundary crossed is
+        # the same whatever the real time of day: a relative offset made
+        # the test fire twice when it ran across a real hour boundary.
+        self.step("@2030-01-01 10:30:00")
         env = {"LD_PRELOAD": FAKETIME, "FAKETIME_TIMESTAMP_FILE": self.offset_file,
                "FAKETIME_CACHE_DURATION": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1",
                # the debug build's AddressSanitizer wants to come first
@@ -83,14 +87,14 @@ class SteppedWallClock(ClusterTest):
         wait_for(lambda: self.tasks(c.get("/api/v1/runs/%d" % run))["a"]["state"] == "running",
                  "the first task to run")
 
-        self.step("+1h")
+        self.step("@2030-01-01 11:30:00")
         # loomd notices within a liveness tick and the hourly schedule fires
         # once, for the boundary the step crossed.
         wait_for(lambda: len(self.schedule_runs()) == 1, "the hourly schedule to fire",
                  timeout=15)
-        self.step("+0")
+        self.step("@2030-01-01 10:30:05")
         time.sleep(2.5)  # two re-reads of the offset and liveness ticks: nothing may fire
-        self.step("+1h")
+        self.step("@2030-01-01 11:30:10")
         time.sleep(2.5)
         self.assertEqual(len(self.schedule_runs()), 1, "the same fire time fired again")
 
