@@ -13,6 +13,7 @@ pkgs=(
   libfaketime # tests/integration/test_clock.py steps loomd's wall clock for real
   openssl # test_auth makes a self-signed certificate
   python3-sklearn # dag-examples/continuous-training trains a real model
+  slurm-wlm munge # tests/integration/test_slurm.py runs a one-node Slurm cluster
 )
 
 missing=()

@@ -1,0 +1,189 @@
+"""The Slurm executor end to end: a real one-node Slurm (munged, slurmctld,
+slurmd from Debian's slurm-wlm, started by tests/slurm/slurmcluster.py as
+root on loopback), a loom-agent with --executor slurm, and a local agent.
+A DAG with a fan-out, a failing task and a timeout runs through Slurm; its
+output is followed live; an artifact made by a Slurm job is used by a task on
+the local agent; cancel reaches scancel; `loom status` shows the job ids.
+
+If the cluster cannot start, every test fails with the exact reason (the
+daemons' last log lines): it never silently skips."""
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "slurm"))
+from loomtest import Cluster, wait_for  # noqa: E402
+from slurmcluster import SlurmCluster, SlurmError  # noqa: E402
+
+HPC = """pipeline: hpc
+tasks:
+  prep:
+    resources: {labels: {site: hpc}}
+    run: |
+      echo preparing on $(hostname) job=$SLURM_JOB_ID
+      mkdir -p out && echo shard-data > out/data.txt
+    outputs: [out]
+  shard:
+    needs: prep
+    foreach: [1, 2, 3]
+    resources: {labels: {site: hpc}}
+    inputs: ["prep:out/data.txt"]
+    run: echo shard ${{ item }} read $(cat out/data.txt) && echo ${{ item }} > part.txt
+    outputs: [part.txt]
+  gather:
+    needs: shard
+    resources: {labels: {site: local}}
+    inputs: ["prep:out/data.txt"]
+    run: echo gathered $(cat out/data.txt) on ${LOOM_AGENT_NAME:-local}; test -z "$SLURM_JOB_ID"
+  bad:
+    resources: {labels: {site: hpc}}
+    run: echo about to fail >&2; exit 3
+  slow:
+    resources: {labels: {site: hpc}}
+    timeout: 2s
+    run: echo sleeping; sleep 120
+"""
+
+LIVE = """pipeline: live
+tasks:
+  talk:
+    resources: {labels: {site: hpc}}
+    run: |
+      echo first-line
+      while [ ! -e %s ]; do sleep 0.1; done
+      echo second-line
+"""
+
+HANG = """pipeline: hang
+tasks:
+  wait:
+    resources: {labels: {site: hpc}}
+    run: echo waiting; sleep 300
+"""
+
+
+class SlurmExecutor(unittest.TestCase):
+    slurm = None
+    slurm_error = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.slurm_dir = tempfile.mkdtemp(prefix="loom-slurm-")
+        cls.slurm = SlurmCluster(cls.slurm_dir)
+        try:
+            cls.slurm.start()
+        except SlurmError as e:
+            cls.slurm_error = str(e)
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.slurm:
+            cls.slurm.stop()
+
+    def setUp(self):
+        if self.slurm_error:
+            self.fail(self.slurm_error)
+        self.c = Cluster()
+        self.c.start_loomd()
+        self.c.start_agent("hpc", 4, env=self.slurm.env,
+                           extra=["--executor", "slurm", "--slurm-poll", "200ms",
+                                  "--slurm-partition", "loom", "--label", "site=hpc"])
+        self.c.start_agent("local", 2, extra=["--label", "site=local"])
+        self.c.wait_agents(["hpc", "local"])
+
+    def tearDown(self):
+        failed = any(t is self for t, _ in self._outcome.result.errors
+                     + self._outcome.result.failures) if hasattr(self, "_outcome") else False
+        if failed:
+            print(self.c.logs())
+            for name in ("slurmctld.log", "slurmd.log"):
+                path = os.path.join(self.slurm_dir, name)
+                if os.path.exists(path):
+                    with open(path, errors="replace") as f:
+                        print("==> %s <==\n%s" % (name, f.read()[-3000:]))
+        self.c.close()
+
+    def squeue(self, *args):
+        return subprocess.run(["squeue", "--noheader", "--states=all"] + list(args),
+                              capture_output=True, text=True, env=self.slurm.env,
+                              timeout=30).stdout
+
+    def test_dag_with_fan_out_failure_and_timeout_runs_through_slurm(self):
+        self.c.submit(HPC)
+        run_id = self.c.start_run("hpc")
+        run = self.c.wait_run(run_id)
+        tasks = {t["name"]: t for t in run["tasks"]}
+        self.assertEqual(run["state"], "failed", run)
+        for name in ("prep", "shard[0]", "shard[1]", "shard[2]"):
+            self.assertEqual(tasks[name]["state"], "succeeded", tasks[name])
+            self.assertEqual(tasks[name]["agent"], "hpc")
+            self.assertRegex(tasks[name]["job_id"] or "", r"^slurm:\d+$")
+        # The local agent used what a Slurm job made.
+        self.assertEqual(tasks["gather"]["state"], "succeeded", tasks["gather"])
+        self.assertEqual(tasks["gather"]["agent"], "local")
+        self.assertIn(b"gathered shard-data", self.c.log(run_id, "gather"))
+        self.assertIn(b"shard 2 read shard-data", self.c.log(run_id, "shard[1]"))
+        self.assertRegex(self.c.log(run_id, "prep").decode(), r"preparing on .* job=\d+")
+        # The failing task: its exit code and its stderr, from Slurm.
+        self.assertEqual(tasks["bad"]["state"], "failed")
+        self.assertEqual(tasks["bad"]["exit_code"], 3)
+        self.assertIn(b"about to fail", self.c.log(run_id, "bad"))
+        # The timeout: enforced to the second, not to Slurm's minute.
+        slow = tasks["slow"]
+        self.assertEqual(slow["state"], "failed")
+        self.assertRegex(slow["error"], r"^timed out after 2(\.0+)?s$")
+        self.assertLess(slow["ended_unix_ms"] - slow["started_unix_ms"], 15000)
+        job = tasks["slow"]["job_id"].split(":")[1]
+        self.assertIn("CANCELLED", self.squeue("--jobs=" + job, "-o", "%T"))
+        # loom status shows the jobs.
+        out = self.c.cli("status", str(run_id), check=0).stdout
+        self.assertIn("hpc (slurm:", out)
+        attempts = self.c.get("/api/v1/runs/%d/tasks/prep/attempts" % run_id)["attempts"]
+        self.assertRegex(attempts[-1]["job_id"], r"^slurm:\d+$")
+
+    def test_output_is_followed_live(self):
+        release = os.path.join(self.c.tmp, "release")
+        self.c.submit(LIVE % release)
+        run_id = self.c.start_run("live")
+        follow = subprocess.Popen([os.path.join(os.path.dirname(self.c.loomd.args[0]), "loom"),
+                                   "logs", "-f", str(run_id), "talk"],
+                                  stdout=subprocess.PIPE, env=self.c.cli_env())
+        try:
+            # The first line arrives while the job is still running (it waits
+            # for the release file, which only the test creates).
+            line = follow.stdout.readline()
+            self.assertEqual(line, b"first-line\n")
+            self.assertEqual(self.c.get("/api/v1/runs/%d" % run_id)["state"], "running")
+            open(release, "w").close()
+            self.assertEqual(follow.stdout.readline(), b"second-line\n")
+            self.assertEqual(follow.wait(timeout=60), 0)
+        finally:
+            if follow.poll() is None:
+                follow.kill()
+                follow.wait()
+            follow.stdout.close()
+        self.assertEqual(self.c.wait_run(run_id)["state"], "succeeded")
+
+    def test_cancel_reaches_scancel(self):
+        self.c.submit(HANG)
+        run_id = self.c.start_run("hang")
+
+        def job_running():
+            t = self.c.get("/api/v1/runs/%d" % run_id)["tasks"][0]
+            return t["state"] == "running" and t.get("job_id") and t
+        task = wait_for(job_running, "the job to run", timeout=60, step=0.1)
+        job = task["job_id"].split(":")[1]
+        self.assertIn("RUNNING", self.squeue("--jobs=" + job, "-o", "%T"))
+        self.c.post("/api/v1/runs/%d/cancel" % run_id)
+        run = self.c.wait_run(run_id)
+        self.assertEqual(run["state"], "cancelled")
+        wait_for(lambda: "CANCELLED" in self.squeue("--jobs=" + job, "-o", "%T"),
+                 "Slurm to report job %s cancelled" % job, timeout=30, step=0.1)
+
+
+if __name__ == "__main__":
+    unittest.main()
