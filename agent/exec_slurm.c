@@ -534,6 +534,10 @@ static int start(void *job, const exec_spec_t *spec)
     opts[n++] = loom_xasprintf("--comment=loom-attempt-%llu", (unsigned long long)j->attempt_id);
     opts[n++] = loom_xstrdup("--nodes=1");
     opts[n++] = loom_xstrdup("--ntasks=1");
+    /* A job lost with its node comes back to loom (NODE_FAIL), which retries
+     * it by its own policy and counts it, rather than Slurm requeueing it
+     * behind loom's back. */
+    opts[n++] = loom_xstrdup("--no-requeue");
     if (x->partition) opts[n++] = loom_xasprintf("--partition=%s", x->partition);
     if (x->account) opts[n++] = loom_xasprintf("--account=%s", x->account);
     if (x->qos) opts[n++] = loom_xasprintf("--qos=%s", x->qos);

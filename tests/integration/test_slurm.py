@@ -184,6 +184,41 @@ class SlurmExecutor(unittest.TestCase):
         wait_for(lambda: "CANCELLED" in self.squeue("--jobs=" + job, "-o", "%T"),
                  "Slurm to report job %s cancelled" % job, timeout=30, step=0.1)
 
+    def test_capacity_comes_from_sinfo(self):
+        agents = {a["name"]: a for a in self.c.get("/api/v1/agents")["agents"]}
+        hpc = agents["hpc"]
+        self.assertEqual(hpc["cpus"], self.slurm.cpus, hpc)
+        self.assertEqual(hpc["memory_bytes"], self.slurm.memory_mb << 20, hpc)
+
+    def test_node_failure_is_a_lost_attempt_and_retried(self):
+        mark = os.path.join(self.c.tmp, "ran-once")
+        self.c.submit(HANG.replace("pipeline: hang", "pipeline: lost")
+                      .replace("sleep 300", "test -e %s || { touch %s; sleep 300; }"
+                               % (mark, mark)))
+        run_id = self.c.start_run("lost")
+
+        def job_running():
+            t = self.c.get("/api/v1/runs/%d" % run_id)["tasks"][0]
+            return t["state"] == "running" and t.get("job_id") and t
+        task = wait_for(job_running, "the job to run", timeout=60, step=0.1)
+        scontrol = ["scontrol", "update", "NodeName=localhost"]
+        subprocess.run(scontrol + ["State=DOWN", "Reason=loomtest"], check=True,
+                       env=self.slurm.env, timeout=30)
+        try:
+            wait_for(lambda: "NODE_FAIL" in self.squeue("--jobs=" + task["job_id"][6:], "-o",
+                                                        "%T"),
+                     "Slurm to fail the job with its node", timeout=30, step=0.1)
+        finally:
+            # ReturnToService=2 may have brought the node back already.
+            subprocess.run(scontrol + ["State=RESUME"], env=self.slurm.env, timeout=30,
+                           capture_output=True)
+            wait_for(self.slurm._node_idle, "the node to be back", timeout=60, step=0.1)
+        run = self.c.wait_run(run_id)
+        self.assertEqual(run["state"], "succeeded", run)
+        attempts = self.c.get("/api/v1/runs/%d/tasks/wait/attempts" % run_id)["attempts"]
+        self.assertEqual([a["state"] for a in attempts], ["lost", "succeeded"], attempts)
+        self.assertIn("NODE_FAIL", attempts[0]["error"])
+
 
 if __name__ == "__main__":
     unittest.main()
