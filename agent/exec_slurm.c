@@ -5,6 +5,7 @@
 #include "slurm_cmd.h"
 
 #include "loom/log.h"
+#include "loom/map.h"
 #include "loom/util.h"
 
 #include <errno.h>
@@ -40,6 +41,7 @@ typedef struct sjob {
     int missing;        /* polls in a row that did not list it */
     uint64_t submitted; /* poll count when its id arrived */
     bool cancel_wanted, cancel_sent, timed_out, paused, closed, exited;
+    bool asking_sacct; /* gone from squeue: sacct is asked for its end */
     char *start_error; /* reported from the next tick: never from inside start */
     void (*on_closed)(void *ud);
     void *closed_ud;
@@ -178,6 +180,44 @@ bad:
     free(r);
     *rows = NULL;
     return -1;
+}
+
+int slurm_parse_sacct(const char *text, slurm_row_t **rows, char *why, size_t whylen)
+{
+    size_t cap = 16, n = 0;
+    slurm_row_t *r = loom_xcalloc(cap, sizeof *r);
+    int lineno = 0;
+    for (const char *p = text; *p;) {
+        size_t len = strcspn(p, "\n");
+        lineno++;
+        char f[4][64];
+        int k = split(p, len, f, 3);
+        const char *line = p;
+        p += len;
+        if (*p == '\n') p++;
+        if (k == 3 && strchr(f[0], '.')) continue; /* a step (12.batch): the job's line counts */
+        char *colon = k == 3 ? strchr(f[2], ':') : NULL;
+        char *e1 = NULL, *e2 = NULL;
+        long code = colon ? strtol(f[2], &e1, 10) : -1;
+        long sig = colon ? strtol(colon + 1, &e2, 10) : -1;
+        f[1][strcspn(f[1], " ")] = '\0'; /* "CANCELLED by 0" */
+        if (k != 3 || !all_digits(f[0], strlen(f[0])) || !f[1][0] || !colon || e1 != colon || *e2 ||
+            code < 0 || code > 255 || sig < 0 || sig > 127) {
+            snprintf(why, whylen, "sacct line %d: expected JOBID|STATE|CODE:SIGNAL: \"%.*s\"",
+                     lineno, (int)(len > 80 ? 80 : len), line);
+            free(r);
+            *rows = NULL;
+            return -1;
+        }
+        if (n == cap) r = loom_xrealloc(r, (cap *= 2) * sizeof *r);
+        snprintf(r[n].id, sizeof r[n].id, "%s", f[0]);
+        snprintf(r[n].state, sizeof r[n].state, "%s", f[1]);
+        snprintf(r[n].reason, sizeof r[n].reason, "from sacct");
+        r[n].wait_status = sig ? (int)sig : (int)code << 8;
+        n++;
+    }
+    *rows = r;
+    return (int)n;
 }
 
 void slurm_capacity_free(slurm_capacity_t *c)
@@ -699,6 +739,65 @@ static void ended(sjob_t *j, const slurm_row_t *row)
     free(error);
 }
 
+static void lost_job(sjob_t *j, const char *why)
+{
+    slurm_row_t gone = {.wait_status = 0};
+    snprintf(gone.id, sizeof gone.id, "%s", j->id);
+    snprintf(gone.state, sizeof gone.state, "NODE_FAIL");
+    snprintf(gone.reason, sizeof gone.reason, "%s", why);
+    ended(j, &gone);
+}
+
+static void on_sacct_done(slurm_exec_t *x, sjob_t *unused, const slurm_cmd_result_t *res, void *ud)
+{
+    (void)unused;
+    (void)ud;
+    slurm_row_t *rows = NULL;
+    char why[256] = "";
+    int n = -1;
+    if (!res->ok) {
+        char *err = first_line(res->err);
+        snprintf(why, sizeof why, "not in squeue, and sacct %s: %s",
+                 res->timed_out ? "timed out" : "failed", err);
+        free(err);
+    } else {
+        n = slurm_parse_sacct(res->out, &rows, why, sizeof why);
+    }
+    loom_map_t by_id = {0};
+    for (int i = 0; i < n; i++) loom_smap_put(&by_id, rows[i].id, &rows[i]);
+    for (sjob_t *j = x->jobs, *next; j; j = next) {
+        next = j->next;
+        if (!j->asking_sacct) continue;
+        j->asking_sacct = false;
+        if (j->state != J_QUEUED && j->state != J_RUNNING) continue;
+        const slurm_row_t *row = n > 0 ? loom_smap_get(&by_id, j->id) : NULL;
+        if (row && terminal(row->state))
+            ended(j, row);
+        else if (!row)
+            lost_job(j, why[0] ? why : "in neither squeue nor sacct");
+        /* else: sacct says it is still going: squeue is asked again */
+    }
+    loom_map_free(&by_id);
+    free(rows);
+}
+
+/* Jobs squeue no longer lists (purged past MinJobAge, a controller that
+ * lost its state): one sacct query for all of them, which has their end
+ * where slurmdbd keeps accounting; without it, they are lost. */
+static void ask_sacct(slurm_exec_t *x, sjob_t **missing, size_t n)
+{
+    loom_buf_t ids = {0};
+    loom_buf_puts(&ids, "--jobs=");
+    for (size_t i = 0; i < n; i++) {
+        loom_buf_printf(&ids, "%s%s", i ? "," : "", missing[i]->id);
+        missing[i]->asking_sacct = true;
+    }
+    const char *argv[] = {
+        "sacct", "--noheader", "--parsable2", ids.data, "--format=JobID,State,ExitCode", NULL};
+    run_cmd(x, NULL, argv, on_sacct_done, NULL);
+    loom_buf_free(&ids);
+}
+
 static void on_squeue_done(slurm_exec_t *x, sjob_t *unused, const slurm_cmd_result_t *res, void *ud)
 {
     (void)unused;
@@ -717,21 +816,20 @@ static void on_squeue_done(slurm_exec_t *x, sjob_t *unused, const slurm_cmd_resu
                  (unsigned long long)x->poll_ms);
         return;
     }
+    loom_map_t by_id = {0};
+    for (int i = 0; i < n; i++) loom_smap_put(&by_id, rows[i].id, &rows[i]);
+    sjob_t **missing = NULL;
+    size_t n_missing = 0;
     for (sjob_t *j = x->jobs, *next; j; j = next) {
         next = j->next;
         if (j->state != J_QUEUED && j->state != J_RUNNING) continue;
-        const slurm_row_t *row = NULL;
-        for (int i = 0; i < n && !row; i++)
-            if (strcmp(rows[i].id, j->id) == 0) row = &rows[i];
+        const slurm_row_t *row = loom_smap_get(&by_id, j->id);
         if (!row) {
-            /* Submitted before this query began, yet not listed: gone from
-             * the controller (purged past MinJobAge, or a lost state). */
-            if (j->submitted >= poll || ++j->missing < SLURM_MISSING_POLLS) continue;
-            slurm_row_t gone = {.wait_status = 0};
-            snprintf(gone.id, sizeof gone.id, "%s", j->id);
-            snprintf(gone.state, sizeof gone.state, "NODE_FAIL");
-            snprintf(gone.reason, sizeof gone.reason, "the controller no longer lists it");
-            ended(j, &gone);
+            /* Submitted before this query began, yet not listed. */
+            if (j->submitted >= poll || j->asking_sacct || ++j->missing < SLURM_MISSING_POLLS)
+                continue;
+            missing = loom_xrealloc(missing, (n_missing + 1) * sizeof *missing);
+            missing[n_missing++] = j;
             continue;
         }
         j->missing = 0;
@@ -740,6 +838,9 @@ static void on_squeue_done(slurm_exec_t *x, sjob_t *unused, const slurm_cmd_resu
         else if (strcmp(row->state, "PENDING") != 0 && strcmp(row->state, "CONFIGURING") != 0)
             mark_running(j);
     }
+    if (n_missing) ask_sacct(x, missing, n_missing);
+    free(missing);
+    loom_map_free(&by_id);
     free(rows);
 }
 

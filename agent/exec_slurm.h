@@ -70,6 +70,9 @@ typedef struct {
 /* squeue --noheader -O "JobID:|,State:|,Reason:|,exit_code:|": one row per
  * line. Returns the count, or -1 with why (line number and what is wrong). */
 int slurm_parse_squeue(const char *text, slurm_row_t **rows, char *why, size_t whylen);
+/* sacct --noheader --parsable2 --format=JobID,State,ExitCode: the jobs'
+ * lines (steps skipped), exit codes "CODE:SIGNAL" as a wait status. */
+int slurm_parse_sacct(const char *text, slurm_row_t **rows, char *why, size_t whylen);
 /* sinfo -h -N -o "%N|%c|%m|%G|%t": sums the nodes that are up. */
 int slurm_parse_sinfo(const char *text, slurm_capacity_t *c, char *why, size_t whylen);
 /* sbatch --parsable: "ID" or "ID;CLUSTER". Returns 0 and the id, or -1. */

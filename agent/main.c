@@ -298,6 +298,9 @@ static int parse_args(options_t *o, int argc, char **argv)
     if (!o->cfg.work_dir) o->cfg.work_dir = o->work_dir = default_work_dir();
     const char *env_token = getenv("LOOM_JOIN_TOKEN");
     if (!o->join_token && env_token && *env_token) o->join_token = loom_xstrdup(env_token);
+    /* Tasks inherit the agent's environment (and Slurm jobs get it through
+     * sbatch's default --export=ALL): the token must not go with them. */
+    unsetenv("LOOM_JOIN_TOKEN");
     o->cfg.join_token = o->join_token;
     const char *nvml = getenv("LOOM_NVML_LIBRARY");
     if (nvml && *nvml) o->cfg.nvml_library = nvml;

@@ -60,6 +60,26 @@ static void bad_squeue_output_says_which_line(void **state)
     assert_int_equal(slurm_parse_squeue("1||None|0|\n", &rows, why, sizeof why), -1);
 }
 
+static void sacct_gives_the_end_of_jobs_squeue_forgot(void **state)
+{
+    (void)state;
+    slurm_row_t *rows;
+    char why[256];
+    int n = slurm_parse_sacct("12|COMPLETED|0:0\n12.batch|COMPLETED|0:0\n13|FAILED|3:0\n"
+                              "14|CANCELLED by 0|0:15\n15|NODE_FAIL|0:0\n",
+                              &rows, why, sizeof why);
+    assert_int_equal(n, 4);
+    assert_string_equal(rows[0].id, "12");
+    assert_int_equal(rows[1].wait_status, 3 << 8);
+    assert_string_equal(rows[2].state, "CANCELLED");
+    assert_int_equal(rows[2].wait_status, 15);
+    assert_string_equal(rows[3].state, "NODE_FAIL");
+    free(rows);
+    assert_int_equal(slurm_parse_sacct("12|COMPLETED|zero\n", &rows, why, sizeof why), -1);
+    assert_non_null(strstr(why, "sacct line 1"));
+    assert_int_equal(slurm_parse_sacct("12|COMPLETED\n", &rows, why, sizeof why), -1);
+}
+
 static void sinfo_sums_the_nodes_that_are_up(void **state)
 {
     (void)state;
@@ -103,6 +123,7 @@ int main(void)
         cmocka_unit_test(sbatch_prints_the_job_id),
         cmocka_unit_test(squeue_rows_are_parsed),
         cmocka_unit_test(bad_squeue_output_says_which_line),
+        cmocka_unit_test(sacct_gives_the_end_of_jobs_squeue_forgot),
         cmocka_unit_test(sinfo_sums_the_nodes_that_are_up),
         cmocka_unit_test(shell_quoting_survives_quotes),
     };
