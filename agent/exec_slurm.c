@@ -23,7 +23,8 @@
  * is read over several ticks (its file keeps it; nothing is lost). */
 #define TAIL_READ_MAX (256u << 10)
 
-typedef enum { J_SUBMITTING, J_QUEUED, J_RUNNING, J_ENDED } jstate;
+/* ENDING: Slurm says it is over; the rest of its output is being read. */
+typedef enum { J_SUBMITTING, J_QUEUED, J_RUNNING, J_ENDING, J_ENDED } jstate;
 
 typedef struct sjob {
     struct sjob *prev, *next;
@@ -42,6 +43,7 @@ typedef struct sjob {
     uint64_t submitted; /* poll count when its id arrived */
     bool cancel_wanted, cancel_sent, timed_out, paused, closed, exited;
     bool asking_sacct; /* gone from squeue: sacct is asked for its end */
+    slurm_row_t final; /* while ENDING: how it ended */
     char *start_error; /* reported from the next tick: never from inside start */
     void (*on_closed)(void *ud);
     void *closed_ud;
@@ -630,7 +632,7 @@ static uint64_t started_unix_ms(const void *job)
 static void terminate(void *job)
 {
     sjob_t *j = job;
-    if (j->state == J_ENDED) return;
+    if (j->state >= J_ENDING) return;
     j->cancel_wanted = true;
     send_scancel(j);
 }
@@ -644,7 +646,7 @@ static void pause_job(void *job, bool paused)
 static void maybe_release(sjob_t *j)
 {
     if (!j->closed || j->cmds > 0) return;
-    if (j->state != J_ENDED && j->id[0] && !j->cancel_sent) {
+    if (j->state < J_ENDING && j->id[0] && !j->cancel_sent) {
         send_scancel(j); /* let go while queued or running: it must not run on */
         return;
     }
@@ -667,24 +669,33 @@ static void close_job(void *job, void (*on_closed)(void *ud), void *ud)
 
 /* --- tracking ------------------------------------------------------------- */
 
-/* Reads what the job wrote since the last read, up to max bytes a stream. */
-static void tail(sjob_t *j, size_t max)
+/* Reads what the job wrote since the last read, up to max bytes a stream.
+ * Returns whether both files are at their end (or absent). */
+static bool tail(sjob_t *j, size_t max)
 {
     char *buf = NULL;
+    int eofs = 0;
     for (int s = 0; s < 2; s++) {
         if (j->fds[s] < 0) j->fds[s] = open(j->paths[s], O_RDONLY | O_CLOEXEC);
-        if (j->fds[s] < 0) continue;
+        if (j->fds[s] < 0) {
+            eofs++;
+            continue;
+        }
         size_t got = 0;
         while (got < max) {
             if (!buf) buf = loom_xmalloc(64 << 10);
             ssize_t n = read(j->fds[s], buf, 64 << 10);
             if (n < 0 && errno == EINTR) continue;
-            if (n <= 0) break;
+            if (n <= 0) {
+                eofs++;
+                break;
+            }
             got += (size_t)n;
             if (!j->closed) j->cb.on_output(j->cb.ud, (loom_runner_stream)s, buf, (size_t)n);
         }
     }
     free(buf);
+    return eofs == 2;
 }
 
 static void mark_running(sjob_t *j)
@@ -707,17 +718,18 @@ static bool terminal(const char *st)
     return false;
 }
 
-static void ended(sjob_t *j, const slurm_row_t *row)
+/* The job is over and its output read to the end: one result. */
+static void finish(sjob_t *j)
 {
+    const slurm_row_t *row = &j->final;
     const char *st = row->state;
-    bool ran = j->state == J_RUNNING || strcmp(st, "CANCELLED") != 0 || j->timed_out;
-    if (ran) mark_running(j);
-    tail(j, SIZE_MAX); /* all of it: the job is over */
+    bool ran = j->started_unix_ms != 0;
     loom_runner_result_t res = {0};
     res.started = ran;
-    res.started_unix_ms = j->started_unix_ms ? j->started_unix_ms : loom_unix_ms();
+    res.started_unix_ms = ran ? j->started_unix_ms : loom_unix_ms();
     res.exit_code = WIFEXITED(row->wait_status) ? WEXITSTATUS(row->wait_status) : 0;
     res.signal = WIFSIGNALED(row->wait_status) ? WTERMSIG(row->wait_status) : 0;
+    if (!ran) res.exit_code = -1; /* never ran: no exit code of its own */
     res.timed_out = j->timed_out || strcmp(st, "TIMEOUT") == 0 || strcmp(st, "DEADLINE") == 0;
     res.oom_killed = strcmp(st, "OUT_OF_MEMORY") == 0;
     res.lost = strcmp(st, "NODE_FAIL") == 0 || strcmp(st, "PREEMPTED") == 0 ||
@@ -729,8 +741,8 @@ static void ended(sjob_t *j, const slurm_row_t *row)
         error = loom_xasprintf("slurm job %s: out of memory (OUT_OF_MEMORY)", j->id);
     else if (strcmp(st, "TIMEOUT") == 0 && !j->timed_out)
         error = loom_xasprintf("slurm job %s hit Slurm's time limit (TIMEOUT)", j->id);
-    if (res.exit_code == 0 && res.signal == 0 && strcmp(st, "COMPLETED") != 0 && !res.lost &&
-        !j->cancel_wanted && !res.timed_out && !res.oom_killed)
+    else if (res.exit_code == 0 && res.signal == 0 && strcmp(st, "COMPLETED") != 0 &&
+             !j->cancel_wanted && !res.timed_out)
         error = loom_xasprintf("slurm job %s ended %s (%s)", j->id, st, row->reason);
     res.error = error;
     LOG_INFO("slurm job ended job=%s attempt=%llu state=%s exit=%d signal=%d", j->id,
@@ -739,12 +751,30 @@ static void ended(sjob_t *j, const slurm_row_t *row)
     free(error);
 }
 
+/* Reads the rest of an ended job's output: at once what is there (the
+ * common case: little), and over the following ticks what is more, while
+ * output reading is not paused for lack of acknowledgements. */
+static void drain(sjob_t *j, size_t max)
+{
+    if (j->paused && !j->closed) return;
+    if (tail(j, max)) finish(j);
+}
+
+static void ended(sjob_t *j, const slurm_row_t *row)
+{
+    bool ran = j->state == J_RUNNING || strcmp(row->state, "CANCELLED") != 0 || j->timed_out;
+    if (ran) mark_running(j);
+    j->final = *row;
+    j->state = J_ENDING;
+    drain(j, TAIL_READ_MAX * 16);
+}
+
 static void lost_job(sjob_t *j, const char *why)
 {
     slurm_row_t gone = {.wait_status = 0};
     snprintf(gone.id, sizeof gone.id, "%s", j->id);
     snprintf(gone.state, sizeof gone.state, "NODE_FAIL");
-    snprintf(gone.reason, sizeof gone.reason, "%s", why);
+    snprintf(gone.reason, sizeof gone.reason, "%.150s", why);
     ended(j, &gone);
 }
 
@@ -853,11 +883,11 @@ static void poll_now(slurm_exec_t *x)
     x->querying = true;
     uint64_t poll = ++x->polls;
     char *name = loom_xasprintf("--name=%s", x->job_name);
-    const char *argv[] = {"squeue",
-                          "--noheader",
-                          "--states=all",
-                          name,
-                          "--Format=JobID:|,State:|,Reason:|,exit_code:|",
+    /* --me: the controller filters by user (slurm_load_job_user), not
+     * squeue after loading every job of the cluster. */
+    const char *argv[] = {"squeue", "--noheader",
+                          "--me",   "--states=all",
+                          name,     "--Format=JobID:|,State:|,Reason:|,exit_code:|",
                           NULL};
     run_cmd(x, NULL, argv, on_squeue_done, (void *)(uintptr_t)poll);
     free(name);
@@ -874,6 +904,7 @@ static void on_tick(uv_timer_t *t)
             maybe_release(j);
             continue;
         }
+        if (j->state == J_ENDING) drain(j, TAIL_READ_MAX);
         if (j->state != J_RUNNING) continue;
         if (!j->paused) tail(j, TAIL_READ_MAX);
         if (j->deadline_ms && now >= j->deadline_ms && !j->timed_out) {

@@ -63,7 +63,7 @@ void slurm_exec_capacity(slurm_exec_t *x,
 typedef struct {
     char id[64];
     char state[64];
-    char reason[64];
+    char reason[160];
     int wait_status; /* squeue's exit_code: a wait(2) status */
 } slurm_row_t;
 
