@@ -219,6 +219,32 @@ class SlurmExecutor(unittest.TestCase):
         self.assertEqual([a["state"] for a in attempts], ["lost", "succeeded"], attempts)
         self.assertIn("NODE_FAIL", attempts[0]["error"])
 
+    def test_preemption_is_a_lost_attempt_and_retried(self):
+        mark = os.path.join(self.c.tmp, "ran-once")
+        self.c.submit(HANG.replace("pipeline: hang", "pipeline: preempted")
+                      .replace("sleep 300", "test -e %s || { touch %s; sleep 300; }"
+                               % (mark, mark)))
+        run_id = self.c.start_run("preempted")
+
+        def job_running():
+            t = self.c.get("/api/v1/runs/%d" % run_id)["tasks"][0]
+            return t["state"] == "running" and t.get("job_id") and t
+        task = wait_for(job_running, "the job to run", timeout=60, step=0.1)
+        job = task["job_id"].split(":")[1]
+        wait_for(lambda: "RUNNING" in self.squeue("--jobs=" + job, "-o", "%T"),
+                 "Slurm to run job %s" % job, timeout=30, step=0.1)
+        # A job of the higher-tier partition that needs the whole node: Slurm
+        # cancels the loom job to make room (PreemptMode=CANCEL).
+        subprocess.run(["sbatch", "--parsable", "--partition=urgent", "--exclusive",
+                        "--job-name=urgent", "--output=/dev/null", "--chdir=" + self.c.tmp,
+                        "--wrap=sleep 1"], check=True, env=self.slurm.env, timeout=30,
+                       capture_output=True)
+        run = self.c.wait_run(run_id)
+        self.assertEqual(run["state"], "succeeded", run)
+        attempts = self.c.get("/api/v1/runs/%d/tasks/wait/attempts" % run_id)["attempts"]
+        self.assertEqual([a["state"] for a in attempts], ["lost", "succeeded"], attempts)
+        self.assertIn("PREEMPTED", attempts[0]["error"])
+
 
 if __name__ == "__main__":
     unittest.main()
