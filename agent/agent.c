@@ -673,10 +673,22 @@ static void on_gpus_detected(loom_agent_t *a)
     on_hello_timer(&a->hello_timer);
 }
 
+static void on_slurm_capacity(void *ud, const slurm_capacity_t *c, const char *error);
+
+/* Before the first Hello: an earlier run's jobs go, then the capacity. */
+static void on_slurm_swept(void *ud, const char *error)
+{
+    loom_agent_t *a = ud;
+    if (error) LOG_WARN("slurm: cancelling an earlier run's jobs agent=%s: %s", a->name, error);
+    if (a->stopping || !a->slurm) return;
+    slurm_exec_capacity(a->slurm, on_slurm_capacity, a);
+}
+
 /* A Slurm agent reports what its partition offers, not its login node. */
 static void on_slurm_capacity(void *ud, const slurm_capacity_t *c, const char *error)
 {
     loom_agent_t *a = ud;
+    if (a->stopping) return;
     if (error) {
         LOG_WARN("slurm capacity unknown agent=%s: %s (reporting the login node's)", a->name,
                  error);
@@ -731,7 +743,7 @@ int loom_agent_start(loom_agent_t *a)
     /* The first Hello waits for the GPUs: loomd places work by them. */
     if (a->slurm) {
         slurm_exec_start(a->slurm);
-        slurm_exec_capacity(a->slurm, on_slurm_capacity, a);
+        slurm_exec_sweep(a->slurm, on_slurm_swept, a);
     } else {
         host_detect(a, on_gpus_detected);
     }

@@ -925,6 +925,38 @@ static void on_tick(uv_timer_t *t)
     }
 }
 
+/* --- sweeping an earlier agent's jobs ------------------------------------- */
+
+typedef struct {
+    void (*cb)(void *ud, const char *error);
+    void *ud;
+} sweep_ctx_t;
+
+static void on_sweep_done(slurm_exec_t *x, sjob_t *j, const slurm_cmd_result_t *res, void *ud)
+{
+    (void)x;
+    (void)j;
+    sweep_ctx_t *c = ud;
+    char *err = res->ok ? NULL : first_line(res->err);
+    char *why =
+        err ? loom_xasprintf("scancel %s: %s", res->timed_out ? "timed out" : "failed", err) : NULL;
+    c->cb(c->ud, why);
+    free(why);
+    free(err);
+    free(c);
+}
+
+void slurm_exec_sweep(slurm_exec_t *x, void (*cb)(void *ud, const char *error), void *ud)
+{
+    sweep_ctx_t *c = loom_xcalloc(1, sizeof *c);
+    c->cb = cb;
+    c->ud = ud;
+    char *name = loom_xasprintf("--name=%s", x->job_name);
+    const char *argv[] = {"scancel", "--me", name, NULL};
+    run_cmd(x, NULL, argv, on_sweep_done, c);
+    free(name);
+}
+
 /* --- capacity ------------------------------------------------------------- */
 
 typedef struct {

@@ -43,6 +43,12 @@ void slurm_exec_start(slurm_exec_t *x);
  * it frees at once. Jobs must be closed first. */
 void slurm_exec_close(slurm_exec_t *x, void (*on_closed)(void *ud), void *ud);
 
+/* Cancels every job of this user with this agent's job name: jobs an
+ * earlier run of the agent left (it was killed, or its host rebooted).
+ * loomd has retried or will retry their attempts elsewhere; left running
+ * they would run a task twice. cb gets NULL or why it failed. */
+void slurm_exec_sweep(slurm_exec_t *x, void (*cb)(void *ud, const char *error), void *ud);
+
 /* What the partition offers, from sinfo: nodes that are up, summed. */
 typedef struct {
     uint32_t nodes;

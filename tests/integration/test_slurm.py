@@ -8,6 +8,7 @@ the local agent; cancel reaches scancel; `loom status` shows the job ids.
 If the cluster cannot start, every test fails with the exact reason (the
 daemons' last log lines): it never silently skips."""
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -244,6 +245,31 @@ class SlurmExecutor(unittest.TestCase):
         attempts = self.c.get("/api/v1/runs/%d/tasks/wait/attempts" % run_id)["attempts"]
         self.assertEqual([a["state"] for a in attempts], ["lost", "succeeded"], attempts)
         self.assertIn("PREEMPTED", attempts[0]["error"])
+
+    def test_a_restarted_agent_cancels_the_jobs_its_killed_run_left(self):
+        mark = os.path.join(self.c.tmp, "ran-once")
+        self.c.submit(HANG.replace("pipeline: hang", "pipeline: orphan")
+                      .replace("sleep 300", "test -e %s || { touch %s; sleep 300; }"
+                               % (mark, mark)))
+        run_id = self.c.start_run("orphan")
+
+        def job_running():
+            t = self.c.get("/api/v1/runs/%d" % run_id)["tasks"][0]
+            return t["state"] == "running" and t.get("job_id") and t
+        job = wait_for(job_running, "the job to run", timeout=60, step=0.1)["job_id"][6:]
+        self.c.stop_agent("hpc", signal.SIGKILL)
+        self.assertIn("RUNNING", self.squeue("--jobs=" + job, "-o", "%T"))
+        self.c.start_agent("hpc", 4, env=self.slurm.env,
+                           extra=["--executor", "slurm", "--slurm-poll", "200ms",
+                                  "--slurm-partition", "loom", "--label", "site=hpc"])
+        # Left running, the old job would run the task a second time beside
+        # its retry.
+        wait_for(lambda: "CANCELLED" in self.squeue("--jobs=" + job, "-o", "%T"),
+                 "the restarted agent to cancel job %s" % job, timeout=30, step=0.1)
+        run = self.c.wait_run(run_id)
+        self.assertEqual(run["state"], "succeeded", run)
+        attempts = self.c.get("/api/v1/runs/%d/tasks/wait/attempts" % run_id)["attempts"]
+        self.assertEqual([a["state"] for a in attempts], ["lost", "succeeded"], attempts)
 
 
 if __name__ == "__main__":
