@@ -17,7 +17,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "slurm"))
-from loomtest import Cluster, wait_for  # noqa: E402
+from loomtest import AGENT, Cluster, wait_for  # noqa: E402
 from slurmcluster import SlurmCluster, SlurmError  # noqa: E402
 
 HPC = """pipeline: hpc
@@ -270,6 +270,37 @@ class SlurmExecutor(unittest.TestCase):
         self.assertEqual(run["state"], "succeeded", run)
         attempts = self.c.get("/api/v1/runs/%d/tasks/wait/attempts" % run_id)["attempts"]
         self.assertEqual([a["state"] for a in attempts], ["lost", "succeeded"], attempts)
+
+
+class SlurmMisconfigured(unittest.TestCase):
+    """What a user sees when the Slurm executor cannot work: no cluster
+    needed."""
+
+    def test_bad_flags_are_refused_with_what_is_wrong(self):
+        for args, why in ((["--executor", "pbs"], "--executor pbs: expected local or slurm"),
+                          (["--slurm-option", "constraint=ib"],
+                           "--slurm-option constraint=ib: expected a long sbatch option"),
+                          (["--slurm-poll", "10ms"],
+                           "--slurm-poll 10ms: expected a duration of at least 100ms"),
+                          (["--slurm-partition", "a b"], "--slurm-partition a b: expected a name")):
+            p = subprocess.run([AGENT] + args, capture_output=True, text=True, timeout=30)
+            self.assertEqual(p.returncode, 2, (args, p.stderr))
+            self.assertIn(why, p.stderr)
+
+    def test_without_sbatch_the_task_fails_saying_so(self):
+        c = Cluster()
+        try:
+            c.start_loomd()
+            env = dict(os.environ, PATH="/nonexistent")
+            c.start_agent("hpc", 2, env=env, extra=["--executor", "slurm", "--label", "site=hpc"])
+            c.wait_agents(["hpc"])
+            c.submit(HANG)
+            run = c.wait_run(c.start_run("hang"))
+            task = run["tasks"][0]
+            self.assertEqual(task["state"], "failed", task)
+            self.assertIn("could not start: sbatch failed: cannot run sbatch", task["error"])
+        finally:
+            c.close()
 
 
 if __name__ == "__main__":
