@@ -6,7 +6,7 @@
 
 #include <cmocka.h>
 
-#include "exec_slurm.h"
+#include "slurm_parse.h"
 
 #include <stdlib.h>
 #include <string.h>
