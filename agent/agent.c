@@ -3,6 +3,7 @@
  * live in attempt.c; this file decides when they are sent. */
 #include "agent_int.h"
 #include "cache.h"
+#include "exec_slurm.h"
 #include "fetch.h"
 #include "workdir.h"
 
@@ -47,6 +48,7 @@ loom_agent_t *loom_agent_new(uv_loop_t *loop, const loom_agent_config_t *cfg)
     a->server = loom_xstrdup(cfg->server ? cfg->server : "tcp://127.0.0.1:8421");
     a->work_dir = loom_xstrdup(cfg->work_dir ? cfg->work_dir : ".");
     a->slots = cfg->slots; /* 0: the usable CPUs, once known (host_init) */
+    a->slots_given = cfg->slots != 0;
     a->n_labels = cfg->n_labels;
     agent_task_user_config(a, cfg);
     a->labels = loom_xcalloc(cfg->n_labels + 1, sizeof *a->labels);
@@ -70,6 +72,29 @@ loom_agent_t *loom_agent_new(uv_loop_t *loop, const loom_agent_config_t *cfg)
     a->gpu_timeout_ms = cfg->gpu_detect_timeout_ms;
     a->sys_root = loom_xstrdup(cfg->sys_root ? cfg->sys_root : "");
     a->gpus.source = "none";
+    a->exec = &exec_local_ops;
+    if (cfg->executor && strcmp(cfg->executor, "local") != 0) {
+        a->bad_executor = strcmp(cfg->executor, "slurm") != 0;
+        if (!a->bad_executor) {
+            char *job_name = loom_xasprintf("loom.%s", a->name);
+            char *dir = loom_xasprintf("%s/slurm", a->work_dir);
+            slurm_exec_config_t sc = {
+                .job_name = job_name,
+                .dir = dir,
+                .partition = cfg->slurm_partition,
+                .account = cfg->slurm_account,
+                .qos = cfg->slurm_qos,
+                .options = cfg->slurm_options,
+                .n_options = cfg->n_slurm_options,
+                .poll_ms = cfg->slurm_poll_ms,
+            };
+            a->slurm = slurm_exec_new(loop, &sc);
+            a->exec = &exec_slurm_ops;
+            a->exec_state = a->slurm;
+            free(job_name);
+            free(dir);
+        }
+    }
     if (sodium_init() < 0) abort(); /* no randomness: nothing safe to do */
     randombytes_buf(a->session, sizeof a->session);
     return a;
@@ -497,6 +522,10 @@ static void on_socket_message(void *ud, zmq_msg_t *parts, size_t nparts)
 
 static int check_config(loom_agent_t *a)
 {
+    if (a->bad_executor) {
+        LOG_ERROR("unknown executor: use local or slurm");
+        return LOOM_EINVAL;
+    }
     if (!loom_name_valid(a->name)) {
         LOG_ERROR("agent name \"%s\" is invalid: use 1-63 of [A-Za-z0-9_.-]", a->name);
         return LOOM_EINVAL;
@@ -533,6 +562,16 @@ static int prepare_work_dir(loom_agent_t *a)
     if (workdir_cache_init(a->cache_dir) != 0) {
         LOG_ERROR("cannot create cache folder %s: %s", a->cache_dir, strerror(errno));
         return LOOM_EIO;
+    }
+    if (a->slurm) {
+        /* Batch scripts and the jobs' output files: beside the attempt
+         * folders, on the filesystem the nodes share. */
+        char *dir = loom_xasprintf("%s/slurm", a->work_dir);
+        int rc2 = loom_mkdirs(dir, 0700);
+        if (rc2 == 0) slurm_exec_set_dir(a->slurm, dir);
+        if (rc2 != 0) LOG_ERROR("cannot create folder %s: %s", dir, strerror(errno));
+        free(dir);
+        if (rc2 != 0) return LOOM_EIO;
     }
     return 0;
 }
@@ -635,6 +674,46 @@ static void on_gpus_detected(loom_agent_t *a)
     on_hello_timer(&a->hello_timer);
 }
 
+static void on_slurm_capacity(void *ud, const slurm_capacity_t *c, const char *error);
+
+/* Before the first Hello: an earlier run's jobs go, then the capacity. */
+static void on_slurm_swept(void *ud, const char *error)
+{
+    loom_agent_t *a = ud;
+    if (error) LOG_WARN("slurm: cancelling an earlier run's jobs agent=%s: %s", a->name, error);
+    if (a->stopping || !a->slurm) return;
+    slurm_exec_capacity(a->slurm, on_slurm_capacity, a);
+}
+
+/* A Slurm agent reports what its partition offers, not its login node. */
+static void on_slurm_capacity(void *ud, const slurm_capacity_t *c, const char *error)
+{
+    loom_agent_t *a = ud;
+    if (a->stopping) return;
+    if (error) {
+        LOG_WARN("slurm capacity unknown agent=%s: %s (reporting the login node's)", a->name,
+                 error);
+    } else {
+        a->cpus_usable = c->cpus;
+        a->memory_bytes = c->memory_bytes;
+        if (!a->slots_given) a->slots = c->cpus ? c->cpus : 1;
+        gpu_inv_free(&a->gpus);
+        a->gpus.gpus = loom_xcalloc(c->n_gpus + 1, sizeof *a->gpus.gpus);
+        for (size_t i = 0; i < c->n_gpus; i++) {
+            a->gpus.gpus[i] = c->gpus[i];
+            a->gpus.gpus[i].uuid = loom_xstrdup(c->gpus[i].uuid);
+            a->gpus.gpus[i].model = loom_xstrdup(c->gpus[i].model);
+        }
+        a->gpus.n = c->n_gpus;
+        a->gpus.source = "slurm";
+        LOG_INFO("slurm capacity agent=%s nodes=%u cpus=%u memory_mb=%llu gpus=%zu slots=%u",
+                 a->name, c->nodes, c->cpus, (unsigned long long)(c->memory_bytes >> 20), c->n_gpus,
+                 a->slots);
+    }
+    a->detected = true;
+    on_gpus_detected(a);
+}
+
 int loom_agent_start(loom_agent_t *a)
 {
     int rc = check_config(a);
@@ -664,7 +743,12 @@ int loom_agent_start(loom_agent_t *a)
              a->work_dir);
     if (loom_zsock_start(a->zs) != 0) return LOOM_ENET;
     /* The first Hello waits for the GPUs: loomd places work by them. */
-    host_detect(a, on_gpus_detected);
+    if (a->slurm) {
+        slurm_exec_start(a->slurm);
+        slurm_exec_sweep(a->slurm, on_slurm_swept, a);
+    } else {
+        host_detect(a, on_gpus_detected);
+    }
     return 0;
 }
 
@@ -740,6 +824,12 @@ void agent_maybe_close(loom_agent_t *a)
     loom_zsock_t *zs = a->zs;
     a->zs = NULL;
     loom_zsock_close(zs, on_socket_closed);
+    if (a->slurm) {
+        a->pending_closes++;
+        slurm_exec_t *x = a->slurm;
+        a->slurm = NULL;
+        slurm_exec_close(x, on_socket_closed, a);
+    }
 }
 
 /* Fires at the drain timeout, or right after the last held attempt went
@@ -807,6 +897,8 @@ void loom_agent_destroy(loom_agent_t **ap)
     loom_agent_t *a = ap ? *ap : NULL;
     if (!a) return;
     agent_free_attempts(a);
+    if (a->slurm) slurm_exec_close(a->slurm, NULL, NULL); /* never started */
+    a->slurm = NULL;
     free_inbox(a);
     fetcher_destroy(&a->fetcher);
     cache_destroy(&a->cache);

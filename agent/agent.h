@@ -65,6 +65,15 @@ typedef struct {
      * prefixes ending in '*'. */
     const char *const *pass_env;
     size_t n_pass_env;
+    /* What runs attempts: NULL or "local", processes on this host; "slurm",
+     * one Slurm batch job each (docs/slurm.md), with these settings (NULL:
+     * the cluster's defaults). WORK_DIR must then be on a filesystem the
+     * cluster's nodes share. */
+    const char *executor;
+    const char *slurm_partition, *slurm_account, *slurm_qos;
+    const char *const *slurm_options; /* more sbatch options, e.g. "--constraint=ib" */
+    size_t n_slurm_options;
+    uint64_t slurm_poll_ms; /* one squeue per interval; default 2000 */
 } loom_agent_config_t;
 
 /* Copies what it needs from cfg. */

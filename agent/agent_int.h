@@ -8,6 +8,7 @@
 #include "gpu.h"
 #include "task_limits.h"
 #include "runner.h"
+#include "executor.h"
 
 #include "loom/codec.h"
 #include "loom/map.h"
@@ -35,8 +36,8 @@ typedef struct attempt {
     struct attempt *prev, *next;
     loom_agent_t *agent;
     uint64_t id;
-    char *task; /* for logs */
-    loom_runner_t *runner;
+    char *task;        /* for logs */
+    void *runner;      /* the executor's job (a loom_runner_t for the local one) */
     struct prep *prep; /* fetching and unpacking its bundle, writing its files */
     bool preparing;    /* prep is under way: no process yet */
     bool finishing;    /* exited; its metrics are read, its outputs uploaded */
@@ -161,6 +162,13 @@ struct loom_agent {
     size_t n_gpu_usage;
     bool sampling; /* a sample job is out */
     limits_t *limits;
+
+    /* The executor (executor.h): local processes, or Slurm jobs. */
+    const executor_ops_t *exec;
+    void *exec_state;         /* the executor's object (NULL for local) */
+    struct slurm_exec *slurm; /* when the executor is Slurm */
+    bool bad_executor;        /* neither local nor slurm */
+    bool slots_given;         /* --slots, not the capacity found */
 
     /* Draining (agent.c) */
     bool draining, drain_reported;

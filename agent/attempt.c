@@ -232,7 +232,7 @@ static void pause_output(loom_agent_t *a, bool paused)
     LOG_INFO("%s task output: %zu bytes unacked agent=%s", paused ? "pausing" : "resuming",
              a->unacked_bytes, a->name);
     for (attempt_t *t = a->attempts; t; t = t->next)
-        if (t->runner) loom_runner_pause(t->runner, paused);
+        if (t->runner) a->exec->pause(t->runner, paused);
 }
 
 /* Sends what is unsent of one attempt: its chunks in order, then its
@@ -431,7 +431,7 @@ static bool release_limits(loom_agent_t *a, attempt_t *t, const loom_runner_resu
 static Loom__Finished *exit_result(loom_agent_t *a, attempt_t *t, const loom_runner_result_t *res)
 {
     uint64_t limit;
-    bool oom = release_limits(a, t, res, &limit);
+    bool oom = release_limits(a, t, res, &limit) || res->oom_killed;
     Loom__Finished *f = loom_xmalloc(sizeof *f);
     loom__finished__init(f);
     /* Owned strings from here on (free_result), not protobuf-c's shared "". */
@@ -446,6 +446,7 @@ static Loom__Finished *exit_result(loom_agent_t *a, attempt_t *t, const loom_run
     f->timed_out = res->timed_out;
     f->cancelled = t->cancelled;
     f->oom_killed = oom;
+    f->lost = res->lost;
     f->memory_limit_bytes = limit;
     f->error = exit_error(t, res, oom ? limit : 0);
     return f;
@@ -519,7 +520,7 @@ static void on_runner_exit(void *ud, const loom_runner_result_t *res)
     loom_agent_t *a = t->agent;
     t->running = false;
     a->running--;
-    loom_runner_close(t->runner, on_runner_closed, a);
+    a->exec->close(t->runner, on_runner_closed, a);
     t->runner = NULL;
     flush_mask(a, t);
     remove_secret_files(t);
@@ -563,7 +564,8 @@ static bool env_name_valid(const char *name)
  * nvidia-smi's, which are the ones loomd assigns. */
 static size_t gpu_env(const loom_agent_t *a, const Loom__Dispatch *d, char **env)
 {
-    if (a->gpus.n == 0) return 0; /* a GPU-less host's environment is left alone */
+    if (a->gpus.n == 0) return 0;  /* a GPU-less host's environment is left alone */
+    if (!a->exec->local) return 0; /* Slurm sets them for the GPUs it allocates */
     loom_buf_t ids = {0};
     loom_buf_puts(&ids, "");
     for (size_t i = 0; i < d->n_gpus; i++) loom_buf_printf(&ids, "%s%u", i ? "," : "", d->gpus[i]);
@@ -654,12 +656,30 @@ static void send_started(loom_agent_t *a, attempt_t *t)
     if (!a->welcomed) return; /* loomd learns of it from the next Hello */
     Loom__Started st = LOOM__STARTED__INIT;
     st.attempt_id = t->id;
-    st.started_unix_ms = loom_runner_started_unix_ms(t->runner);
-    st.pid = (uint32_t)loom_runner_pid(t->runner);
+    st.started_unix_ms = a->exec->started_unix_ms(t->runner);
+    st.pid = (uint32_t)a->exec->pid(t->runner);
+    st.job_id = (char *)a->exec->job_id(t->runner);
     loom_msg_t m = LOOM__ENVELOPE__INIT;
     m.body_case = LOOM__ENVELOPE__BODY_STARTED;
     m.started = &st;
     agent_send(a, &m);
+}
+
+static void on_job_started(void *ud)
+{
+    attempt_t *t = ud;
+    LOG_INFO("attempt started attempt=%llu task=%s job=%s", (unsigned long long)t->id, t->task,
+             t->agent->exec->job_id(t->runner));
+    send_started(t->agent, t);
+}
+
+/* The GPU model of the dispatched GPUs (the first one's), for executors
+ * that ask a cluster for GPUs by model. */
+static const char *gpu_model(const loom_agent_t *a, const Loom__Dispatch *d)
+{
+    for (size_t i = 0; i < a->gpus.n && d->n_gpus; i++)
+        if (a->gpus.gpus[i].index == d->gpus[0]) return a->gpus.gpus[i].model;
+    return NULL;
 }
 
 static int on_attempt_spawned(void *ud, int pid, char *why, size_t whylen)
@@ -679,8 +699,9 @@ static void run_attempt(loom_agent_t *a, attempt_t *t, const Loom__Dispatch *d)
         free(env);
         env = NULL;
     }
-    if (env && limits_box_new(a->limits, t->id, d->cpus, d->memory_bytes, d->n_gpus > 0, &t->box,
-                              bad, sizeof bad) != 0) {
+    if (env && a->exec->local &&
+        limits_box_new(a->limits, t->id, d->cpus, d->memory_bytes, d->n_gpus > 0, &t->box, bad,
+                       sizeof bad) != 0) {
         free_env(env);
         env = NULL;
     }
@@ -704,15 +725,24 @@ static void run_attempt(loom_agent_t *a, attempt_t *t, const Loom__Dispatch *d)
         .env_only = true,
         .user = a->run_as,
     };
-    loom_runner_cb_t cb = {on_runner_output, on_runner_exit, t};
-    t->runner = loom_runner_new(a->loop, &cb);
+    loom_runner_cb_t cb = {on_runner_output, on_runner_exit, t, on_job_started};
+    exec_spec_t espec = {
+        .run = &spec,
+        .attempt_id = t->id,
+        .task = t->task,
+        .cpus = d->cpus,
+        .memory_bytes = d->memory_bytes,
+        .n_gpus = (uint32_t)d->n_gpus,
+        .gpu_model = gpu_model(a, d),
+    };
+    t->runner = a->exec->job_new(a->exec_state, a->loop, &cb);
     a->pending_closes++;
     t->running = true;
     a->running++;
-    if (a->paused) loom_runner_pause(t->runner, true);
-    if (loom_runner_start(t->runner, &spec) == 0) {
+    if (a->paused) a->exec->pause(t->runner, true);
+    if (a->exec->start(t->runner, &espec) == 0 && a->exec->local) {
         LOG_INFO("attempt started attempt=%llu task=%s pid=%d", (unsigned long long)t->id, t->task,
-                 loom_runner_pid(t->runner));
+                 a->exec->pid(t->runner));
         send_started(a, t);
     }
     free_env(env);
@@ -876,7 +906,7 @@ void agent_cancel(loom_agent_t *a, uint64_t attempt_id, const char *reason)
              reason);
     t->cancelled = true;
     t->cancel_reason = loom_xstrdup(reason);
-    loom_runner_terminate(t->runner);
+    a->exec->terminate(t->runner);
 }
 
 void agent_forget_attempt(loom_agent_t *a, uint64_t attempt_id)
@@ -896,7 +926,7 @@ void agent_forget_attempt(loom_agent_t *a, uint64_t attempt_id)
     }
     while (t->chunks) drop_chunk_head(a, t);
     drop_finished(t);
-    if (t->running) loom_runner_terminate(t->runner);
+    if (t->running) a->exec->terminate(t->runner);
     if (a->paused && a->unacked_bytes < a->max_unacked / 2) pause_output(a, false);
     maybe_free(a, t);
 }
@@ -919,7 +949,7 @@ void agent_stop_attempts(loom_agent_t *a)
         }
         if (!t->running) continue;
         t->stopped = true;
-        loom_runner_terminate(t->runner);
+        a->exec->terminate(t->runner);
     }
 }
 

@@ -24,12 +24,24 @@
 #define MAX_LABELS 256
 #define MAX_GPUS 256
 #define MAX_PASS_ENV 256
+#define MAX_SLURM_OPTIONS 64
+
+/* Long options without a short letter (the Slurm executor's). */
+enum {
+    OPT_EXECUTOR = 1000,
+    OPT_SLURM_PARTITION,
+    OPT_SLURM_ACCOUNT,
+    OPT_SLURM_QOS,
+    OPT_SLURM_OPTION,
+    OPT_SLURM_POLL,
+};
 #define DEFAULT_DRAIN_TIMEOUT_MS (10 * 60 * 1000)
 
 typedef struct {
     loom_agent_config_t cfg;
     const char *labels[MAX_LABELS];
     const char *gpus[MAX_GPUS];
+    const char *slurm_options[MAX_SLURM_OPTIONS];
     char *work_dir;   /* owned when defaulted */
     char *join_token; /* read from --join-token-file or LOOM_JOIN_TOKEN */
     const char *pass_env[MAX_PASS_ENV];
@@ -79,6 +91,13 @@ static void usage(FILE *out)
             "                      starting with PREFIX for PREFIX*); repeatable. Tasks\n"
             "                      otherwise get only PATH, HOME, USER, LOGNAME, LANG,\n"
             "                      LANGUAGE, LC_*, TZ and TMPDIR from the agent\n"
+            "  --executor E        local (default): tasks run here; slurm: each task is\n"
+            "                      a Slurm batch job (WORK_DIR on a shared filesystem;\n"
+            "                      see docs/slurm.md)\n"
+            "  --slurm-partition P, --slurm-account A, --slurm-qos Q\n"
+            "                      sbatch's --partition, --account and --qos\n"
+            "  --slurm-option OPT  one more sbatch option, e.g. --constraint=ib; repeatable\n"
+            "  --slurm-poll DUR    one squeue for all jobs per interval (default 2s)\n"
             "  --log-level LEVEL   debug, info, warn or error (default info)\n"
             "  --log-format FORMAT text (default) or json: one JSON object per line\n"
             "                      (also LOOM_LOG_FORMAT)\n"
@@ -224,6 +243,37 @@ static int parse_flag(options_t *o, int c, const char *arg)
         if (o->cfg.n_pass_env == MAX_PASS_ENV) return bad_flag("--pass-env", arg, "too many");
         o->pass_env[o->cfg.n_pass_env++] = arg;
         return -1;
+    case OPT_EXECUTOR:
+        if (strcmp(arg, "local") != 0 && strcmp(arg, "slurm") != 0)
+            return bad_flag("--executor", arg, "expected local or slurm");
+        o->cfg.executor = arg;
+        return -1;
+    case OPT_SLURM_PARTITION:
+    case OPT_SLURM_ACCOUNT:
+    case OPT_SLURM_QOS:
+        if (!*arg || strpbrk(arg, " \t\n"))
+            return bad_flag(c == OPT_SLURM_PARTITION ? "--slurm-partition"
+                            : c == OPT_SLURM_ACCOUNT ? "--slurm-account"
+                                                     : "--slurm-qos",
+                            arg, "expected a name without spaces");
+        if (c == OPT_SLURM_PARTITION) o->cfg.slurm_partition = arg;
+        if (c == OPT_SLURM_ACCOUNT) o->cfg.slurm_account = arg;
+        if (c == OPT_SLURM_QOS) o->cfg.slurm_qos = arg;
+        return -1;
+    case OPT_SLURM_OPTION:
+        if (strncmp(arg, "--", 2) != 0 || !arg[2])
+            return bad_flag("--slurm-option", arg,
+                            "expected a long sbatch option such as "
+                            "--constraint=ib");
+        if (o->cfg.n_slurm_options == MAX_SLURM_OPTIONS)
+            return bad_flag("--slurm-option", arg, "too many options");
+        o->slurm_options[o->cfg.n_slurm_options++] = arg;
+        return -1;
+    case OPT_SLURM_POLL:
+        if (loom_parse_duration_ms(arg, &ms) != 0 || ms < 100)
+            return bad_flag("--slurm-poll", arg, "expected a duration of at least 100ms");
+        o->cfg.slurm_poll_ms = ms;
+        return -1;
     case 'L':
         if (loom_log_parse_level(arg, &o->level) != 0)
             return bad_flag("--log-level", arg, "expected debug, info, warn or error");
@@ -261,6 +311,12 @@ static int parse_args(options_t *o, int argc, char **argv)
         {"version", no_argument, NULL, 'v'},
         {"gpu", required_argument, NULL, 'g'},
         {"no-gpu-detect", no_argument, NULL, 'G'},
+        {"executor", required_argument, NULL, OPT_EXECUTOR},
+        {"slurm-partition", required_argument, NULL, OPT_SLURM_PARTITION},
+        {"slurm-account", required_argument, NULL, OPT_SLURM_ACCOUNT},
+        {"slurm-qos", required_argument, NULL, OPT_SLURM_QOS},
+        {"slurm-option", required_argument, NULL, OPT_SLURM_OPTION},
+        {"slurm-poll", required_argument, NULL, OPT_SLURM_POLL},
         {"drain-timeout", required_argument, NULL, 'D'},
         {"keep-attempts", required_argument, NULL, 'K'},
         {"cache-size", required_argument, NULL, 'C'},
@@ -276,6 +332,7 @@ static int parse_args(options_t *o, int argc, char **argv)
     o->cfg.labels = o->labels;
     o->cfg.gpus = o->gpus;
     o->cfg.pass_env = o->pass_env;
+    o->cfg.slurm_options = o->slurm_options;
     for (;;) {
         int c = getopt_long(argc, argv, "", longopts, NULL);
         if (c == -1) break;
@@ -294,6 +351,9 @@ static int parse_args(options_t *o, int argc, char **argv)
     if (!o->cfg.work_dir) o->cfg.work_dir = o->work_dir = default_work_dir();
     const char *env_token = getenv("LOOM_JOIN_TOKEN");
     if (!o->join_token && env_token && *env_token) o->join_token = loom_xstrdup(env_token);
+    /* Tasks inherit the agent's environment (and Slurm jobs get it through
+     * sbatch's default --export=ALL): the token must not go with them. */
+    unsetenv("LOOM_JOIN_TOKEN");
     o->cfg.join_token = o->join_token;
     const char *nvml = getenv("LOOM_NVML_LIBRARY");
     if (nvml && *nvml) o->cfg.nvml_library = nvml;

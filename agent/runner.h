@@ -63,6 +63,10 @@ typedef struct {
     uint64_t sys_cpu_us;
     uint64_t max_rss_bytes;
     const char *error; /* NULL, or "could not start: ..."; valid during on_exit */
+    /* Set by executors that learn them from elsewhere (Slurm's job state):
+     * killed for exceeding its memory, or lost with its node (retried). */
+    bool oom_killed;
+    bool lost;
 } loom_runner_result_t;
 
 typedef struct {
@@ -72,6 +76,9 @@ typedef struct {
      * given up on), so every output byte came before it. */
     void (*on_exit)(void *ud, const loom_runner_result_t *result);
     void *ud;
+    /* Executors that start the process later than start returns (a Slurm
+     * job waits in the queue) call this when it starts; may be NULL. */
+    void (*on_started)(void *ud);
 } loom_runner_cb_t;
 
 loom_runner_t *loom_runner_new(uv_loop_t *loop, const loom_runner_cb_t *cb);

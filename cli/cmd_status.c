@@ -109,7 +109,12 @@ void cli_print_run(const json_t *run)
             cli_table_addf(t, "%lld", (long long)attempts);
         else
             cli_table_add(t, NULL);
-        cli_table_add(t, cli_jstr(task, "agent"));
+        const char *job = cli_jstr(task, "job_id");
+        if (job && *job)
+            cli_table_addf(t, "%s (%s)", cli_jstr(task, "agent") ? cli_jstr(task, "agent") : "-",
+                           job);
+        else
+            cli_table_add(t, cli_jstr(task, "agent"));
         cli_table_add(t, exit_text);
         cli_table_add(t, dur);
         if (errors) cli_table_add(t, task_note(task));

@@ -54,6 +54,17 @@ const char *loom_codec_kind_name(Loom__Envelope__BodyCase kind)
         return LOOM_EPROTO;                                                                        \
     } while (0)
 
+/* An executor's job id ("slurm:1234"): shown by `loom status` and stored,
+ * so short and printable. Empty: a local process. */
+static bool job_id_ok(const char *id)
+{
+    size_t n = strlen(id);
+    if (n > 128) return false;
+    for (size_t i = 0; i < n; i++)
+        if (id[i] <= ' ' || id[i] > '~') return false;
+    return true;
+}
+
 static bool hash_ok(const char *h)
 {
     return h && strlen(h) == 64 && strspn(h, "0123456789abcdef") == 64;
@@ -273,6 +284,8 @@ static int check_body(const loom_msg_t *m, char *why, size_t whylen)
         return check_dispatch(m->dispatch, why, whylen);
     case LOOM__ENVELOPE__BODY_STARTED:
         if (m->started->attempt_id == 0) FAIL("started: attempt_id is 0");
+        if (m->started->job_id && !job_id_ok(m->started->job_id))
+            FAIL("started: job_id is not 1-128 printable characters without spaces");
         break;
     case LOOM__ENVELOPE__BODY_LOG:
         if (m->log->attempt_id == 0) FAIL("log: attempt_id is 0");

@@ -743,10 +743,14 @@ static json_t *parse_metrics(const Loom__Finished *f)
 
 void attempt_finished(loom_sched_t *s, attempt_t *a, const Loom__Finished *f)
 {
-    if (f->refused) {
-        /* The agent would not run it (draining, full): not the task's
+    if (f->refused || f->lost) {
+        /* The agent would not run it (draining, full), or its executor lost
+         * it (a Slurm node failed, the job was preempted): not the task's
          * fault, so placed again like an attempt lost with its agent. */
-        attempt_lost(s, a, f->error && *f->error ? f->error : "refused by the agent");
+        attempt_lost(s, a,
+                     f->error && *f->error ? f->error
+                     : f->lost             ? "lost by the agent's executor"
+                                           : "refused by the agent");
         return;
     }
     task_t *t = a->task;

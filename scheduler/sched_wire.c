@@ -263,6 +263,8 @@ static void on_started(loom_sched_t *s, agent_t *a, const loom_msg_t *m)
         return;
     }
     attempt_started(s, x, m->started->started_unix_ms);
+    if (m->started->job_id && *m->started->job_id)
+        loom_store_attempt_job(s->store, x->id, m->started->job_id);
 }
 
 /* Whether a message about an ended attempt is a harmless resend: the attempt

@@ -134,6 +134,9 @@ static const char *const migrations[] = {
     "CREATE TABLE secrets ("
     "  name TEXT NOT NULL, kind TEXT NOT NULL, nonce BLOB NOT NULL, ciphertext BLOB NOT NULL,"
     "  created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL, PRIMARY KEY (kind, name));",
+    /* 7: executors. job_id: the executor's name for the attempt's job
+     * ("slurm:1234"); NULL for a local process. */
+    "ALTER TABLE attempts ADD COLUMN job_id TEXT;",
 };
 
 enum {
@@ -508,6 +511,21 @@ int loom_store_attempt_gpus(loom_store_t *s, uint64_t attempt_id, const char *gp
     sqlite3_bind_int64(st, 1, (sqlite3_int64)attempt_id);
     store_bind_text(st, 2, gpus_json);
     int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(s, "attempt gpus");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int loom_store_attempt_job(loom_store_t *s, uint64_t attempt_id, const char *job_id)
+{
+    sqlite3_stmt *st = store_prepare(s, "UPDATE attempts SET job_id = ?2 WHERE id = ?1");
+    if (!st) return LOOM_EDB;
+    if (loom_store_begin(s)) {
+        sqlite3_finalize(st);
+        return LOOM_EDB;
+    }
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)attempt_id);
+    store_bind_text(st, 2, job_id);
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(s, "attempt job id");
     sqlite3_finalize(st);
     return rc;
 }

@@ -120,6 +120,8 @@ int loom_store_attempt_update(loom_store_t *s, const loom_attempt_row_t *row);
 int loom_store_attempt_log(loom_store_t *s, uint64_t attempt_id, uint64_t seq, uint64_t bytes);
 /* Records the GPUs an attempt was given (a JSON array of indexes). */
 int loom_store_attempt_gpus(loom_store_t *s, uint64_t attempt_id, const char *gpus_json);
+/* Records the executor's name for an attempt's job ("slurm:1234"). */
+int loom_store_attempt_job(loom_store_t *s, uint64_t attempt_id, const char *job_id);
 /* Reads one attempt (strings borrowed until the next store call). */
 int loom_store_attempt_get(loom_store_t *s, uint64_t attempt_id, loom_attempt_row_t *row);
 

@@ -133,6 +133,7 @@ static json_t *task_json(sqlite3_stmt *st)
     if (sqlite3_column_type(st, 14) != SQLITE_NULL)
         json_object_set_new(t, "item", json_col(st, 14, json_null()));
     json_object_set_new(t, "retry_at_unix_ms", store_json_int(st, 15));
+    json_object_set_new(t, "job_id", store_json_text(st, 18));
     return t;
 }
 
@@ -166,7 +167,7 @@ int loom_store_json_run(loom_store_t *s, uint64_t run_id, json_t **out)
     }
     json_t *run = run_json(st);
     sqlite3_finalize(st);
-    st = store_prepare(s, "SELECT " TASK_COLUMNS ", a.agent, a.metrics FROM tasks t"
+    st = store_prepare(s, "SELECT " TASK_COLUMNS ", a.agent, a.metrics, a.job_id FROM tasks t"
                           " LEFT JOIN attempts a ON a.id = t.current_attempt"
                           " WHERE t.run_id = ?1 ORDER BY t.idx");
     if (!st) {
@@ -187,7 +188,8 @@ int loom_store_json_attempts(loom_store_t *s, uint64_t run_id, const char *task,
     sqlite3_stmt *st =
         store_prepare(s, "SELECT a.id, a.number, a.agent, a.state, a.dispatched_ms,"
                          " a.started_ms, a.ended_ms, a.exit_code, a.signal, a.error,"
-                         " a.user_cpu_us, a.sys_cpu_us, a.max_rss, a.log_bytes, t.id, a.gpus"
+                         " a.user_cpu_us, a.sys_cpu_us, a.max_rss, a.log_bytes, t.id, a.gpus,"
+                         " a.job_id"
                          " FROM tasks t LEFT JOIN attempts a ON a.task_id = t.id"
                          " WHERE t.run_id = ?1 AND t.name = ?2 ORDER BY a.number");
     if (!st) return LOOM_EDB;
@@ -211,6 +213,7 @@ int loom_store_json_attempts(loom_store_t *s, uint64_t run_id, const char *task,
             "user_cpu_us", store_json_int(st, 10), "sys_cpu_us", store_json_int(st, 11),
             "max_rss_bytes", store_json_int(st, 12), "log_bytes", sqlite3_column_int64(st, 13));
         json_object_set_new(a, "gpus", json_col(st, 15, json_array()));
+        json_object_set_new(a, "job_id", store_json_text(st, 16));
         json_array_append_new(list, a);
     }
     sqlite3_finalize(st);
@@ -232,9 +235,10 @@ int loom_store_run_text(loom_store_t *s, uint64_t run_id,
     json_object_del(run, "tasks_total");
     char *head = json_dumps(run, JSON_COMPACT);
     json_decref(run);
-    sqlite3_stmt *st = store_prepare(s, "SELECT " TASK_COLUMNS ", a.agent, a.metrics FROM tasks t"
-                                        " LEFT JOIN attempts a ON a.id = t.current_attempt"
-                                        " WHERE t.run_id = ?1 ORDER BY t.idx");
+    sqlite3_stmt *st =
+        store_prepare(s, "SELECT " TASK_COLUMNS ", a.agent, a.metrics, a.job_id FROM tasks t"
+                         " LEFT JOIN attempts a ON a.id = t.current_attempt"
+                         " WHERE t.run_id = ?1 ORDER BY t.idx");
     if (!head || !st) {
         free(head);
         sqlite3_finalize(st);

@@ -16,6 +16,7 @@ pkgs=(
   python3-sklearn # dag-examples/continuous-training trains a real model
   prometheus # promtool checks GET /metrics (tests/integration/test_metrics.py)
   chromium # tests/integration/test_browser_ui.py drives the web UI headless
+  slurm-wlm munge # tests/integration/test_slurm.py runs a one-node Slurm cluster
 )
 # Node.js and npm run the browser test's driver (playwright-core); any
 # node 18+ on PATH will do, else Debian's.

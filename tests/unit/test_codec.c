@@ -103,6 +103,20 @@ static void test_field_rules(void **state)
     f.attempt_id = 1;
     f.signal = 500;
     expect_refused(&m, "signal 500");
+
+    /* An executor's job id is shown and stored: short and printable. */
+    Loom__Started st = LOOM__STARTED__INIT;
+    st.attempt_id = 1;
+    st.job_id = "slurm:12 34";
+    m.body_case = LOOM__ENVELOPE__BODY_STARTED;
+    m.started = &st;
+    expect_refused(&m, "job_id");
+    st.job_id = "slurm:1234";
+    char why[256];
+    loom_msg_t *out = NULL;
+    assert_int_equal(roundtrip(&m, why, sizeof why, &out), 0);
+    assert_string_equal(out->started->job_id, "slurm:1234");
+    loom_codec_free(out);
 }
 
 static void test_garbage_and_future(void **state)

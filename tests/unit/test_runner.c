@@ -88,7 +88,7 @@ static int setup(void **state)
     uv_loop_init(&f->loop);
     uv_timer_init(&f->loop, &f->deadline);
     f->deadline.data = f;
-    loom_runner_cb_t cb = {on_runner_output, on_runner_exit, f};
+    loom_runner_cb_t cb = {on_runner_output, on_runner_exit, f, NULL};
     f->runner = loom_runner_new(&f->loop, &cb);
     *state = f;
     return 0;
@@ -442,7 +442,7 @@ static void fresh_runner(fx_t *f)
 {
     loom_runner_close(f->runner, on_runner_closed, f);
     assert_true(wait_for(f, &f->closed, 10000));
-    loom_runner_cb_t cb = {on_runner_output, on_runner_exit, f};
+    loom_runner_cb_t cb = {on_runner_output, on_runner_exit, f, NULL};
     f->runner = loom_runner_new(&f->loop, &cb);
     f->exited = f->closed = false;
     f->exits = 0;
