@@ -495,6 +495,9 @@ def main():
                         res[s].setdefault("w1", []).extend(got["w1"])
                         res[s].setdefault("w2", []).extend(got["w2"])
             order = order[1:] + order[:1]  # alternate who goes first
+        if slurm:  # not needed by the loom-only workloads: stop it before them
+            stop_slurm(slurm)
+            slurm = None
         if loom and not args.skip_loom_only or args.quick and loom:
             log("W3: fan-out of %d" % args.fanout)
             res["loom"]["w3"] = step("W3", loom.w3, args.fanout)
