@@ -22,14 +22,20 @@ fraction of the floor), writes results.json and plots (gnuplot) into --out,
 and stops every daemon it started. Benchmarks, not tests: nothing here
 asserts a timing. --quick is the smoke run CI uses.
 
-Slurm: see bench/slurm/README.md; --systems slurm runs bench/peers/slurm_bench.py
-against a one-node cluster someone else started (not yet run here).
+Slurm (in the default run when this machine can run it): compare.py starts
+the one-node test cluster of tests/slurm/ (tests/slurm/slurmcluster.py: a
+private munged, slurmctld and slurmd as root on loopback, free ports), runs
+bench/peers/slurm_bench.py against it in the same alternating rounds, and
+stops every daemon it started, also on failure or Ctrl-C. Slurm's W2 chain
+is --slurm-chain long (default 50: one hop costs about a second). See
+bench/slurm/README.md.
 """
 import argparse
 import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -42,13 +48,7 @@ ROOT = os.path.dirname(HERE)
 PEER_PY = "/usr/bin/python3"  # Debian's Python, where the peers' packages live
 PEERS = ("dask", "celery", "snakemake", "slurm")
 ALL = ("loom", "floor") + PEERS
-DEFAULT = ("loom", "floor", "dask", "celery", "snakemake")
-
-# Figures measured earlier on this kind of machine (issue text): shown as
-# labelled references, never as if measured in this run.
-SLURM_REFERENCE = ("Slurm 22.05 from Debian, one node (earlier measurement, not this run): "
-                   "1–3 s submit → start, 1–2.8 s per chain hop, at most ~30 jobs/s "
-                   "even oversubscribed")
+DEFAULT = ALL
 
 
 def log(msg):
@@ -180,12 +180,17 @@ def floor(build, n, tmp):
     return json.loads(out)
 
 
-def peer(system, args, stamp, tmp):
+def chain_of(system, args):
+    return args.slurm_chain if system == "slurm" else args.chain
+
+
+def peer(system, args, stamp, tmp, env=None):
     script = os.path.join(HERE, "peers", "%s_bench.py" % system)
     work = tempfile.mkdtemp(prefix="peer-%s-" % system, dir=tmp)
     p = subprocess.run([PEER_PY, script, "--stamp", stamp, "--tmp", work, "--tasks",
-                        str(args.tasks), "--chain", str(args.chain), "--repeat", "1"],
-                       capture_output=True, text=True, timeout=1800)
+                        str(args.tasks), "--chain", str(chain_of(system, args)),
+                        "--repeat", "1"],
+                       capture_output=True, text=True, timeout=1800, env=env)
     shutil.rmtree(work, ignore_errors=True)
     if p.returncode != 0:
         log("%s failed (exit %d):\n%s" % (system, p.returncode, p.stderr[-3000:]))
@@ -193,16 +198,46 @@ def peer(system, args, stamp, tmp):
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+def slurm_cluster_class():
+    sys.path.insert(0, os.path.join(ROOT, "tests", "slurm"))
+    from slurmcluster import SlurmCluster, SlurmError
+    return SlurmCluster, SlurmError
+
+
+def stop_slurm(cluster):
+    """Cancel what is left (a failed or interrupted peer run can leave jobs
+    queued or running), give the job steps a moment to end, then stop
+    slurmd, slurmctld and munged."""
+    log("stopping the Slurm cluster")
+    try:
+        subprocess.run(["scancel", "--full", "--user=%d" % os.geteuid()], env=cluster.env,
+                       capture_output=True, timeout=20)
+        end = time.monotonic() + 10
+        while time.monotonic() < end and subprocess.run(
+                ["squeue", "-h", "-t", "R,CG", "-o", "%i"], env=cluster.env,
+                capture_output=True, text=True, timeout=20).stdout.strip():
+            time.sleep(0.2)
+    except (subprocess.SubprocessError, OSError) as e:
+        log("cancelling Slurm jobs failed: %s" % e)
+    finally:
+        cluster.stop()
+
+
 def peer_available(system):
+    """None when the peer can run here, else why not."""
+    if system == "slurm":
+        SlurmCluster, _ = slurm_cluster_class()
+        return SlurmCluster(tempfile.gettempdir()).missing()
     probe = {"dask": [PEER_PY, "-c", "import distributed"],
              "celery": [PEER_PY, "-c", "import celery, redis"],
              "snakemake": ["snakemake", "--version"],
              "slurm": ["sbatch", "--version"]}[system]
     try:
-        return subprocess.run(probe, capture_output=True).returncode == 0 and (
+        ok = subprocess.run(probe, capture_output=True).returncode == 0 and (
             system != "celery" or shutil.which("redis-server") is not None)
     except OSError:
-        return False
+        ok = False
+    return None if ok else "not installed"
 
 
 # ---- the loom-only benchmarks that already exist ----------------------------------
@@ -297,8 +332,10 @@ def report(args, res, systems, extra, load):
         cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "?")
     P("Machine: %s, %d cores, Linux %s. Load average before / after: %s / %s. "
       "%d rounds, systems alternating (order rotated each round); W1 = %d tasks, "
-      "W2 = chain of %d.\n" % (cpu, os.cpu_count(), os.uname().release, load[0], load[1],
-                               args.repeat, args.tasks, args.chain))
+      "W2 = chain of %d%s.\n" % (
+          cpu, os.cpu_count(), os.uname().release, load[0], load[1], args.repeat, args.tasks,
+          args.chain, " (Slurm: chain of %d, --slurm-chain)" % args.slurm_chain
+          if "slurm" in systems else ""))
     P("Versions: " + "; ".join("%s %s" % (s, res[s].get("version", "?")) for s in systems
                                 if s in PEERS and res.get(s)) + "\n")
     P("| workload | system | median | spread (min–max) | loom's ratio |")
@@ -354,7 +391,8 @@ def report(args, res, systems, extra, load):
         P("| W8 submit a %d-task DAG until durable | loom | **%.2f s** (pipeline %.2f s + "
           "run with its tasks %.2f s; %.1f MB of JSON) | one run | target < 1 s |" % (
               args.dag, pipe + run, pipe, run, size / 1e6))
-    P("\nReference, not measured in this run: %s." % SLURM_REFERENCE)
+    if res.get("slurm", {}).get("cluster"):
+        P("\nSlurm: %s." % res["slurm"]["cluster"])
     for title, text in extra:
         P("\n## %s\n\n%s" % (title, text))
 
@@ -370,6 +408,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=5, help="rounds (default 5)")
     ap.add_argument("--tasks", type=int, default=1000)
     ap.add_argument("--chain", type=int, default=200)
+    ap.add_argument("--slurm-chain", type=int, default=50,
+                    help="Slurm's W2 chain (default 50: about a second a hop)")
     ap.add_argument("--fanout", type=int, default=10000)
     ap.add_argument("--dag", type=int, default=100000)
     ap.add_argument("--skip-loom-only", action="store_true", help="skip W3, W8's submit and W4–W7")
@@ -383,11 +423,15 @@ def main():
     if args.quick:
         args.repeat, args.tasks, args.chain, args.fanout, args.dag = 1, 100, 20, 500, 5000
         args.skip_loom_only = True
+        args.slurm_chain = min(args.slurm_chain, 10)
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     bad = [s for s in systems if s not in ALL]
     if bad:
         ap.error("--systems: unknown %s (known: %s)" % (", ".join(bad), ", ".join(ALL)))
     args.build = os.path.abspath(args.build)
+    # SIGTERM (a timeout, a kill) goes through the finally below like Ctrl-C,
+    # so every daemon started here is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("compare: terminated"))
     out = args.out or tempfile.mkdtemp(prefix="loom-compare-")
     os.makedirs(out, exist_ok=True)
 
@@ -401,9 +445,10 @@ def main():
     if wanted_peers and not args.no_install:
         subprocess.run(["bash", os.path.join(HERE, "install-peers.sh")], check=False)
     for s in list(systems):
-        if s in PEERS and not peer_available(s):
-            log("%s is not available here: left out (see bench/install-peers.sh%s)" % (
-                s, ", bench/slurm/README.md" if s == "slurm" else ""))
+        why = peer_available(s) if s in PEERS else None
+        if why:
+            log("%s is not available here (%s): left out (see %s)" % (
+                s, why, "bench/slurm/README.md" if s == "slurm" else "bench/install-peers.sh"))
             systems.remove(s)
 
     stamp = os.path.join(args.build, "bench", "loom-bench-stamp")
@@ -411,7 +456,23 @@ def main():
     res = {s: {} for s in systems}
     load = [loadavg(), None]
     loom = None
+    slurm = None
     try:
+        if "slurm" in systems:
+            SlurmCluster, SlurmError = slurm_cluster_class()
+            log("starting the one-node Slurm cluster of tests/slurm/")
+            slurm = SlurmCluster(os.path.join(tmp, "slurm"))
+            try:
+                slurm.start()
+            except SlurmError as e:
+                log(str(e))  # slurm stays in systems: no figures, exit status 1
+                slurm = None
+            else:
+                res["slurm"]["cluster"] = (
+                    "one node started by this run from tests/slurm/slurm.conf.in (%d CPUs, "
+                    "partition OverSubscribe=FORCE:8, sched/backfill with batch_sched_delay=0, "
+                    "sched_min_interval=0, default_queue_depth=1000; MinJobAge=300); "
+                    "W1 as one job array, W2 as --dependency=afterok jobs" % slurm.cpus)
         if "loom" in systems:
             loom = Loom(args.build, os.cpu_count())
         order = list(systems)
@@ -427,13 +488,16 @@ def main():
                     f = floor(args.build, max(200, args.tasks), tmp)
                     for k, v in f.items():
                         res[s].setdefault(k, []).append(v)
-                else:
-                    got = peer(s, args, stamp, tmp)
+                elif s != "slurm" or slurm:
+                    got = peer(s, args, stamp, tmp, slurm.env if s == "slurm" else None)
                     if got:
                         res[s]["version"] = got["version"]
                         res[s].setdefault("w1", []).extend(got["w1"])
                         res[s].setdefault("w2", []).extend(got["w2"])
             order = order[1:] + order[:1]  # alternate who goes first
+        if slurm:  # not needed by the loom-only workloads: stop it before them
+            stop_slurm(slurm)
+            slurm = None
         if loom and not args.skip_loom_only or args.quick and loom:
             log("W3: fan-out of %d" % args.fanout)
             res["loom"]["w3"] = step("W3", loom.w3, args.fanout)
@@ -455,6 +519,8 @@ def main():
     finally:
         if loom:
             loom.close()
+        if slurm:
+            stop_slurm(slurm)
         shutil.rmtree(tmp, ignore_errors=True)
     load[1] = loadavg()
     with open(os.path.join(out, "results.json"), "w") as f:
@@ -463,7 +529,7 @@ def main():
     pngs = plots(out, res, systems)
     print("\nResults: %s%s" % (os.path.join(out, "results.json"),
                                "; plots: " + ", ".join(pngs) if pngs else ""))
-    missing = [s for s in systems if not res.get(s)]
+    missing = [s for s in systems if not any(k != "cluster" for k in res.get(s, {}))]
     if missing:
         log("no figures from %s (see above)" % ", ".join(missing))
         sys.exit(1)

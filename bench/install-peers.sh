@@ -4,7 +4,9 @@
 # and gnuplot for the plots. The test suite does not need them, so
 # scripts/install-deps.sh does not install them.
 #
-# Slurm is not installed here: see bench/slurm/README.md.
+# Slurm is not installed here (scripts/install-deps.sh installs slurm-wlm and
+# munge for the tests); compare.py starts the one-node cluster of tests/slurm/:
+# see bench/slurm/README.md.
 set -euo pipefail
 pkgs=(python3-distributed python3-celery python3-redis redis-server snakemake gnuplot-nox
     libzmq3-dev libsqlite3-dev)

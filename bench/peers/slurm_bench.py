@@ -1,10 +1,9 @@
 #!/usr/bin/python3
-"""Slurm on this machine — NOT YET RUN: written beside the other peers, but
-no Slurm daemons were started while it was written (see bench/slurm/README.md
-for why and for how to run it). It expects a one-node cluster that is
-already up (munged, slurmctld and slurmd, e.g. from bench/slurm/slurm.conf or
-the test cluster under tests/slurm/), reachable through sbatch/squeue on
-PATH and $SLURM_CONF.
+"""Slurm on this machine. bench/compare.py starts the one-node cluster of
+tests/slurm/ (munged, slurmctld, slurmd as root on loopback), runs this
+script with SLURM_CONF pointing at it, and stops the daemons afterwards;
+see bench/slurm/README.md. Run by hand, it needs such a cluster already up,
+reachable through sbatch on PATH and $SLURM_CONF.
 
 W1 is one job array of N tasks (`sbatch --array=0-(N-1) --wrap true`), the
 way Slurm's High Throughput Computing guide recommends submitting many
