@@ -635,64 +635,6 @@ static bool allowed_when_full(const char *pattern)
     return false;
 }
 
-static enum MHD_Result respond_unauthorized(req_t *r, const char *why)
-{
-    json_t *body = json_pack("{s:s,s:s}", "error", why, "hint",
-                             "send \"Authorization: Bearer TOKEN\"; an admin creates tokens "
-                             "with `loom tokens create --role ROLE`");
-    char *text = json_dumps(body, JSON_COMPACT);
-    json_decref(body);
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
-    MHD_add_response_header(resp, "Content-Type", "application/json");
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"loom\"");
-    enum MHD_Result rc = api_queue(r, MHD_HTTP_UNAUTHORIZED, resp);
-    MHD_destroy_response(resp);
-    return rc;
-}
-
-bool api_require_role(req_t *r, api_role_t min, enum MHD_Result *rc)
-{
-    if (r->role >= min) return true;
-    if (r->role == API_ROLE_NONE)
-        *rc = respond_unauthorized(r, r->auth_error ? r->auth_error
-                                                    : "this request needs a bearer token");
-    else
-        *rc = api_respond_error(r, MHD_HTTP_FORBIDDEN,
-                                "this request needs a token with role %s or above; this "
-                                "token's role is %s",
-                                loom_auth_role_name(min), loom_auth_role_name(r->role));
-    return false;
-}
-
-/* Reads the request's bearer token, once its headers are in: sets r->role,
- * or r->auth_error when a token was sent but is not valid. */
-static void authenticate(req_t *r)
-{
-    const char *h =
-        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    r->role = API_ROLE_NONE;
-    if (!h) return;
-    if (strncasecmp(h, "Bearer ", 7) != 0) {
-        r->auth_error = "the Authorization header must be \"Bearer TOKEN\"";
-        return;
-    }
-    h += 7;
-    while (*h == ' ') h++;
-    uint64_t id = 0;
-    api_role_t role = API_ROLE_NONE;
-    loom_auth_result_t res =
-        loom_auth_check(loom_sched_store(r->api->sched), h, loom_unix_ms(), &role, &id);
-    if (res != LOOM_AUTH_OK) {
-        r->auth_error = loom_auth_result_text(res);
-        /* Never the token itself: it may be a real secret with a typo. */
-        LOG_INFO("api: refused a bearer token: %s", r->auth_error);
-        return;
-    }
-    r->role = role;
-    r->token_id = id;
-}
-
 /* The route for url and method: its index, or -1 with *known telling
  * whether the path exists under another method. */
 static int find_route(const char *url, const char *method, path_t *p, char *buf, size_t buflen,
@@ -735,7 +677,7 @@ static enum MHD_Result route(req_t *r, const char *url, const char *method)
     int i = find_route(url, method, &p, buf, sizeof buf, &known);
     /* Metrics are labelled by pattern, never by the path sent (bounded). */
     r->route = i >= 0 ? routes[i].pattern : "unmatched";
-    if (r->auth_error) return respond_unauthorized(r, r->auth_error);
+    if (r->auth_error) return api_respond_unauthorized(r, r->auth_error);
     if (i < 0 && known)
         return api_respond_error(r, MHD_HTTP_METHOD_NOT_ALLOWED, "%s is not allowed on %.200s",
                                  method, url);
@@ -786,7 +728,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         snprintf(r->method, sizeof r->method, "%s", method);
         *con_cls = r;
         api_conn_request_started(api, conn);
-        authenticate(r);
+        api_authenticate(r);
         r->refused = !allowed(r, url, method);
         /* A refused request's body is read and dropped, never stored. */
         if (!r->refused) start_upload(r, url, method);

@@ -1,6 +1,7 @@
-/* The token routes (admin only, see the route table in api.c): create an
- * API token, list them, revoke one. A new token's secret is in the create
- * answer and nowhere else, ever. */
+/* Who is asking: a request's bearer token read into its role, and the 401
+ * and 403 answers. Then the token routes (admin only, see the route table in
+ * api.c): create an API token, list them, revoke one. A new token's secret is
+ * in the create answer and nowhere else, ever. */
 #include "api_int.h"
 #include "auth.h"
 #include "store_auth.h"
@@ -12,6 +13,65 @@
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+enum MHD_Result api_respond_unauthorized(req_t *r, const char *why)
+{
+    json_t *body = json_pack("{s:s,s:s}", "error", why, "hint",
+                             "send \"Authorization: Bearer TOKEN\"; an admin creates tokens "
+                             "with `loom tokens create --role ROLE`");
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"loom\"");
+    enum MHD_Result rc = api_queue(r, MHD_HTTP_UNAUTHORIZED, resp);
+    MHD_destroy_response(resp);
+    return rc;
+}
+
+bool api_require_role(req_t *r, api_role_t min, enum MHD_Result *rc)
+{
+    if (r->role >= min) return true;
+    if (r->role == API_ROLE_NONE)
+        *rc = api_respond_unauthorized(r, r->auth_error ? r->auth_error
+                                                        : "this request needs a bearer token");
+    else
+        *rc = api_respond_error(r, MHD_HTTP_FORBIDDEN,
+                                "this request needs a token with role %s or above; this "
+                                "token's role is %s",
+                                loom_auth_role_name(min), loom_auth_role_name(r->role));
+    return false;
+}
+
+/* Reads the request's bearer token, once its headers are in: sets r->role,
+ * or r->auth_error when a token was sent but is not valid. */
+void api_authenticate(req_t *r)
+{
+    const char *h =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    r->role = API_ROLE_NONE;
+    if (!h) return;
+    if (strncasecmp(h, "Bearer ", 7) != 0) {
+        r->auth_error = "the Authorization header must be \"Bearer TOKEN\"";
+        return;
+    }
+    h += 7;
+    while (*h == ' ') h++;
+    uint64_t id = 0;
+    api_role_t role = API_ROLE_NONE;
+    loom_auth_result_t res =
+        loom_auth_check(loom_sched_store(r->api->sched), h, loom_unix_ms(), &role, &id);
+    if (res != LOOM_AUTH_OK) {
+        r->auth_error = loom_auth_result_text(res);
+        /* Never the token itself: it may be a real secret with a typo. */
+        LOG_INFO("api: refused a bearer token: %s", r->auth_error);
+        return;
+    }
+    r->role = role;
+    r->token_id = id;
+}
 
 #define NAME_MAX_LEN 100
 /* Ten years: a longer ttl_s is almost certainly a unit mistake. */

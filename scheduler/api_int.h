@@ -126,7 +126,12 @@ void api_conn_notify(void *cls, struct MHD_Connection *conn, void **socket_conte
 void api_conn_request_started(loom_api_t *api, struct MHD_Connection *conn);
 void api_conn_request_done(loom_api_t *api, struct MHD_Connection *conn);
 
-/* api_auth.c: token management */
+/* api_auth.c: authentication and token management */
+/* Sets r->role from the request's bearer token once its headers are in, or
+ * r->auth_error when a token was sent but is not valid. */
+void api_authenticate(req_t *r);
+/* 401 with WWW-Authenticate: Bearer and a hint. */
+enum MHD_Result api_respond_unauthorized(req_t *r, const char *why);
 enum MHD_Result api_post_token(req_t *r, const path_t *p);
 enum MHD_Result api_get_tokens(req_t *r, const path_t *p);
 enum MHD_Result api_revoke_token(req_t *r, const path_t *p);
