@@ -39,11 +39,6 @@ int sched_secrets_open(loom_sched_t *s, char *why, size_t whylen)
     return rc;
 }
 
-uint64_t loom_sched_wall_ms(loom_sched_t *s)
-{
-    return trig_now(s);
-}
-
 int loom_sched_secret_set(loom_sched_t *s, const char *kind, const char *name, const uint8_t *value,
                           size_t len)
 {

@@ -9,6 +9,7 @@
 
 #include "fault.h"
 #include "secrets.h"
+#include "triggers.h"
 
 #include "loom/err.h"
 #include "loom/log.h"
@@ -26,6 +27,11 @@
 uint64_t sched_now(loom_sched_t *s)
 {
     return loom_clock_now(&s->cfg.clock);
+}
+
+uint64_t loom_sched_wall_ms(loom_sched_t *s)
+{
+    return trig_now(s);
 }
 
 loom_sched_t *loom_sched_new(uv_loop_t *loop, const loom_sched_config_t *cfg)
