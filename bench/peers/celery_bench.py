@@ -8,7 +8,6 @@ next task as the previous one ends. Both daemons are stopped on the way out.
 
 usage: celery_bench.py --stamp PATH --tmp DIR [--tasks N] [--chain N] [--repeat N]
 """
-import argparse
 import os
 import signal
 import socket
@@ -16,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from common import emit, hops_ms
+from common import emit, hops_ms, peer_args
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -76,14 +75,7 @@ def start_redis(tmp):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--stamp", required=True)
-    ap.add_argument("--tmp", required=True)
-    ap.add_argument("--tasks", type=int, default=1000)
-    ap.add_argument("--chain", type=int, default=200)
-    ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--workers", type=int, default=os.cpu_count())
-    args = ap.parse_args()
+    args = peer_args()
     redis, worker = None, None
     try:
         redis, port = start_redis(args.tmp)

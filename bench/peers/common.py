@@ -4,7 +4,9 @@ live), measures W1 (N independent tasks running `true`: tasks/s) and W2 (a
 chain of tasks, each running loom-bench-stamp, so the gap between
 consecutive stamps is one task's exit to the next one's process start), and
 prints one JSON object on stdout for bench/compare.py."""
+import argparse
 import json
+import os
 import sys
 
 
@@ -22,3 +24,15 @@ def emit(obj):
     json.dump(obj, sys.stdout)
     sys.stdout.write("\n")
     sys.stdout.flush()
+
+
+def peer_args():
+    """The arguments bench/compare.py gives every peer script."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--stamp", required=True)
+    ap.add_argument("--tmp", required=True)
+    ap.add_argument("--tasks", type=int, default=1000)
+    ap.add_argument("--chain", type=int, default=200)
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=os.cpu_count())
+    return ap.parse_args()

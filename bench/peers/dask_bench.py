@@ -9,12 +9,11 @@ so the scheduler, not the client, releases each task.
 
 usage: dask_bench.py --stamp PATH --tmp DIR [--tasks N] [--chain N] [--repeat N]
 """
-import argparse
 import os
 import subprocess
 import time
 
-from common import emit, hops_ms
+from common import emit, hops_ms, peer_args
 
 
 def run_true(_i):
@@ -27,14 +26,7 @@ def run_stamp(stamp, trace, name, _prev):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--stamp", required=True)
-    ap.add_argument("--tmp", required=True)
-    ap.add_argument("--tasks", type=int, default=1000)
-    ap.add_argument("--chain", type=int, default=200)
-    ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--workers", type=int, default=os.cpu_count())
-    args = ap.parse_args()
+    args = peer_args()
     import dask
     from distributed import Client, LocalCluster
     import distributed

@@ -13,12 +13,11 @@ submit → last line. W2 is a chain of jobs, each submitted with
 
 usage: slurm_bench.py --stamp PATH --tmp DIR [--tasks N] [--chain N] [--repeat N]
 """
-import argparse
 import os
 import subprocess
 import time
 
-from common import emit, hops_ms
+from common import emit, hops_ms, peer_args
 
 
 def sbatch(*args):
@@ -44,13 +43,7 @@ def wait_lines(path, n, timeout):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--stamp", required=True)
-    ap.add_argument("--tmp", required=True)
-    ap.add_argument("--tasks", type=int, default=1000)
-    ap.add_argument("--chain", type=int, default=200)
-    ap.add_argument("--repeat", type=int, default=1)
-    args = ap.parse_args()
+    args = peer_args()
     version = subprocess.run(["sbatch", "--version"], capture_output=True,
                              text=True).stdout.strip()
     out = {"system": "slurm", "version": version, "w1": [], "w2": []}

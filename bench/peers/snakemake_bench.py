@@ -8,13 +8,12 @@ the working-folder lock and the progress output.
 
 usage: snakemake_bench.py --stamp PATH --tmp DIR [--tasks N] [--chain N] [--repeat N]
 """
-import argparse
 import os
 import shutil
 import subprocess
 import time
 
-from common import emit, hops_ms
+from common import emit, hops_ms, peer_args
 
 W1 = """\
 rule all:
@@ -47,14 +46,7 @@ def snakemake(workdir, snakefile, cores):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--stamp", required=True)
-    ap.add_argument("--tmp", required=True)
-    ap.add_argument("--tasks", type=int, default=1000)
-    ap.add_argument("--chain", type=int, default=200)
-    ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--workers", type=int, default=os.cpu_count())
-    args = ap.parse_args()
+    args = peer_args()
     version = subprocess.run(["snakemake", "--version"], capture_output=True,
                              text=True).stdout.strip()
     out = {"system": "snakemake", "version": version, "w1": [], "w2": []}
