@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from common import emit, hops_ms, peer_args
+from common import emit, hops_ms, peer_args, wait_lines
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -27,21 +27,6 @@ def free_port():
     s.close()
     return port
 
-
-def lines(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read().count(b"\n")
-    except FileNotFoundError:
-        return 0
-
-
-def wait_lines(path, n, timeout):
-    end = time.monotonic() + timeout
-    while lines(path) < n:
-        if time.monotonic() > end:
-            raise SystemExit("celery_bench: %d of %d tasks done in %s s" % (lines(path), n, timeout))
-        time.sleep(0.001)
 
 
 def stop(p, sig=signal.SIGTERM):
@@ -98,17 +83,17 @@ def main():
         out = {"system": "celery", "version": celery.__version__, "w1": [], "w2": []}
         warm = os.path.join(args.tmp, "celery-warm")
         group(run_true.si(warm) for _ in range(10)).apply_async()
-        wait_lines(warm, 10, 60)
+        wait_lines(warm, 10, 60, "celery_bench")
         for r in range(args.repeat):
             done = os.path.join(args.tmp, "celery-w1-%d" % r)
             t0 = time.monotonic()
             group(run_true.si(done) for _ in range(args.tasks)).apply_async()
-            wait_lines(done, args.tasks, 600)
+            wait_lines(done, args.tasks, 600, "celery_bench")
             out["w1"].append(args.tasks / (time.monotonic() - t0))
             trace = os.path.join(args.tmp, "celery-chain-%d.trace" % r)
             chain(*[run_stamp.si(args.stamp, trace, "c%04d" % i)
                     for i in range(args.chain)]).apply_async()
-            wait_lines(trace, args.chain, 600)
+            wait_lines(trace, args.chain, 600, "celery_bench")
             out["w2"].append(hops_ms(trace))
         emit(out)
     finally:

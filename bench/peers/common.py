@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 
 def hops_ms(trace):
@@ -36,3 +37,21 @@ def peer_args():
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     return ap.parse_args()
+
+
+def lines(path):
+    """Lines in path so far (0 while it does not exist)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def wait_lines(path, n, timeout, what, step=0.001):
+    """Polls until path has n lines; exits naming what after timeout s."""
+    end = time.monotonic() + timeout
+    while lines(path) < n:
+        if time.monotonic() > end:
+            raise SystemExit("%s: %d of %d done in %s s" % (what, lines(path), n, timeout))
+        time.sleep(step)

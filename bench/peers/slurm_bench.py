@@ -17,7 +17,7 @@ import os
 import subprocess
 import time
 
-from common import emit, hops_ms, peer_args
+from common import emit, hops_ms, peer_args, wait_lines
 
 
 def sbatch(*args):
@@ -25,21 +25,6 @@ def sbatch(*args):
                           + list(args), check=True, capture_output=True,
                           text=True).stdout.strip().split(";")[0]
 
-
-def lines(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read().count(b"\n")
-    except FileNotFoundError:
-        return 0
-
-
-def wait_lines(path, n, timeout):
-    end = time.monotonic() + timeout
-    while lines(path) < n:
-        if time.monotonic() > end:
-            raise SystemExit("slurm_bench: %d of %d jobs done in %s s" % (lines(path), n, timeout))
-        time.sleep(0.01)
 
 
 def main():
@@ -51,14 +36,14 @@ def main():
         done = os.path.join(args.tmp, "slurm-w1-%d" % r)
         t0 = time.monotonic()
         sbatch("--array=0-%d" % (args.tasks - 1), "--wrap", "true && echo x >> %s" % done)
-        wait_lines(done, args.tasks, 3600)
+        wait_lines(done, args.tasks, 3600, "slurm_bench", step=0.01)
         out["w1"].append(args.tasks / (time.monotonic() - t0))
         trace = os.path.join(args.tmp, "slurm-chain-%d.trace" % r)
         prev = None
         for i in range(args.chain):
             dep = ["--dependency=afterok:%s" % prev, "--kill-on-invalid-dep=yes"] if prev else []
             prev = sbatch(*dep, "--wrap", "%s %s c%04d" % (args.stamp, trace, i))
-        wait_lines(trace, args.chain, 3600)
+        wait_lines(trace, args.chain, 3600, "slurm_bench", step=0.01)
         out["w2"].append(hops_ms(trace))
     emit(out)
 
