@@ -2,6 +2,7 @@
  * the handlers for what loomd sends. Attempts and their buffered output
  * live in attempt.c; this file decides when they are sent. */
 #include "agent_int.h"
+#include "spawner.h"
 #include "cache.h"
 #include "exec_slurm.h"
 #include "fetch.h"
@@ -737,6 +738,9 @@ int loom_agent_start(loom_agent_t *a)
     init_handles(a);
     a->fetcher = fetcher_new(a, a->cache_dir);
     a->pending_closes++;
+    /* Two spawns at once keep two cores busy starting processes; more
+     * threads would only wait for the same cores. */
+    if (a->exec->local && loom_spawner_new(a->loop, 2, &a->spawner) == 0) a->pending_closes++;
     a->started = true;
     a->last_heard_ms = loom_clock_now(&a->clock);
     LOG_INFO("agent starting agent=%s server=%s slots=%u work_dir=%s", a->name, a->server, a->slots,
@@ -824,6 +828,12 @@ void agent_maybe_close(loom_agent_t *a)
     loom_zsock_t *zs = a->zs;
     a->zs = NULL;
     loom_zsock_close(zs, on_socket_closed);
+    if (a->spawner) {
+        /* No runner is left (running is 0), so no spawn is under way. */
+        loom_spawner_t *sp = a->spawner;
+        a->spawner = NULL;
+        loom_spawner_close(sp, on_socket_closed, a);
+    }
     if (a->slurm) {
         a->pending_closes++;
         slurm_exec_t *x = a->slurm;

@@ -126,12 +126,13 @@ struct loom_agent {
     uint64_t dispatch_seq;               /* highest Dispatch.seq since the last Welcome */
     attempt_t *attempts, *attempts_tail; /* oldest first */
     uint32_t running;
-    uint32_t preparing;      /* attempts holding a slot before their process starts */
-    uint32_t jobs;           /* thread-pool jobs not yet completed */
-    char *cache_dir;         /* <work_dir>/cache: objects/ab/cdef..., tmp/ */
-    uint64_t cache_max;      /* --cache-size */
-    struct cache *cache;     /* what the cache holds, its bound, pins */
-    struct fetcher *fetcher; /* object downloads from loomd */
+    uint32_t preparing;           /* attempts holding a slot before their process starts */
+    uint32_t jobs;                /* thread-pool jobs not yet completed */
+    char *cache_dir;              /* <work_dir>/cache: objects/ab/cdef..., tmp/ */
+    uint64_t cache_max;           /* --cache-size */
+    struct cache *cache;          /* what the cache holds, its bound, pins */
+    struct fetcher *fetcher;      /* object downloads from loomd */
+    struct loom_spawner *spawner; /* threads that start task processes (local executor) */
     /* hash -> the upload (upload.c) sending that object now: one attempt at
      * a time per object, since loomd keeps one upload per agent and object
      * (a second attempt's query would restart the first one's upload). */

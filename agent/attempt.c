@@ -668,8 +668,13 @@ static void send_started(loom_agent_t *a, attempt_t *t)
 static void on_job_started(void *ud)
 {
     attempt_t *t = ud;
-    LOG_INFO("attempt started attempt=%llu task=%s job=%s", (unsigned long long)t->id, t->task,
-             t->agent->exec->job_id(t->runner));
+    const executor_ops_t *x = t->agent->exec;
+    if (x->local)
+        LOG_INFO("attempt started attempt=%llu task=%s pid=%d", (unsigned long long)t->id, t->task,
+                 x->pid(t->runner));
+    else
+        LOG_INFO("attempt started attempt=%llu task=%s job=%s", (unsigned long long)t->id, t->task,
+                 x->job_id(t->runner));
     send_started(t->agent, t);
 }
 
@@ -724,6 +729,7 @@ static void run_attempt(loom_agent_t *a, attempt_t *t, const Loom__Dispatch *d)
         .spawned_ud = t,
         .env_only = true,
         .user = a->run_as,
+        .spawner = a->spawner,
     };
     loom_runner_cb_t cb = {on_runner_output, on_runner_exit, t, on_job_started};
     exec_spec_t espec = {
@@ -740,11 +746,7 @@ static void run_attempt(loom_agent_t *a, attempt_t *t, const Loom__Dispatch *d)
     t->running = true;
     a->running++;
     if (a->paused) a->exec->pause(t->runner, true);
-    if (a->exec->start(t->runner, &espec) == 0 && a->exec->local) {
-        LOG_INFO("attempt started attempt=%llu task=%s pid=%d", (unsigned long long)t->id, t->task,
-                 a->exec->pid(t->runner));
-        send_started(a, t);
-    }
+    a->exec->start(t->runner, &espec); /* a failed start ends through on_exit */
     free_env(env);
     free(argv);
 }

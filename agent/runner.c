@@ -1,7 +1,9 @@
 /* Task processes for the agent: posix_spawn (Debian's libuv spawns with
- * fork(), too slow for thousands of tasks a second), output through pipes on
- * the loop, exit through a pidfd so that wait4 gives us the rusage. */
+ * fork(), too slow for thousands of tasks a second), on a spawner thread
+ * when the agent has one, output through pipes on the loop, exit through a
+ * pidfd so that wait4 gives us the rusage. */
 #include "runner.h"
+#include "spawner.h"
 #include "task_user.h"
 
 #include "loom/err.h"
@@ -38,7 +40,9 @@ struct loom_runner {
     pid_t pid;
     int pidfd;
     bool spawned, reaped, reported, paused, closing;
-    int kill_stage; /* 0: none, 1: SIGTERM sent, 2: SIGKILL sent */
+    bool spawning;          /* a spawner thread has it: no pid yet */
+    bool terminate_pending; /* terminate asked for while spawning */
+    int kill_stage;         /* 0: none, 1: SIGTERM sent, 2: SIGKILL sent */
     uint64_t grace_ms;
     uint64_t drain_ms;
     loom_runner_result_t result;
@@ -316,33 +320,113 @@ static int pass_gate(loom_runner_t *r, const loom_runner_spec_t *spec, int gate_
     return 0;
 }
 
-/* Creates the folder and pipes and spawns; on failure fills why. */
-static int launch(loom_runner_t *r, const loom_runner_spec_t *spec, int fds[4], char *why,
-                  size_t whylen)
+/* What a spawn needs, owned, so that it can run on a spawner thread after
+ * the caller's spec is gone. */
+typedef struct {
+    loom_spawn_req_t req; /* first: the spawner hands this back */
+    loom_runner_t *r;
+    loom_runner_spec_t spec; /* argv, shell and dir point into the copies below */
+    char **argv;
+    char **envp;
+    char *why;
+    size_t whylen;
+    int fds[4];  /* stdout read, write, stderr read, write */
+    int gate[2]; /* the child's end, ours; -1 when ungated */
+    int rc;      /* 0 or an errno value from the spawn */
+    pid_t pid;
+    uint64_t started_unix_ms;
+} launch_t;
+
+static char **dup_strv(const char *const *v)
 {
-    int gate[2] = {-1, -1};
-    const char *what = spec->argv && spec->argv[0] ? spec->argv[0] : "/bin/sh";
+    size_t n = 0;
+    while (v && v[n]) n++;
+    char **out = loom_xcalloc(n + 1, sizeof *out);
+    for (size_t i = 0; i < n; i++) out[i] = loom_xstrdup(v[i]);
+    return out;
+}
+
+static void free_strv(char **v)
+{
+    for (size_t i = 0; v && v[i]; i++) free(v[i]);
+    free(v);
+}
+
+static void launch_free(launch_t *l)
+{
+    close_fds(l->fds, 4);
+    close_fds(l->gate, 2);
+    free_strv(l->argv);
+    free_strv(l->envp);
+    free((char *)l->spec.shell);
+    free((char *)l->spec.dir);
+    free(l->why);
+    free(l);
+}
+
+/* Creates the folder, pipes and environment; on failure fills why. */
+static launch_t *launch_new(loom_runner_t *r, const loom_runner_spec_t *spec, char *why,
+                            size_t whylen)
+{
+    launch_t *l = loom_xcalloc(1, sizeof *l);
+    l->r = r;
+    for (int i = 0; i < 4; i++) l->fds[i] = -1;
+    l->gate[0] = l->gate[1] = -1;
     if (loom_mkdirs(spec->dir, 0700) != 0) {
         snprintf(why, whylen, "cannot create %s: %s", spec->dir, strerror(errno));
-        return LOOM_ESPAWN;
+        goto fail;
     }
-    if (pipe2(fds, O_CLOEXEC) != 0 || pipe2(fds + 2, O_CLOEXEC) != 0 ||
-        (spec->on_spawned && open_gate(gate) != 0)) {
+    if (pipe2(l->fds, O_CLOEXEC) != 0 || pipe2(l->fds + 2, O_CLOEXEC) != 0 ||
+        (spec->on_spawned && open_gate(l->gate) != 0)) {
         snprintf(why, whylen, "pipe: %s", strerror(errno));
-        close_fds(gate, 2);
-        return LOOM_ESPAWN;
+        goto fail;
     }
     char **envp = build_env(spec->env, spec->env_only, why, whylen);
-    int rc = envp ? 0 : LOOM_ESPAWN;
-    if (envp) {
-        r->result.started_unix_ms = loom_unix_ms();
-        rc = spawn(spec, envp, fds[1], fds[3], gate[0], &r->pid);
-        free(envp);
-        if (rc != 0) snprintf(why, whylen, "%s: %s", what, strerror(rc));
+    if (!envp) goto fail;
+    l->envp = dup_strv((const char *const *)envp);
+    free(envp);
+    l->spec = *spec;
+    l->argv = spec->argv ? dup_strv(spec->argv) : NULL;
+    l->spec.argv = (const char *const *)l->argv;
+    l->spec.shell = spec->shell ? loom_xstrdup(spec->shell) : NULL;
+    l->spec.dir = loom_xstrdup(spec->dir);
+    l->spec.env = NULL;
+    l->whylen = 512;
+    l->why = loom_xcalloc(1, l->whylen);
+    return l;
+fail:
+    launch_free(l);
+    return NULL;
+}
+
+/* The spawn itself: on a spawner thread, or inline without one. */
+static void launch_spawn(loom_spawn_req_t *req)
+{
+    launch_t *l = (launch_t *)req;
+    const char *what = l->spec.argv && l->spec.argv[0] ? l->spec.argv[0] : "/bin/sh";
+    l->started_unix_ms = loom_unix_ms();
+    l->rc = spawn(&l->spec, l->envp, l->fds[1], l->fds[3], l->gate[0], &l->pid);
+    if (l->rc != 0) snprintf(l->why, l->whylen, "%s: %s", what, strerror(l->rc));
+    /* The child has its copies: ours of its ends go, or we would never
+     * see EOF. */
+    close_fds(&l->fds[1], 1);
+    close_fds(&l->fds[3], 1);
+    close_fds(&l->gate[0], 1);
+}
+
+/* After the spawn, on the loop: the gate, then the pidfd; on failure fills
+ * why and leaves no process behind. */
+static int launch_finish(loom_runner_t *r, launch_t *l, char *why, size_t whylen)
+{
+    r->result.started_unix_ms = l->started_unix_ms;
+    if (l->rc != 0) {
+        snprintf(why, whylen, "%s", l->why);
+        return LOOM_ESPAWN;
     }
-    close_fds(&gate[0], 1);
-    if (rc == 0 && spec->on_spawned) rc = pass_gate(r, spec, gate[1], why, whylen);
-    close_fds(&gate[1], 1);
+    r->pid = l->pid;
+    int rc = 0;
+    if (l->spec.on_spawned) rc = pass_gate(r, &l->spec, l->gate[1], why, whylen);
+    close_fds(&l->gate[1], 1);
     if (rc != 0) return LOOM_ESPAWN;
     r->spawned = true;
     r->pidfd = (int)syscall(SYS_pidfd_open, r->pid, 0);
@@ -353,14 +437,18 @@ static int launch(loom_runner_t *r, const loom_runner_spec_t *spec, int fds[4], 
     return 0;
 }
 
-static void on_handle_closed(uv_handle_t *handle)
+static void runner_unref(loom_runner_t *r)
 {
-    loom_runner_t *r = handle->data;
     if (--r->handles > 0) return;
     if (r->on_closed) r->on_closed(r->closed_ud);
     free(r->error);
     free(r->buf);
     free(r);
+}
+
+static void on_handle_closed(uv_handle_t *handle)
+{
+    runner_unref(handle->data);
 }
 
 static void maybe_report(loom_runner_t *r)
@@ -523,27 +611,19 @@ static int fail_start(loom_runner_t *r, const char *why)
     return LOOM_ESPAWN;
 }
 
-int loom_runner_start(loom_runner_t *r, const loom_runner_spec_t *spec)
+/* The process runs: its pipes and exit join the loop. */
+static void watch(loom_runner_t *r, launch_t *l, uint64_t timeout_ms)
 {
-    char why[512];
-    int fds[4] = {-1, -1, -1, -1};
-    if (spec->kill_grace_ms) r->grace_ms = spec->kill_grace_ms;
-    if (spec->drain_ms) r->drain_ms = spec->drain_ms;
-    if (launch(r, spec, fds, why, sizeof why) != 0) {
-        close_fds(fds, 4);
-        return fail_start(r, why);
-    }
-    /* Our copies of the write ends must go, or we would never see EOF. */
-    close_fds(&fds[1], 1);
-    close_fds(&fds[3], 1);
     r->result.started = true;
     for (int i = 0; i < 2; i++) {
         uv_pipe_init(r->loop, &r->pipes[i], 0);
         r->pipes[i].data = r;
         r->handles++;
         r->pipe_open[i] = true;
-        if (uv_pipe_open(&r->pipes[i], fds[2 * i]) != 0) {
-            close(fds[2 * i]);
+        int fd = l->fds[2 * i];
+        l->fds[2 * i] = -1; /* the pipe handle owns it now */
+        if (uv_pipe_open(&r->pipes[i], fd) != 0) {
+            close(fd);
             close_pipe(r, i);
             continue;
         }
@@ -554,12 +634,71 @@ int loom_runner_start(loom_runner_t *r, const loom_runner_spec_t *spec)
     r->handles++;
     r->poll_open = true;
     uv_poll_start(&r->exit_poll, UV_READABLE, on_exit_readable);
-    if (spec->timeout_ms) uv_timer_start(&r->deadline, on_deadline_timer, spec->timeout_ms, 0);
+    if (timeout_ms) uv_timer_start(&r->deadline, on_deadline_timer, timeout_ms, 0);
+}
+
+/* Back on the loop from a spawner thread. */
+static void on_launched(loom_spawn_req_t *req)
+{
+    launch_t *l = (launch_t *)req;
+    loom_runner_t *r = l->r;
+    char why[512];
+    r->spawning = false;
+    if (r->closing) {
+        /* Released meanwhile: the process must not run, nor be left a
+         * zombie. */
+        if (l->rc == 0) {
+            r->pid = l->pid;
+            r->spawned = true;
+            unspawn(r);
+        }
+        launch_free(l);
+        runner_unref(r);
+        return;
+    }
+    int rc = launch_finish(r, l, why, sizeof why);
+    if (rc == 0) watch(r, l, l->spec.timeout_ms);
+    launch_free(l);
+    runner_unref(r);
+    if (rc != 0) {
+        fail_start(r, why);
+        return;
+    }
+    if (r->cb.on_started) r->cb.on_started(r->cb.ud);
+    if (r->terminate_pending) loom_runner_terminate(r);
+}
+
+int loom_runner_start(loom_runner_t *r, const loom_runner_spec_t *spec)
+{
+    char why[512];
+    if (spec->kill_grace_ms) r->grace_ms = spec->kill_grace_ms;
+    if (spec->drain_ms) r->drain_ms = spec->drain_ms;
+    launch_t *l = launch_new(r, spec, why, sizeof why);
+    if (!l) return fail_start(r, why);
+    if (spec->spawner) {
+        /* Counted like a handle: r outlives the spawn even if closed. */
+        r->handles++;
+        r->spawning = true;
+        l->req.work = launch_spawn;
+        l->req.done = on_launched;
+        loom_spawner_submit(spec->spawner, &l->req);
+        return 0;
+    }
+    launch_spawn(&l->req);
+    int rc = launch_finish(r, l, why, sizeof why);
+    if (rc == 0) watch(r, l, spec->timeout_ms);
+    launch_free(l);
+    if (rc != 0) return fail_start(r, why);
+    if (r->cb.on_started) r->cb.on_started(r->cb.ud);
     return 0;
 }
 
 void loom_runner_terminate(loom_runner_t *r)
 {
+    if (r->spawning) {
+        r->terminate_pending = true;
+        return;
+    }
     if (!r->spawned || r->reaped || r->kill_stage != 0) return;
     r->kill_stage = 1;
     signal_group(r, SIGTERM);

@@ -50,6 +50,10 @@ typedef struct {
      * agent's own, the process is started with fork and switches (groups,
      * gid, uid) before exec, since posix_spawn cannot change users. */
     const struct task_user *user;
+    /* Optional: spawn on one of its threads (agent/spawner.h); the loop
+     * goes on meanwhile, and on_started reports the process. NULL: spawn
+     * inside loom_runner_start. */
+    struct loom_spawner *spawner;
 } loom_runner_spec_t;
 
 typedef struct {
@@ -76,15 +80,17 @@ typedef struct {
      * given up on), so every output byte came before it. */
     void (*on_exit)(void *ud, const loom_runner_result_t *result);
     void *ud;
-    /* Executors that start the process later than start returns (a Slurm
-     * job waits in the queue) call this when it starts; may be NULL. */
+    /* Once the process is running: inside start when the runner spawns
+     * inline, later from the loop when a spawner thread does (or, for the
+     * Slurm executor, when the job leaves the queue); may be NULL. */
     void (*on_started)(void *ud);
 } loom_runner_cb_t;
 
 loom_runner_t *loom_runner_new(uv_loop_t *loop, const loom_runner_cb_t *cb);
-/* Spawns the process. Returns 0, or LOOM_ESPAWN when it could not be started;
- * either way on_exit follows later from the loop (never from inside this
- * call). Call once. */
+/* Spawns the process (with spec->spawner, hands it to a spawner thread).
+ * Returns 0, or LOOM_ESPAWN when it could not be started here (a spawner
+ * thread's failure shows only in on_exit); either way on_exit follows later
+ * from the loop (never from inside this call). Call once. */
 int loom_runner_start(loom_runner_t *r, const loom_runner_spec_t *spec);
 /* The process id while running, 0 before start or when it never started. */
 int loom_runner_pid(const loom_runner_t *r);

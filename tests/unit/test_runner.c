@@ -1,5 +1,7 @@
 /* The agent's process runner, with real processes on a real libuv loop.
- * Every wait ends on an event or fails at a deadline; none hopes. */
+ * Every wait ends on an event or fails at a deadline; none hopes. Each test
+ * runs twice: spawning inside start, and on spawner threads as the agent
+ * does. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,6 +9,7 @@
 #include <cmocka.h>
 
 #include "runner.h"
+#include "spawner.h"
 #include "task_user.h"
 
 #include "loom/err.h"
@@ -34,6 +37,10 @@ typedef struct {
     loom_runner_result_t res;
     char error[512];
     bool closed;
+    loom_spawner_t *spawner; /* NULL: the runner spawns inline */
+    bool started;            /* on_started came */
+    int starts;
+    bool spawner_closed;
 } fx_t;
 
 static void on_deadline_timer(uv_timer_t *handle)
@@ -72,6 +79,27 @@ static void on_runner_exit(void *ud, const loom_runner_result_t *res)
     f->res.error = NULL;
 }
 
+static void on_runner_started(void *ud)
+{
+    fx_t *f = ud;
+    f->started = true;
+    f->starts++;
+    uv_stop(&f->loop);
+}
+
+static void on_spawner_closed(void *ud)
+{
+    fx_t *f = ud;
+    f->spawner_closed = true;
+}
+
+/* Starts spec with the fixture's spawner. */
+static int start_spec(fx_t *f, loom_runner_spec_t *spec)
+{
+    spec->spawner = f->spawner;
+    return loom_runner_start(f->runner, spec);
+}
+
 static void on_runner_closed(void *ud)
 {
     fx_t *f = ud;
@@ -79,7 +107,7 @@ static void on_runner_closed(void *ud)
     uv_stop(&f->loop);
 }
 
-static int setup(void **state)
+static int setup_with(void **state, bool spawner)
 {
     fx_t *f = loom_xcalloc(1, sizeof *f);
     const char *base = getenv("TMPDIR");
@@ -88,10 +116,21 @@ static int setup(void **state)
     uv_loop_init(&f->loop);
     uv_timer_init(&f->loop, &f->deadline);
     f->deadline.data = f;
-    loom_runner_cb_t cb = {on_runner_output, on_runner_exit, f, NULL};
+    if (spawner) assert_int_equal(loom_spawner_new(&f->loop, 2, &f->spawner), 0);
+    loom_runner_cb_t cb = {on_runner_output, on_runner_exit, f, on_runner_started};
     f->runner = loom_runner_new(&f->loop, &cb);
     *state = f;
     return 0;
+}
+
+static int setup(void **state)
+{
+    return setup_with(state, false);
+}
+
+static int setup_spawner(void **state)
+{
+    return setup_with(state, true);
 }
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -110,6 +149,11 @@ static int teardown(void **state)
         assert_true(wait_for(f, &f->closed, 10000));
     }
     assert_true(f->exits <= 1);
+    assert_true(f->starts <= 1);
+    if (f->spawner) {
+        loom_spawner_close(f->spawner, on_spawner_closed, f);
+        assert_true(wait_for(f, &f->spawner_closed, 10000));
+    }
     uv_close((uv_handle_t *)&f->deadline, NULL);
     uv_run(&f->loop, UV_RUN_DEFAULT);
     assert_int_equal(uv_loop_close(&f->loop), 0);
@@ -130,10 +174,13 @@ static int run_spec(fx_t *f, loom_runner_spec_t spec, uint64_t deadline_ms)
 {
     char *dir = attempt_dir(f);
     if (!spec.dir) spec.dir = dir;
-    int rc = loom_runner_start(f->runner, &spec);
+    int rc = start_spec(f, &spec);
     assert_false(f->exited); /* never from inside start */
     assert_true(wait_for(f, &f->exited, deadline_ms));
     free(dir);
+    /* A spawner thread's failure is known only from on_exit. */
+    if (f->spawner && rc == 0 && !f->res.started) rc = LOOM_ESPAWN;
+    assert_int_equal(f->starts, f->res.started ? 1 : 0);
     return rc;
 }
 
@@ -361,7 +408,8 @@ static void test_terminate(void **state)
     fx_t *f = *state;
     char *dir = attempt_dir(f);
     loom_runner_spec_t spec = {.shell = "echo up; exec sleep 60", .dir = dir};
-    assert_int_equal(loom_runner_start(f->runner, &spec), 0);
+    assert_int_equal(start_spec(f, &spec), 0);
+    assert_true(wait_for(f, &f->started, 10000));
     assert_true(loom_runner_pid(f->runner) > 0);
     loom_runner_terminate(f->runner);
     assert_true(wait_for(f, &f->exited, 10000));
@@ -389,7 +437,8 @@ static void test_close_kills_and_reaps(void **state)
     fx_t *f = *state;
     char *dir = attempt_dir(f);
     loom_runner_spec_t spec = {.shell = "exec sleep 60", .dir = dir};
-    assert_int_equal(loom_runner_start(f->runner, &spec), 0);
+    assert_int_equal(start_spec(f, &spec), 0);
+    assert_true(wait_for(f, &f->started, 10000));
     pid_t pid = loom_runner_pid(f->runner);
     assert_true(pid > 0);
     loom_runner_close(f->runner, on_runner_closed, f);
@@ -442,10 +491,10 @@ static void fresh_runner(fx_t *f)
 {
     loom_runner_close(f->runner, on_runner_closed, f);
     assert_true(wait_for(f, &f->closed, 10000));
-    loom_runner_cb_t cb = {on_runner_output, on_runner_exit, f, NULL};
+    loom_runner_cb_t cb = {on_runner_output, on_runner_exit, f, on_runner_started};
     f->runner = loom_runner_new(&f->loop, &cb);
-    f->exited = f->closed = false;
-    f->exits = 0;
+    f->exited = f->closed = f->started = false;
+    f->exits = f->starts = 0;
     loom_buf_reset(&f->out[0]);
     loom_buf_reset(&f->out[1]);
 }
@@ -557,29 +606,70 @@ static void test_runs_as_another_user(void **state)
     task_user_free(&u);
 }
 
+/* Released while a spawner thread is starting it: the process never
+ * gets to run the task and is reaped; no exit is reported. */
+static void test_close_while_spawning(void **state)
+{
+    fx_t *f = *state;
+    char *dir = attempt_dir(f);
+    char *mark = loom_xasprintf("%s/ran", f->tmp);
+    char *shell = loom_xasprintf("sleep 0.5; touch %s", mark);
+    loom_runner_spec_t spec = {.shell = shell, .dir = dir};
+    assert_int_equal(start_spec(f, &spec), 0);
+    loom_runner_close(f->runner, on_runner_closed, f);
+    f->runner = NULL;
+    assert_true(wait_for(f, &f->closed, 10000));
+    assert_false(f->exited);
+    /* Killed at once: the mark is never made, even after its sleep. */
+    usleep(800 * 1000);
+    assert_int_equal(access(mark, F_OK), -1);
+    free(shell);
+    free(mark);
+    free(dir);
+}
+
+/* Terminate before the pid is known still terminates it. */
+static void test_terminate_while_spawning(void **state)
+{
+    fx_t *f = *state;
+    char *dir = attempt_dir(f);
+    loom_runner_spec_t spec = {.shell = "exec sleep 60", .dir = dir};
+    assert_int_equal(start_spec(f, &spec), 0);
+    loom_runner_terminate(f->runner);
+    assert_true(wait_for(f, &f->exited, 10000));
+    assert_true(f->res.started);
+    assert_int_equal(f->res.signal, SIGTERM);
+    free(dir);
+}
+
+#define BOTH(t)                                                                                    \
+    cmocka_unit_test_setup_teardown(t, setup, teardown),                                           \
+        cmocka_unit_test_setup_teardown(t, setup_spawner, teardown)
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_exit_code, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_runs_as_another_user, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_signal, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_output_in_order_per_stream, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_argv_is_literal, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_env_inherited_and_overridden, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_env_entry_is_a_start_failure, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_runs_in_its_own_folder, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_command_not_found, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_background_child_is_killed, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_escaped_child_cannot_hold_completion, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_timeout_terminates, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_timeout_escalates_to_sigkill, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_terminate, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rusage, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_close_kills_and_reaps, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_on_spawned_runs_before_the_task, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_on_spawned_failure_kills_it_unstarted, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_gated_command_not_found, setup, teardown),
+        BOTH(test_exit_code),
+        BOTH(test_runs_as_another_user),
+        BOTH(test_signal),
+        BOTH(test_output_in_order_per_stream),
+        BOTH(test_argv_is_literal),
+        BOTH(test_env_inherited_and_overridden),
+        BOTH(test_bad_env_entry_is_a_start_failure),
+        BOTH(test_runs_in_its_own_folder),
+        BOTH(test_command_not_found),
+        BOTH(test_background_child_is_killed),
+        BOTH(test_escaped_child_cannot_hold_completion),
+        BOTH(test_timeout_terminates),
+        BOTH(test_timeout_escalates_to_sigkill),
+        BOTH(test_terminate),
+        BOTH(test_rusage),
+        BOTH(test_close_kills_and_reaps),
+        BOTH(test_on_spawned_runs_before_the_task),
+        BOTH(test_on_spawned_failure_kills_it_unstarted),
+        BOTH(test_gated_command_not_found),
+        BOTH(test_close_while_spawning),
+        BOTH(test_terminate_while_spawning),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
