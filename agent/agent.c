@@ -50,6 +50,7 @@ loom_agent_t *loom_agent_new(uv_loop_t *loop, const loom_agent_config_t *cfg)
     a->work_dir = loom_xstrdup(cfg->work_dir ? cfg->work_dir : ".");
     a->slots = cfg->slots; /* 0: the usable CPUs, once known (host_init) */
     a->slots_given = cfg->slots != 0;
+    a->prefetch = cfg->prefetch;
     a->n_labels = cfg->n_labels;
     agent_task_user_config(a, cfg);
     a->labels = loom_xcalloc(cfg->n_labels + 1, sizeof *a->labels);

@@ -29,6 +29,7 @@ typedef struct {
     const char *server;        /* loomd ZeroMQ endpoint, e.g. tcp://127.0.0.1:8421 */
     const char *work_dir;      /* attempts run in <work_dir>/attempts/<attempt_id>/ */
     uint32_t slots;            /* tasks at once; default: CPUs */
+    uint32_t prefetch;         /* Dispatches held beyond slots, started as slots free */
     const char *const *labels; /* "key=value" */
     size_t n_labels;
     uint32_t hello_interval_ms; /* resend Hello until welcomed; default 1000 */

@@ -68,7 +68,11 @@ typedef struct attempt {
      * connection up). */
     uint64_t acked_ms;
     struct loom_mask *mask; /* the secrets' values, masked in its output */
-    char **secret_files;    /* removed when the process exits (or never starts) */
+    /* Prefetched: held until a slot frees, in the agent's queue. */
+    bool queued;
+    loom_msg_t *queued_msg; /* its Dispatch, kept until it starts */
+    struct attempt *q_next;
+    char **secret_files; /* removed when the process exits (or never starts) */
     size_t n_secret_files;
 } attempt_t;
 
@@ -87,6 +91,12 @@ struct loom_agent {
     char **labels;
     size_t n_labels;
     uint32_t slots;
+    /* --prefetch: Dispatches accepted beyond the slots. They wait in
+     * arrival order and start the moment a slot frees, without a round
+     * trip to loomd (which accounts for them the same way). */
+    uint32_t prefetch;
+    uint32_t n_queued;
+    struct attempt *queue_head, *queue_tail;
     uint32_t hello_interval_ms;
     uint64_t kill_grace_ms;
     loom_keep_attempts keep_attempts;

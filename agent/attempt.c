@@ -26,7 +26,8 @@ static attempt_t *find(const loom_agent_t *a, uint64_t id)
 
 static bool held(const attempt_t *t)
 {
-    return !t->forgotten && (t->preparing || t->running || t->finishing || t->finished);
+    return !t->forgotten &&
+           (t->queued || t->preparing || t->running || t->finishing || t->finished);
 }
 
 size_t loom_agent_held(const loom_agent_t *a)
@@ -175,8 +176,12 @@ static void remove_secret_files(attempt_t *t)
     t->n_secret_files = 0;
 }
 
+static void drop_msg(loom_msg_t *msg);
+static void start_queued(loom_agent_t *a);
+
 static void attempt_free(attempt_t *t)
 {
+    if (t->queued_msg) drop_msg(t->queued_msg);
     remove_secret_files(t);
     free(t->secret_files);
     loom_mask_destroy(&t->mask);
@@ -210,7 +215,7 @@ static void remember_done(loom_agent_t *a, uint64_t id)
 
 static void maybe_free(loom_agent_t *a, attempt_t *t)
 {
-    if (t->preparing || t->running || t->finishing || t->finished || t->chunks) return;
+    if (t->queued || t->preparing || t->running || t->finishing || t->finished || t->chunks) return;
     remember_done(a, t->id);
     if (t->prev)
         t->prev->next = t->next;
@@ -550,6 +555,7 @@ static void on_runner_exit(void *ud, const loom_runner_result_t *res)
         }
     }
     maybe_free(a, t);
+    start_queued(a);
     agent_maybe_close(a);
 }
 
@@ -751,12 +757,17 @@ static void run_attempt(loom_agent_t *a, attempt_t *t, const Loom__Dispatch *d)
     free(argv);
 }
 
+static bool slot_free(const loom_agent_t *a)
+{
+    return a->running + a->preparing < a->slots;
+}
+
 /* Why the agent will not run d, or NULL. Each refusal is a Finished with
  * exit code -1 that loomd can tell from a run by the absence of Started. */
 static char *refusal(const loom_agent_t *a, const Loom__Dispatch *d)
 {
     if (a->draining) return loom_xasprintf("agent %s is draining", a->name);
-    if (a->running + a->preparing >= a->slots)
+    if (!slot_free(a) && a->n_queued >= a->prefetch)
         return loom_xasprintf("agent %s has no free slot", a->name);
     for (size_t i = 0; i < d->n_gpus; i++)
         if (!gpu_inv_has(&a->gpus, d->gpus[i]))
@@ -772,6 +783,8 @@ void agent_wipe_secrets(loom_msg_t *msg)
         if (v->data) sodium_memzero(v->data, v->len);
     }
 }
+
+static void begin(loom_agent_t *a, attempt_t *t, loom_msg_t *msg);
 
 void agent_dispatch(loom_agent_t *a, loom_msg_t *msg)
 {
@@ -791,6 +804,62 @@ void agent_dispatch(loom_agent_t *a, loom_msg_t *msg)
         loom_codec_free(msg);
         return;
     }
+    if (!slot_free(a)) {
+        /* Prefetched: it starts when a slot frees (start_queued). */
+        t->queued = true;
+        t->queued_msg = msg;
+        if (a->queue_tail)
+            a->queue_tail->q_next = t;
+        else
+            a->queue_head = t;
+        a->queue_tail = t;
+        a->n_queued++;
+        LOG_DEBUG("attempt queued attempt=%llu task=%s queued=%u", (unsigned long long)t->id,
+                  t->task, a->n_queued);
+        return;
+    }
+    begin(a, t, msg);
+}
+
+/* Takes t out of the queue; its Dispatch is the caller's. */
+static loom_msg_t *unqueue(loom_agent_t *a, attempt_t *t)
+{
+    attempt_t **p = &a->queue_head, *prev = NULL;
+    while (*p && *p != t) {
+        prev = *p;
+        p = &(*p)->q_next;
+    }
+    if (*p) {
+        *p = t->q_next;
+        if (a->queue_tail == t) a->queue_tail = prev;
+        a->n_queued--;
+    }
+    t->q_next = NULL;
+    t->queued = false;
+    loom_msg_t *msg = t->queued_msg;
+    t->queued_msg = NULL;
+    return msg;
+}
+
+static void drop_msg(loom_msg_t *msg)
+{
+    agent_wipe_secrets(msg);
+    loom_codec_free(msg);
+}
+
+/* Starts prefetched attempts, oldest first, while slots are free. */
+static void start_queued(loom_agent_t *a)
+{
+    while (a->queue_head && slot_free(a) && !a->stopping) {
+        attempt_t *t = a->queue_head;
+        begin(a, t, unqueue(a, t));
+    }
+}
+
+/* Runs an accepted Dispatch: prepares its folder first where needed. */
+static void begin(loom_agent_t *a, attempt_t *t, loom_msg_t *msg)
+{
+    const Loom__Dispatch *d = msg->dispatch;
     if (prep_needed(d)) {
         /* The slot is taken now; the process starts once the folder is
          * ready (agent_prepared). */
@@ -800,8 +869,7 @@ void agent_dispatch(loom_agent_t *a, loom_msg_t *msg)
         return;
     }
     run_attempt(a, t, d);
-    agent_wipe_secrets(msg);
-    loom_codec_free(msg);
+    drop_msg(msg);
 }
 
 void agent_prepared(loom_agent_t *a, attempt_t *t, const Loom__Dispatch *d, const char *error)
@@ -812,6 +880,7 @@ void agent_prepared(loom_agent_t *a, attempt_t *t, const Loom__Dispatch *d, cons
         finish_unstarted(a, t, -1, error);
     else
         run_attempt(a, t, d);
+    start_queued(a); /* the slot is free again if it did not start */
 }
 
 /* Stops preparing the attempt's folder: it will not run. */
@@ -869,10 +938,11 @@ void agent_cancel(loom_agent_t *a, uint64_t attempt_id, const char *reason)
         LOG_DEBUG("cancel for an attempt not held attempt=%llu", (unsigned long long)attempt_id);
         return;
     }
-    if (t->preparing) {
+    if (t->preparing || t->queued) {
         LOG_INFO("cancelling attempt=%llu task=%s before it started reason=%s",
                  (unsigned long long)t->id, t->task, reason);
-        stop_preparing(a, t);
+        if (t->preparing) stop_preparing(a, t);
+        if (t->queued) drop_msg(unqueue(a, t));
         t->cancelled = true;
         Loom__Finished f = LOOM__FINISHED__INIT;
         f.exit_code = -1;
@@ -881,6 +951,7 @@ void agent_cancel(loom_agent_t *a, uint64_t attempt_id, const char *reason)
         f.error = loom_xasprintf("cancelled: %s", reason);
         set_finished(a, t, &f);
         free(f.error);
+        start_queued(a);
         return;
     }
     if (t->finishing) {
@@ -918,7 +989,11 @@ void agent_forget_attempt(loom_agent_t *a, uint64_t attempt_id)
     LOG_INFO("forgetting attempt=%llu task=%s (no longer current)", (unsigned long long)t->id,
              t->task);
     t->forgotten = true;
-    if (t->preparing) stop_preparing(a, t);
+    if (t->queued) drop_msg(unqueue(a, t));
+    if (t->preparing) {
+        stop_preparing(a, t);
+        start_queued(a);
+    }
     if (t->upload) {
         upload_detach(t->upload);
         t->upload = NULL;
@@ -942,6 +1017,13 @@ void agent_stop_attempts(loom_agent_t *a)
         if (t->upload) {
             t->stopped = true;
             abandon_outputs(a, t, "agent stopped before the outputs were uploaded");
+            continue;
+        }
+        if (t->queued) {
+            /* Never started: loomd places it again. */
+            drop_msg(unqueue(a, t));
+            t->stopped = true;
+            finish_refused(a, t, "agent stopped before it started");
             continue;
         }
         if (t->preparing) {

@@ -101,6 +101,7 @@ Loom__Resources *host_resources(const loom_agent_t *a)
     r->cpus_usable = a->cpus_usable;
     r->memory_bytes = a->memory_bytes;
     r->slots = a->slots;
+    r->prefetch = a->prefetch;
     r->gpu_source = loom_xstrdup(a->gpus.source ? a->gpus.source : "none");
     return r;
 }

@@ -34,6 +34,7 @@ enum {
     OPT_SLURM_QOS,
     OPT_SLURM_OPTION,
     OPT_SLURM_POLL,
+    OPT_PREFETCH,
 };
 #define DEFAULT_DRAIN_TIMEOUT_MS (10 * 60 * 1000)
 
@@ -64,6 +65,9 @@ static void usage(FILE *out)
             "  --server ENDPOINT   loomd ZeroMQ endpoint (default tcp://127.0.0.1:8421)\n"
             "  --name NAME         agent name (default: hostname)\n"
             "  --slots N           tasks run at once (default: CPUs)\n"
+            "  --prefetch N        hold up to N more tasks, each started the moment a slot\n"
+            "                      frees (default 0; for many short tasks, see\n"
+            "                      docs/architecture.md)\n"
             "  --work-dir DIR      attempt folders (default $LOOM_HOME/agent or ~/.loom/agent)\n"
             "  --label K=V         a label for placement; repeatable\n"
             "  --kill-grace DUR    SIGTERM to SIGKILL delay, e.g. 5s (default 5s)\n"
@@ -201,6 +205,11 @@ static int parse_flag(options_t *o, int c, const char *arg)
             return bad_flag("--slots", arg, "expected a number from 1 to 1000000");
         o->cfg.slots = (uint32_t)n;
         return -1;
+    case OPT_PREFETCH:
+        if (loom_parse_i64(arg, 0, 1024, &n) != 0)
+            return bad_flag("--prefetch", arg, "expected a number from 0 to 1024");
+        o->cfg.prefetch = (uint32_t)n;
+        return -1;
     case 'w':
         o->cfg.work_dir = arg;
         return -1;
@@ -302,6 +311,7 @@ static int parse_args(options_t *o, int argc, char **argv)
         {"server", required_argument, NULL, 's'},
         {"name", required_argument, NULL, 'n'},
         {"slots", required_argument, NULL, 'S'},
+        {"prefetch", required_argument, NULL, OPT_PREFETCH},
         {"work-dir", required_argument, NULL, 'w'},
         {"label", required_argument, NULL, 'l'},
         {"kill-grace", required_argument, NULL, 'k'},

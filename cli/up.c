@@ -337,7 +337,7 @@ static bool start_agent(up_t *up)
     struct passwd *pw = getpwuid(geteuid());
     /* Tasks that use the loom CLI find this loomd as `loom` itself does:
      * through LOOM_HOME or LOOM_SERVER (tasks see no other agent variable). */
-    char *argv[20] = {"loom-agent", "--server",       up->zmq_endpoint,  "--work-dir", work,
+    char *argv[24] = {"loom-agent", "--server",       up->zmq_endpoint,  "--work-dir", work,
                       "--name",     (char *)up->name, "--drain-timeout", "0",          "--pass-env",
                       "LOOM_HOME",  "--pass-env",     "LOOM_SERVER"};
     size_t n = 13;
@@ -349,6 +349,15 @@ static bool start_agent(up_t *up)
         argv[n++] = "--slots";
         argv[n++] = (char *)up->slots;
     }
+    /* One agent, so no other could have started a held task sooner:
+     * prefetch as many tasks as it has slots. */
+    char prefetch[24];
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int64_t slots = cpus > 0 ? cpus : 1;
+    if (up->slots) loom_parse_i64(up->slots, 1, 1024, &slots);
+    snprintf(prefetch, sizeof prefetch, "%lld", (long long)(slots < 1024 ? slots : 1024));
+    argv[n++] = "--prefetch";
+    argv[n++] = prefetch;
     argv[n] = NULL;
     up->agent.pid = spawn(up, argv);
     if (token) {

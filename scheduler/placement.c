@@ -175,6 +175,63 @@ static agent_t *best_agent(loom_sched_t *s, const loom_dag_resources_t *r)
     return best;
 }
 
+/* --- prefetch ---------------------------------------------------------------------------- */
+
+/* An agent that prefetches holds up to `prefetch` Dispatches beyond its
+ * slots and starts each the moment a slot frees, saving the round trip to
+ * loomd between one short task and the next. Only where no agent has room
+ * now, and only for tasks that need no GPU and no pool (those are assigned
+ * at placement). The agent starts them by slots alone, oldest first, and
+ * placement_promote does the same, so both sides agree on what runs. */
+static bool backlog_room(const agent_t *a)
+{
+    return a->state == AGENT_CONNECTED && !a->cordoned && !a->draining && a->queued < a->prefetch;
+}
+
+static bool prefetchable(const loom_dag_resources_t *r)
+{
+    return r->gpus == 0 && !r->gpu_shared && !r->pool;
+}
+
+static bool backlog_fits(const agent_t *a, const loom_dag_resources_t *r)
+{
+    return backlog_room(a) && prefetchable(r) && could_fit(a, r);
+}
+
+/* The agent with the shortest backlog that could run r. */
+static agent_t *backlog_agent(loom_sched_t *s, const loom_dag_resources_t *r)
+{
+    agent_t *best = NULL;
+    for (size_t i = 0; i < s->n_agent_list; i++) {
+        agent_t *a = s->agent_list[i];
+        if (backlog_fits(a, r) && (!best || a->queued < best->queued)) best = a;
+    }
+    return best;
+}
+
+static void promote(loom_sched_t *s, agent_t *a, attempt_t *x)
+{
+    link_remove(&x->in_backlog);
+    x->queued = false;
+    a->queued--;
+    a->running++;
+    placement_reserve(s, a, x);
+    /* Its backlog has room again. */
+    placement_agent_freed(s, a);
+}
+
+void placement_promote(loom_sched_t *s, agent_t *a)
+{
+    while (!link_empty(&a->backlog) && a->running < a->slots)
+        promote(s, a, CONTAINER_OF(a->backlog.next, attempt_t, in_backlog));
+}
+
+void placement_started(loom_sched_t *s, attempt_t *x)
+{
+    /* The agent freed a slot before loomd heard of it: it counts now. */
+    if (x->queued) promote(s, x->agent, x);
+}
+
 /* --- pools and fair share ---------------------------------------------------------- */
 
 static pool_t *pool_of(loom_sched_t *s, const loom_dag_resources_t *r)
@@ -335,7 +392,7 @@ static void remember_miss(misses_t *m, const loom_dag_resources_t *r)
 }
 
 /* The best queue, by tq_before, whose first task fits on a now. */
-static tq_t *best_queue_for(loom_sched_t *s, agent_t *a)
+static tq_t *best_queue_for(loom_sched_t *s, agent_t *a, bool backlog)
 {
     tq_t *best = NULL;
     misses_t misses = {0};
@@ -347,7 +404,9 @@ static tq_t *best_queue_for(loom_sched_t *s, agent_t *a)
             const loom_dag_resources_t *r = tq_request(q);
             uint32_t free_gpus;
             if (missed(&misses, r)) continue;
-            if (pool_full(s, r) || !fits_now(a, r, &free_gpus)) {
+            bool fits =
+                backlog ? backlog_fits(a, r) : !pool_full(s, r) && fits_now(a, r, &free_gpus);
+            if (!fits) {
                 remember_miss(&misses, r);
                 continue;
             }
@@ -371,11 +430,11 @@ void placement_agent_freed(loom_sched_t *s, agent_t *a)
     a->in_freed = true;
 }
 
-static void place_first(loom_sched_t *s, tq_t *q, agent_t *a)
+static void place_first(loom_sched_t *s, tq_t *q, agent_t *a, bool queued)
 {
     task_t *t = CONTAINER_OF(q->tasks.next, task_t, in_queue);
     placement_unqueue(s, t);
-    dispatch_task(s, t, a);
+    dispatch_task(s, t, a, queued);
 }
 
 /* Where capacity grew on one agent, only that agent can take a queue that
@@ -386,7 +445,10 @@ static void fill_freed_agents(loom_sched_t *s)
         agent_t *a = s->freed[--s->n_freed];
         a->in_freed = false;
         tq_t *q;
-        while (schedulable(a) && (q = best_queue_for(s, a)) != NULL) place_first(s, q, a);
+        while (schedulable(a) && (q = best_queue_for(s, a, false)) != NULL)
+            place_first(s, q, a, false);
+        while (backlog_room(a) && (q = best_queue_for(s, a, true)) != NULL)
+            place_first(s, q, a, true);
     }
 }
 
@@ -406,12 +468,14 @@ static void place_fresh_queue(loom_sched_t *s, tq_t *q, misses_t *misses)
     q->fresh = false;
     while (!link_empty(&q->tasks)) {
         agent_t *a = NULL;
+        bool queued = false;
         if (!missed(misses, r) && !pool_full(s, r)) a = best_agent(s, r);
+        if (!a && !missed(misses, r) && (a = backlog_agent(s, r)) != NULL) queued = true;
         if (!a) {
             remember_miss(misses, r);
             return;
         }
-        place_first(s, q, a);
+        place_first(s, q, a, queued);
     }
 }
 
@@ -524,6 +588,14 @@ static void pool_freed(loom_sched_t *s, const char *pool)
 void placement_release(loom_sched_t *s, attempt_t *x)
 {
     agent_t *a = x->agent;
+    if (x->queued) {
+        /* Held no slot and reserved nothing: only its backlog place. */
+        link_remove(&x->in_backlog);
+        x->queued = false;
+        a->queued--;
+        placement_agent_freed(s, a);
+        return;
+    }
     a->cpus_used = a->cpus_used > x->cpus ? a->cpus_used - x->cpus : 0;
     a->memory_used = a->memory_used > x->memory_bytes ? a->memory_used - x->memory_bytes : 0;
     for (uint32_t i = 0; i < x->n_gpus; i++)

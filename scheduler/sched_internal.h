@@ -62,6 +62,11 @@ struct s_agent {
     uint64_t last_seen_unix;
     uint64_t dispatch_seq; /* last Dispatch.seq sent since Welcome */
     link_t attempts;       /* attempts placed here and not yet ended */
+    /* Prefetch (loom-agent --prefetch): attempts sent beyond the slots,
+     * oldest first, which reserve nothing until the agent starts them in a
+     * slot that frees (placement_promote mirrors that). */
+    uint32_t prefetch, queued;
+    link_t backlog;
 
     /* What placement needs (placement.c). */
     double cpus_total, cpus_used; /* usable CPUs; reserved by attempts */
@@ -92,6 +97,8 @@ struct s_attempt {
     task_t *task;
     agent_t *agent;
     link_t on_agent;
+    bool queued;       /* in its agent's backlog: sent, holding no slot yet */
+    link_t in_backlog; /* valid while queued */
     attempt_state_t state;
     uint64_t dispatch_seq;
     uint64_t dispatched_ms, started_ms; /* unix ms */
@@ -343,6 +350,11 @@ void dispatch_ready(loom_sched_t *s);
 /* Reserves t's resources on a (assigning GPUs) for attempt x. */
 void placement_reserve(loom_sched_t *s, agent_t *a, attempt_t *x);
 void placement_release(loom_sched_t *s, attempt_t *x);
+/* A slot of a freed: its oldest backlog attempts take it, as the agent
+ * itself does. Also an attempt still queued here that the agent reports
+ * started. */
+void placement_promote(loom_sched_t *s, agent_t *a);
+void placement_started(loom_sched_t *s, attempt_t *x);
 /* Marks the GPUs x holds as busy on a (after a's resources were reset). */
 void placement_mark_gpus(agent_t *a, const attempt_t *x);
 /* Why t is still queued ("needs 2 GPUs with ≥ 40 GiB; largest free: 1"). */
@@ -360,7 +372,8 @@ void tq_free(tq_t *q);
 
 /* sched_task.c: when tasks are ready, dispatch, attempts and their outcome */
 /* Starts an attempt of t on agent a (placement has checked it fits). */
-void dispatch_task(loom_sched_t *s, task_t *t, agent_t *a);
+/* queued: into a's backlog (prefetch) rather than a free slot. */
+void dispatch_task(loom_sched_t *s, task_t *t, agent_t *a, bool queued);
 /* Decides what a pending task does now that (some of) its upstream ended:
  * nothing yet, queue, skip, or upstream_failed. */
 void task_evaluate(loom_sched_t *s, task_t *t);

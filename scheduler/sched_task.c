@@ -529,7 +529,7 @@ static bool send_dispatch(loom_sched_t *s, attempt_t *a, char *why, size_t whyle
     return true;
 }
 
-void dispatch_task(loom_sched_t *s, task_t *t, agent_t *ag)
+void dispatch_task(loom_sched_t *s, task_t *t, agent_t *ag, bool queued)
 {
     run_t *r = t->run;
     uint64_t now = loom_unix_ms();
@@ -557,7 +557,7 @@ void dispatch_task(loom_sched_t *s, task_t *t, agent_t *ag)
     }
     a->id = row.id;
     a->dispatch_seq = ag->dispatch_seq + 1;
-    placement_reserve(s, ag, a);
+    if (!queued) placement_reserve(s, ag, a);
     if (a->n_gpus) {
         json_t *g = json_array();
         for (uint32_t i = 0; i < a->n_gpus; i++) json_array_append_new(g, json_integer(a->gpus[i]));
@@ -568,7 +568,7 @@ void dispatch_task(loom_sched_t *s, task_t *t, agent_t *ag)
     }
     char why[256];
     if (!send_dispatch(s, a, why, sizeof why)) {
-        placement_release(s, a);
+        if (!queued) placement_release(s, a);
         loom_attempt_row_t failed = {.id = a->id, .state = "failed", .ended_ms = now, .error = why};
         loom_store_attempt_update(s->store, &failed);
         t->last_attempt_id = a->id;
@@ -581,7 +581,13 @@ void dispatch_task(loom_sched_t *s, task_t *t, agent_t *ag)
     }
     ag->dispatch_seq++;
     link_push(&ag->attempts, &a->on_agent);
-    ag->running++;
+    if (queued) {
+        a->queued = true;
+        link_push(&ag->backlog, &a->in_backlog);
+        ag->queued++;
+    } else {
+        ag->running++;
+    }
     loom_map_put(&s->attempts, a->id, a);
     t->current = a;
     t->last_attempt_id = a->id;
@@ -707,10 +713,12 @@ void recent_ended_add(loom_sched_t *s, uint64_t attempt_id, agent_t *a)
 
 static void attempt_detach(loom_sched_t *s, attempt_t *a)
 {
+    bool held_slot = !a->queued;
     placement_release(s, a);
     a->state = ATT_ENDED;
     link_remove(&a->on_agent);
-    if (a->agent->running > 0) a->agent->running--;
+    if (held_slot && a->agent->running > 0) a->agent->running--;
+    if (held_slot) placement_promote(s, a->agent);
     loom_map_del(&s->attempts, a->id);
     if (a->log_fd >= 0) close(a->log_fd);
     a->log_fd = -1;

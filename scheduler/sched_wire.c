@@ -25,6 +25,7 @@ agent_t *agent_get_or_add(loom_sched_t *s, const char *name)
     a->state = AGENT_DISCONNECTED;
     a->last_seen = sched_now(s);
     link_init(&a->attempts);
+    link_init(&a->backlog);
     loom_smap_put(&s->agents, a->name, a);
     if (s->n_agent_list == s->cap_agent_list) {
         s->cap_agent_list = s->cap_agent_list ? s->cap_agent_list * 2 : 16;
@@ -133,6 +134,7 @@ static void on_hello(loom_sched_t *s, agent_t *a, const loom_msg_t *m)
     a->cpus = res ? res->cpus : 0;
     a->memory_bytes = res ? res->memory_bytes : 0;
     a->slots = res && res->slots ? res->slots : 1;
+    a->prefetch = res ? res->prefetch : 0;
     agent_set_resources(a, res);
     a->draining = false;
     for (link_t *l = a->attempts.next; l != &a->attempts; l = l->next)
@@ -262,6 +264,7 @@ static void on_started(loom_sched_t *s, agent_t *a, const loom_msg_t *m)
         send_cancel(s, a->name, m->started->attempt_id, "attempt is no longer current");
         return;
     }
+    placement_started(s, x);
     attempt_started(s, x, m->started->started_unix_ms);
     if (m->started->job_id && *m->started->job_id)
         loom_store_attempt_job(s->store, x->id, m->started->job_id);

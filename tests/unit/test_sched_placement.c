@@ -287,6 +287,41 @@ static void test_cordoned_agent_gets_no_work(void **state)
     assert_int_equal(loom_sched_agent_cordon(f->s, "nobody", true, false), LOOM_ENOTFOUND);
 }
 
+/* A prefetching agent is sent CPU tasks beyond its slots, oldest first into
+ * each freed slot; never a GPU task, which waits for a real free slot. */
+static void test_prefetch_holds_cpu_tasks_only(void **state)
+{
+    fixture_t *f = *state;
+    void *p = dealer(f, "p");
+    Loom__Resources r = resources(16, 64, 1, "A100", 40, 0);
+    r.prefetch = 2;
+    hello_with(f, p, "p", 1, &r);
+    start(f, "pipeline: pf\n"
+             "tasks:\n"
+             "  a:\n    run: x\n"
+             "  b:\n    run: x\n"
+             "  c:\n    run: x\n"
+             "  g:\n    run: x\n    resources: {gpus: 1}\n");
+    loom_msg_t *a = expect(f, p, LOOM__ENVELOPE__BODY_DISPATCH);
+    loom_msg_t *b = expect(f, p, LOOM__ENVELOPE__BODY_DISPATCH);
+    loom_msg_t *c = expect(f, p, LOOM__ENVELOPE__BODY_DISPATCH);
+    assert_string_equal(a->dispatch->task, "a");
+    assert_string_equal(b->dispatch->task, "b");
+    assert_string_equal(c->dispatch->task, "c");
+    expect_nothing(f, p); /* g needs the GPU: not held */
+    finish(p, a->dispatch->attempt_id);
+    expect_nothing(f, p); /* b takes the slot; g may not queue */
+    finish(p, b->dispatch->attempt_id);
+    finish(p, c->dispatch->attempt_id);
+    loom_msg_t *g = expect(f, p, LOOM__ENVELOPE__BODY_DISPATCH);
+    assert_string_equal(g->dispatch->task, "g");
+    assert_int_equal(g->dispatch->n_gpus, 1);
+    loom_codec_free(a);
+    loom_codec_free(b);
+    loom_codec_free(c);
+    loom_codec_free(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -301,6 +336,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_cordoned_agent_gets_no_work, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shared_gpu_packs_by_memory, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prefetch_holds_cpu_tasks_only, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
