@@ -191,6 +191,7 @@ static int check_resources(const Loom__Resources *r, char *why, size_t whylen)
     }
     if (!(r->cpus_usable >= 0 && r->cpus_usable <= 1e6)) FAIL("hello: cpus_usable out of range");
     if (!text_ok(r->gpu_source, NAME_MAX_LEN)) FAIL("hello: gpu_source too long");
+    if (r->prefetch > 1024) FAIL("hello: prefetch %u, at most 1024", r->prefetch);
     return 0;
 }
 

@@ -259,6 +259,9 @@ static void test_validated_after_unpacking(void **state)
     h.hostname = long_host;
     expect_refused(&m, "hostname");
     h.hostname = "host";
+    res.prefetch = 1025;
+    expect_refused(&m, "prefetch 1025");
+    res.prefetch = 1024;
     assert_int_equal(roundtrip(&m, why, sizeof why, &out), 0);
     loom_codec_free(out);
 
