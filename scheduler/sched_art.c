@@ -4,9 +4,12 @@
  *
  * Uploads: the agent asks first (a PutObject with no data); loomd answers
  * "stored" when it has the object, so a duplicate costs no bytes. Chunks
- * then arrive in order, each acknowledged with the offset held; the last
- * one is verified, fsynced and renamed on the thread pool, never on the
- * loop, and only then acknowledged as stored. */
+ * then arrive in order; each is written and hashed on the thread pool, one
+ * at a time per upload and never on the loop (hashing 4 GiB there held
+ * every other message up for seconds), and acknowledged with the offset
+ * held once written, so the agent's window bounds what waits here. After
+ * the last one the object is verified, fsynced and renamed, also on the
+ * thread pool, and only then acknowledged as stored. */
 #include "sched_internal.h"
 
 #include "loom/err.h"
@@ -19,13 +22,25 @@
 
 /* ---- uploads ---- */
 
+typedef struct chunk {
+    struct chunk *next;
+    size_t len;
+    uint8_t data[];
+} chunk_t;
+
 typedef struct upload {
     loom_sched_t *s;
     char *key; /* "AGENT\nHASH" */
     char *agent;
     char hash[65];
     uint64_t attempt_id;
-    uint64_t size, received;
+    uint64_t size, received;       /* received: written and hashed */
+    uint64_t expected;             /* the offset the next chunk must have */
+    chunk_t *queued, *queued_tail; /* arrived, waiting for the writer */
+    chunk_t *writing;              /* on the thread pool now */
+    bool dropped;                  /* out of the map; freed when the write is done */
+    uv_work_t write_work;
+    int write_err;
     loom_obj_writer_t *writer;
     bool committing;
     uv_work_t work;
@@ -50,6 +65,12 @@ static void send_put_ack(loom_sched_t *s, const char *agent, uint64_t attempt_id
 
 static void upload_free(upload_t *u)
 {
+    while (u->queued) {
+        chunk_t *c = u->queued;
+        u->queued = c->next;
+        free(c);
+    }
+    free(u->writing);
     loom_objects_writer_abort(&u->writer);
     free(u->key);
     free(u->agent);
@@ -59,7 +80,10 @@ static void upload_free(upload_t *u)
 static void upload_drop(loom_sched_t *s, upload_t *u)
 {
     loom_smap_del(&s->uploads, u->key);
-    upload_free(u);
+    if (u->writing)
+        u->dropped = true; /* the thread pool still has it: on_write_done frees it */
+    else
+        upload_free(u);
 }
 
 static void on_commit_work(uv_work_t *w)
@@ -95,6 +119,58 @@ static void upload_fail(loom_sched_t *s, upload_t *u, const char *why)
 {
     send_put_ack(s, u->agent, u->attempt_id, u->hash, 0, false, why);
     upload_drop(s, u);
+}
+
+static void on_write_work(uv_work_t *w)
+{
+    upload_t *u = w->data;
+    u->write_err = loom_objects_writer_append(u->writer, u->writing->data, u->writing->len);
+}
+
+static void on_write_done(uv_work_t *w, int status);
+
+/* The next queued chunk to the thread pool. */
+static void write_next(upload_t *u)
+{
+    chunk_t *c = u->queued;
+    u->queued = c->next;
+    if (!u->queued) u->queued_tail = NULL;
+    c->next = NULL;
+    u->writing = c;
+    u->s->upload_commits++;
+    if (uv_queue_work(u->s->loop, &u->write_work, on_write_work, on_write_done) != 0) abort();
+}
+
+static void on_write_done(uv_work_t *w, int status)
+{
+    upload_t *u = w->data;
+    loom_sched_t *s = u->s;
+    size_t len = u->writing->len;
+    free(u->writing);
+    u->writing = NULL;
+    s->upload_commits--;
+    if (status != 0 && !u->write_err) u->write_err = LOOM_EIO;
+    if (u->dropped || s->closing) {
+        if (!u->dropped && loom_smap_get(&s->uploads, u->key) == u)
+            loom_smap_del(&s->uploads, u->key);
+        upload_free(u);
+        return;
+    }
+    if (u->write_err) {
+        upload_fail(s, u, "loomd cannot write the object (disk full?); nothing of it is kept");
+        sched_request_flush(s);
+        return;
+    }
+    u->received += len;
+    if (u->received < u->size) {
+        send_put_ack(s, u->agent, u->attempt_id, u->hash, u->received, false, NULL);
+        sched_request_flush(s);
+        if (u->queued) write_next(u);
+        return;
+    }
+    u->committing = true;
+    s->upload_commits++;
+    if (uv_queue_work(s->loop, &u->work, on_commit_work, on_commit_done) != 0) abort();
 }
 
 void artifacts_on_put(loom_sched_t *s, agent_t *ag, const Loom__PutObject *p)
@@ -140,6 +216,7 @@ void artifacts_on_put(loom_sched_t *s, agent_t *ag, const Loom__PutObject *p)
         u->attempt_id = p->attempt_id;
         u->size = p->size;
         u->work.data = u;
+        u->write_work.data = u;
         if (loom_objects_writer_new(s->objects, &u->writer) != 0) {
             send_put_ack(s, ag->name, p->attempt_id, p->hash, 0, false,
                          "loomd cannot create a temporary file for the object");
@@ -149,30 +226,32 @@ void artifacts_on_put(loom_sched_t *s, agent_t *ag, const Loom__PutObject *p)
         loom_smap_put(&s->uploads, u->key, u);
     }
     free(key);
-    if (!u || u->committing || p->offset != u->received || p->size != u->size) {
-        /* Out of order (a chunk from before a reconnect): say where we are. */
-        send_put_ack(s, ag->name, p->attempt_id, p->hash, u ? u->received : 0, false, NULL);
+    if (!u || u->committing || p->offset != u->expected || p->size != u->size ||
+        p->data.len > u->size - u->expected) {
+        /* Out of order (a chunk from before a reconnect): say where we are
+         * (what is written, or queued to be: a write that fails fails the
+         * whole upload). */
+        send_put_ack(s, ag->name, p->attempt_id, p->hash, u ? u->expected : 0, false, NULL);
         return;
     }
-    if (loom_objects_writer_append(u->writer, p->data.data, p->data.len) != 0) {
-        upload_fail(s, u, "loomd cannot write the object (disk full?); nothing of it is kept");
-        return;
-    }
-    u->received += p->data.len;
-    if (u->received < u->size) {
-        send_put_ack(s, ag->name, p->attempt_id, p->hash, u->received, false, NULL);
-        return;
-    }
-    u->committing = true;
-    s->upload_commits++;
-    if (uv_queue_work(s->loop, &u->work, on_commit_work, on_commit_done) != 0) abort();
+    chunk_t *c = loom_xmalloc(sizeof *c + p->data.len);
+    c->next = NULL;
+    c->len = p->data.len;
+    memcpy(c->data, p->data.data, p->data.len);
+    if (u->queued_tail)
+        u->queued_tail->next = c;
+    else
+        u->queued = c;
+    u->queued_tail = c;
+    u->expected += p->data.len;
+    if (!u->writing) write_next(u);
 }
 
 void artifacts_free_uploads(loom_sched_t *s)
 {
     void *v;
     for (size_t i = 0; loom_map_next(&s->uploads, &i, &v);)
-        if (!((upload_t *)v)->committing) upload_free(v);
+        if (!((upload_t *)v)->committing && !((upload_t *)v)->writing) upload_free(v);
     loom_map_free(&s->uploads);
 }
 

@@ -212,6 +212,69 @@ static void test_outputs_are_uploaded_recorded_and_passed_on(void **state)
     json_decref(lin);
 }
 
+/* As the agent sends: several chunks before any acknowledgement. loomd
+ * writes them off the loop, acknowledges each in order once written, and a
+ * question asked again mid-upload starts it over cleanly. */
+static void test_upload_window_and_restart(void **state)
+{
+    fixture_t *f = *state;
+    void *ag = dealer(f, "ag");
+    hello(f, ag, "ag", 1);
+    submit_dag(f, pipe_dag);
+    run(f, "p", false);
+    loom_msg_t *d = expect(f, ag, LOOM__ENVELOPE__BODY_DISPATCH);
+    uint64_t att = d->dispatch->attempt_id;
+    loom_codec_free(d);
+
+    const char *content = "0123456789abcdefghij";
+    char hash[65];
+    hex_of(content, hash);
+    put(ag, att, hash, 0, NULL, 20);
+    loom_msg_t *ack = expect(f, ag, LOOM__ENVELOPE__BODY_PUT_ACK);
+    assert_false(ack->put_ack->stored);
+    loom_codec_free(ack);
+    for (uint64_t off = 0; off < 20; off += 4) {
+        char chunk[5] = {0};
+        memcpy(chunk, content + off, 4);
+        put(ag, att, hash, off, chunk, 20);
+    }
+    uint64_t last = 0;
+    bool stored = false;
+    while (!stored) {
+        ack = expect(f, ag, LOOM__ENVELOPE__BODY_PUT_ACK);
+        assert_string_equal(ack->put_ack->error, "");
+        stored = ack->put_ack->stored;
+        assert_int_equal(ack->put_ack->offset, stored ? 20 : last + 4);
+        last = ack->put_ack->offset;
+        loom_codec_free(ack);
+    }
+    assert_true(loom_objects_has(loom_sched_objects(f->s), hash));
+
+    /* A chunk out of place is answered with where loomd is. */
+    const char *other = "ABCDEFGH";
+    char other_hash[65];
+    hex_of(other, other_hash);
+    put(ag, att, other_hash, 0, NULL, 8);
+    loom_codec_free(expect(f, ag, LOOM__ENVELOPE__BODY_PUT_ACK));
+    put(ag, att, other_hash, 4, "EFGH", 8);
+    ack = expect(f, ag, LOOM__ENVELOPE__BODY_PUT_ACK);
+    assert_false(ack->put_ack->stored);
+    assert_int_equal(ack->put_ack->offset, 0);
+    loom_codec_free(ack);
+    /* A first chunk, then the question again while it may be being
+     * written: whatever was acknowledged, the question's answer is 0. */
+    put(ag, att, other_hash, 0, "ABCD", 8);
+    put(ag, att, other_hash, 0, NULL, 8);
+    do {
+        ack = expect(f, ag, LOOM__ENVELOPE__BODY_PUT_ACK);
+        assert_false(ack->put_ack->stored);
+        last = ack->put_ack->offset;
+        loom_codec_free(ack);
+    } while (last != 0);
+    assert_int_equal(upload(f, ag, att, other), 8);
+    assert_true(loom_objects_has(loom_sched_objects(f->s), other_hash));
+}
+
 static void test_unstored_or_refused_outputs_fail_the_attempt(void **state)
 {
     fixture_t *f = *state;
@@ -503,6 +566,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_outputs_are_uploaded_recorded_and_passed_on, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_upload_window_and_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unstored_or_refused_outputs_fail_the_attempt, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_cache_skips_a_task_with_the_same_inputs, setup,
