@@ -5,7 +5,9 @@ One command: `python3 bench/compare.py` builds the release preset, installs
 the peers from Debian's packages (bench/install-peers.sh), and runs, in
 rounds that alternate the systems:
 
-  W1  N independent tasks running `true`: tasks/s       (loom, Dask, Celery, Snakemake)
+  W1  N independent tasks running `true`: tasks/s       (loom, Dask, Celery, Snakemake;
+      loom as `loom up` runs it, prefetching as many tasks as it has slots,
+      and as loom-np, with loom-agent's default of no prefetch)
   W2  a chain of tasks: one task's exit → the next one's process start,
       median and p99                                    (the same)
   floor  this machine: posix_spawn of /bin/true one and two at a time, a
@@ -47,7 +49,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PEER_PY = "/usr/bin/python3"  # Debian's Python, where the peers' packages live
 PEERS = ("dask", "celery", "snakemake", "slurm")
-ALL = ("loom", "floor") + PEERS
+# loom-np: the same loom with --prefetch 0 (loom-agent's default), beside
+# loom as `loom up` runs it (prefetching as many tasks as it has slots).
+ALL = ("loom", "loom-np", "floor") + PEERS
 DEFAULT = ALL
 
 
@@ -74,7 +78,7 @@ def spread(xs, fmt="%.0f"):
 class Loom:
     """One loomd and one agent with one slot per core, kept across rounds."""
 
-    def __init__(self, build, slots):
+    def __init__(self, build, slots, prefetch):
         os.environ["LOOM_BUILD_DIR"] = build
         sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
         sys.path.insert(0, HERE)
@@ -84,7 +88,7 @@ class Loom:
         self.Cluster = Cluster
         self.c = Cluster(log_level="warn")
         self.c.start_loomd()
-        self.agent = self.c.start_agent("bench", slots)
+        self.agent = self.c.start_agent("bench", slots, extra=["--prefetch", str(prefetch)])
         self.c.wait_agents(["bench"])
         self.submitted = set()
 
@@ -378,9 +382,11 @@ def report(args, res, systems, extra, load):
           "%.0f / %.0f commits/s (%.0f rows/s) | — | — |" % (
               median(fl["sqlite_commit_per_s"]), median(fl["sqlite_batch100_commit_per_s"]),
               median(fl["sqlite_batch100_rows_per_s"])))
-    if loom.get("w8_cpu_us"):
-        P("| W8 loomd CPU per task during W1 | loom | **%.1f µs** | %s | target ≤ 25 µs |" % (
-            median(loom["w8_cpu_us"]), spread(loom["w8_cpu_us"], "%.1f")))
+    for s in ("loom", "loom-np"):
+        xs = res.get(s, {}).get("w8_cpu_us")
+        if xs:
+            P("| W8 loomd CPU per task during W1 | %s | **%.1f µs** | %s | target ≤ 25 µs |" % (
+                s, median(xs), spread(xs, "%.1f")))
     if loom.get("w3"):
         wall, peak, hwm = loom["w3"]
         P("| W3 fan-out of %d → one fan-in | loom | **%.2f s** (%.0f tasks/s); loomd peak "
@@ -407,6 +413,9 @@ def main():
                         ", ".join(ALL), ",".join(DEFAULT)))
     ap.add_argument("--repeat", type=int, default=5, help="rounds (default 5)")
     ap.add_argument("--tasks", type=int, default=1000)
+    ap.add_argument("--loom-prefetch", type=int, default=os.cpu_count(),
+                    help="loom's agent --prefetch (default: its slots, as `loom up` runs it; "
+                         "loom-np runs with 0)")
     ap.add_argument("--chain", type=int, default=200)
     ap.add_argument("--slurm-chain", type=int, default=50,
                     help="Slurm's W2 chain (default 50: about a second a hop)")
@@ -456,6 +465,7 @@ def main():
     res = {s: {} for s in systems}
     load = [loadavg(), None]
     loom = None
+    looms = {}
     slurm = None
     try:
         if "slurm" in systems:
@@ -474,16 +484,18 @@ def main():
                     "sched_min_interval=0, default_queue_depth=1000; MinJobAge=300); "
                     "W1 as one job array, W2 as --dependency=afterok jobs" % slurm.cpus)
         if "loom" in systems:
-            loom = Loom(args.build, os.cpu_count())
+            loom = looms["loom"] = Loom(args.build, os.cpu_count(), args.loom_prefetch)
+        if "loom-np" in systems:
+            looms["loom-np"] = Loom(args.build, os.cpu_count(), 0)
         order = list(systems)
         for r in range(args.repeat):
             for s in order:
                 log("round %d/%d: %s (load %s)" % (r + 1, args.repeat, s, loadavg()))
-                if s == "loom":
-                    rate, cpu_us = loom.w1(args.tasks)
+                if s in looms:
+                    rate, cpu_us = looms[s].w1(args.tasks)
                     res[s].setdefault("w1", []).append(rate)
                     res[s].setdefault("w8_cpu_us", []).append(cpu_us)
-                    res[s].setdefault("w2", []).append(loom.w2(args.chain))
+                    res[s].setdefault("w2", []).append(looms[s].w2(args.chain))
                 elif s == "floor":
                     f = floor(args.build, max(200, args.tasks), tmp)
                     for k, v in f.items():
@@ -498,6 +510,8 @@ def main():
         if slurm:  # not needed by the loom-only workloads: stop it before them
             stop_slurm(slurm)
             slurm = None
+        if "loom-np" in looms:
+            looms.pop("loom-np").close()
         if loom and not args.skip_loom_only or args.quick and loom:
             log("W3: fan-out of %d" % args.fanout)
             res["loom"]["w3"] = step("W3", loom.w3, args.fanout)
@@ -517,6 +531,9 @@ def main():
             extra.append(("W7: restart recovery",
                           existing("bench_recovery.py", [], args.build)))
     finally:
+        for k in list(looms):
+            if looms[k] is not loom:
+                looms.pop(k).close()
         if loom:
             loom.close()
         if slurm:
