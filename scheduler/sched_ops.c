@@ -152,6 +152,9 @@ static json_t *agent_json(const agent_t *a)
                   "cpus", (int)a->cpus, "memory_bytes", (json_int_t)a->memory_bytes, "labels",
                   labels ? labels : json_object(), "connected_unix_ms", (json_int_t)a->connected_ms,
                   "last_seen_unix_ms", (json_int_t)a->last_seen_unix);
+    /* Prefetch: tasks held by the agent beyond its slots, not started. */
+    json_object_set_new(j, "prefetch", json_integer(a->prefetch));
+    json_object_set_new(j, "queued", json_integer(a->queued));
     json_object_set_new(j, "cpus_usable", json_real(a->cpus_total));
     json_object_set_new(j, "cpus_used", json_real(a->cpus_used));
     json_object_set_new(j, "memory_used_bytes", json_integer((json_int_t)a->memory_used));

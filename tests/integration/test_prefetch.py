@@ -57,6 +57,8 @@ class PrefetchTest(ClusterTest):
         run_id = self.c.start_run("gated")
         first, second = self.one_running_one_queued(run_id)
         self.assertFalse(self.started(second))  # one slot: it waits
+        agent = {a["name"]: a for a in self.c.get("/api/v1/agents")["agents"]}["p1"]
+        self.assertEqual((agent["prefetch"], agent["running"], agent["queued"]), (1, 1, 1))
         # With loomd stopped, only the agent can start the second task.
         self.c.loomd.send_signal(signal.SIGSTOP)
         try:
