@@ -421,7 +421,7 @@ static void handle_finished_ack(loom_agent_t *a, loom_msg_t **mp)
 static void handle_cancel(loom_agent_t *a, loom_msg_t **mp)
 {
     const loom_msg_t *m = *mp;
-    agent_cancel(a, m->cancel->attempt_id, m->cancel->reason);
+    agent_cancel(a, m->cancel->attempt_id, m->cancel->reason, m->cancel->if_queued);
 }
 
 static void handle_object(loom_agent_t *a, loom_msg_t **mp)

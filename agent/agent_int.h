@@ -238,7 +238,9 @@ void agent_tick_uploads(loom_agent_t *a);
 void agent_resend_stale(loom_agent_t *a, uint64_t after_ms);
 /* An object was let go by the upload sending it: others waiting for it go. */
 void agent_kick_uploads(loom_agent_t *a);
-void agent_cancel(loom_agent_t *a, uint64_t attempt_id, const char *reason);
+/* if_queued: only an attempt held unstarted (prefetch), which is handed
+ * back (a refused Finished) rather than cancelled. */
+void agent_cancel(loom_agent_t *a, uint64_t attempt_id, const char *reason, bool if_queued);
 void agent_forget_attempt(loom_agent_t *a, uint64_t attempt_id);
 /* Marks every unacked chunk and Finished as not yet sent on this connection. */
 void agent_rewind_all(loom_agent_t *a);

@@ -931,11 +931,22 @@ void agent_ack_finished(loom_agent_t *a, uint64_t attempt_id)
     maybe_free(a, t);
 }
 
-void agent_cancel(loom_agent_t *a, uint64_t attempt_id, const char *reason)
+void agent_cancel(loom_agent_t *a, uint64_t attempt_id, const char *reason, bool if_queued)
 {
     attempt_t *t = find(a, attempt_id);
     if (!t || t->forgotten) {
         LOG_DEBUG("cancel for an attempt not held attempt=%llu", (unsigned long long)attempt_id);
+        return;
+    }
+    if (if_queued) {
+        /* loomd would rather run it elsewhere: only if it has not started. */
+        if (!t->queued) return;
+        LOG_INFO("handing back attempt=%llu task=%s before it started reason=%s",
+                 (unsigned long long)t->id, t->task, reason);
+        drop_msg(unqueue(a, t));
+        char *why = loom_xasprintf("withdrawn before it started: %s", reason);
+        finish_refused(a, t, why);
+        free(why);
         return;
     }
     if (t->preparing || t->queued) {

@@ -214,6 +214,13 @@ static void promote(loom_sched_t *s, agent_t *a, attempt_t *x)
     link_remove(&x->in_backlog);
     x->queued = false;
     a->queued--;
+    s->backlog_total--;
+    if (x->withdrawing) {
+        /* Started (or about to) where it was: the withdrawal will be
+         * ignored by the agent. */
+        x->withdrawing = false;
+        s->withdrawing--;
+    }
     a->running++;
     placement_reserve(s, a, x);
     /* Its backlog has room again. */
@@ -439,7 +446,7 @@ static void place_first(loom_sched_t *s, tq_t *q, agent_t *a, bool queued)
 
 /* Where capacity grew on one agent, only that agent can take a queue that
  * was passed over before: fill it from the queues, best first. */
-static void fill_freed_agents(loom_sched_t *s)
+static void fill_freed_agents(loom_sched_t *s, agent_t ***backlogs, size_t *n_backlogs)
 {
     while (s->n_freed) {
         agent_t *a = s->freed[--s->n_freed];
@@ -447,8 +454,21 @@ static void fill_freed_agents(loom_sched_t *s)
         tq_t *q;
         while (schedulable(a) && (q = best_queue_for(s, a, false)) != NULL)
             place_first(s, q, a, false);
-        while (backlog_room(a) && (q = best_queue_for(s, a, true)) != NULL)
-            place_first(s, q, a, true);
+        if (backlog_room(a)) {
+            *backlogs = loom_xrealloc(*backlogs, (*n_backlogs + 1) * sizeof **backlogs);
+            (*backlogs)[(*n_backlogs)++] = a;
+        }
+    }
+}
+
+/* Backlogs last: a task goes into one only once no free slot anywhere can
+ * take it (the freed agents and the fresh queues have had their turn). */
+static void fill_backlogs(loom_sched_t *s, agent_t **agents, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        tq_t *q;
+        while (backlog_room(agents[i]) && (q = best_queue_for(s, agents[i], true)) != NULL)
+            place_first(s, q, agents[i], true);
     }
 }
 
@@ -502,6 +522,43 @@ static void place_fresh_queues(loom_sched_t *s)
     free(groups);
 }
 
+/* A slot free on one agent while tasks wait in another's backlog: ask the
+ * newest of them back (the agent hands it back only if it has not started
+ * it) so that it runs on the free slot instead. At most as many asked back
+ * at once as there are free slots that could take them. */
+static void steal_for_free_slots(loom_sched_t *s)
+{
+    if (s->backlog_total == 0) return;
+    uint32_t free_slots = 0;
+    for (size_t i = 0; i < s->n_agent_list; i++) {
+        const agent_t *b = s->agent_list[i];
+        if (schedulable(b)) free_slots += b->slots - b->running;
+    }
+    for (size_t i = 0; i < s->n_agent_list && s->withdrawing < free_slots; i++) {
+        agent_t *a = s->agent_list[i];
+        for (link_t *l = a->backlog.prev; l != &a->backlog && s->withdrawing < free_slots;
+             l = l->prev) {
+            attempt_t *x = CONTAINER_OF(l, attempt_t, in_backlog);
+            if (x->withdrawing) continue;
+            const loom_dag_resources_t *r = &dag_task(x->task)->resources;
+            agent_t *to = NULL;
+            for (size_t j = 0; j < s->n_agent_list && !to; j++) {
+                agent_t *b = s->agent_list[j];
+                uint32_t free_gpus;
+                if (b != a && fits_now(b, r, &free_gpus)) to = b;
+            }
+            if (!to) continue;
+            char why[160];
+            snprintf(why, sizeof why, "agent %s has a free slot", to->name);
+            LOG_DEBUG("withdrawing attempt=%llu task=%s from agent=%s: %s",
+                      (unsigned long long)x->id, x->task->name, a->name, why);
+            x->withdrawing = x->asked_back = true;
+            s->withdrawing++;
+            sched_withdraw(s, x, why);
+        }
+    }
+}
+
 void dispatch_ready(loom_sched_t *s)
 {
     /* Every queue has been tried against every agent when it got tasks (a
@@ -510,8 +567,13 @@ void dispatch_ready(loom_sched_t *s)
      * fresh queues against all agents. While the disk is nearly full
      * nothing new starts; sched_disk_poll calls again once space is back. */
     if (sched_disk_low(s)) return;
-    fill_freed_agents(s);
+    agent_t **backlogs = NULL;
+    size_t n_backlogs = 0;
+    fill_freed_agents(s, &backlogs, &n_backlogs);
     place_fresh_queues(s);
+    fill_backlogs(s, backlogs, n_backlogs);
+    free(backlogs);
+    steal_for_free_slots(s);
 }
 
 /* --- reserving ------------------------------------------------------------------------ */
@@ -593,6 +655,7 @@ void placement_release(loom_sched_t *s, attempt_t *x)
         link_remove(&x->in_backlog);
         x->queued = false;
         a->queued--;
+        s->backlog_total--;
         placement_agent_freed(s, a);
         return;
     }

@@ -98,6 +98,8 @@ struct s_attempt {
     agent_t *agent;
     link_t on_agent;
     bool queued;       /* in its agent's backlog: sent, holding no slot yet */
+    bool withdrawing;  /* asked back from the backlog, answer not yet heard */
+    bool asked_back;   /* ... ever: a hand-back is loomd's doing, not a loss */
     link_t in_backlog; /* valid while queued */
     attempt_state_t state;
     uint64_t dispatch_seq;
@@ -134,6 +136,7 @@ struct s_task {
     uint32_t attempts;        /* attempts made */
     uint32_t lost;            /* attempts lost with their agent */
     uint32_t undelivered;     /* ... of which never started (lost Dispatches) */
+    uint32_t withdrawn;       /* ... of which handed back from a backlog (prefetch) */
     attempt_t *current;       /* the attempt in flight, if any */
     uint64_t last_attempt_id; /* the latest attempt, in flight or ended */
     link_t in_queue;          /* in the ready queue, or the retry wait list */
@@ -255,6 +258,8 @@ struct loom_sched {
     /* Artifacts (sched_art.c) */
     loom_map_t uploads;     /* "AGENT\nHASH" -> upload in progress (a string map) */
     int upload_commits;     /* objects being verified on the thread pool */
+    uint32_t backlog_total; /* attempts queued in agents' backlogs (prefetch) */
+    uint32_t withdrawing;   /* ... asked back, answer not yet heard */
     json_t *pending_events; /* model events to fire at the end of the turn */
 
     outmsg_t *out_head, **out_tail;
@@ -303,6 +308,8 @@ uint64_t sched_now(loom_sched_t *s); /* monotonic ms */
 bool sched_disk_low(loom_sched_t *s);
 void sched_disk_poll(loom_sched_t *s);
 void sched_send(loom_sched_t *s, const char *agent, loom_msg_t *msg);
+/* Asks x's agent to hand x back if it has not started it (prefetch). */
+void sched_withdraw(loom_sched_t *s, attempt_t *x, const char *why);
 void sched_mark_changed(loom_sched_t *s, uint64_t run_id);
 void sched_mark_output(loom_sched_t *s, uint64_t run_id);
 void sched_request_flush(loom_sched_t *s);

@@ -585,6 +585,7 @@ void dispatch_task(loom_sched_t *s, task_t *t, agent_t *ag, bool queued)
         a->queued = true;
         link_push(&ag->backlog, &a->in_backlog);
         ag->queued++;
+        s->backlog_total++;
     } else {
         ag->running++;
     }
@@ -683,7 +684,7 @@ static void task_after_attempt(loom_sched_t *s, task_t *t, bool ok, bool lost, c
     } else if (ok) {
         task_end(s, t, TASK_SUCCEEDED, NULL);
     } else if (lost && t->lost - t->undelivered <= s->cfg.max_lost_retries &&
-               t->undelivered <= MAX_UNDELIVERED) {
+               t->undelivered - t->withdrawn <= MAX_UNDELIVERED) {
         LOG_INFO("retrying run=%llu task=%s: %s", (unsigned long long)r->id, t->name, error);
         enqueue(s, t); /* not the task's fault: no backoff */
     } else if (!lost && failures <= dt->retries) {
@@ -714,6 +715,10 @@ void recent_ended_add(loom_sched_t *s, uint64_t attempt_id, agent_t *a)
 static void attempt_detach(loom_sched_t *s, attempt_t *a)
 {
     bool held_slot = !a->queued;
+    if (a->withdrawing) {
+        a->withdrawing = false;
+        s->withdrawing--;
+    }
     placement_release(s, a);
     a->state = ATT_ENDED;
     link_remove(&a->on_agent);
@@ -832,6 +837,7 @@ void attempt_lost(loom_sched_t *s, attempt_t *a, const char *why)
              (unsigned long long)a->run->id, t->name, (unsigned long long)a->id, a->agent->name,
              why);
     bool started = a->state != ATT_DISPATCHED;
+    if (a->asked_back && !started) t->withdrawn++;
     attempt_detach(s, a);
     t->lost++;
     if (!started) t->undelivered++;

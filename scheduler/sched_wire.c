@@ -69,15 +69,27 @@ static void send_error(loom_sched_t *s, const char *agent, const char *text, boo
     sched_send(s, agent, &msg);
 }
 
-static void send_cancel(loom_sched_t *s, const char *agent, uint64_t attempt_id, const char *why)
+static void send_cancel_if(loom_sched_t *s, const char *agent, uint64_t attempt_id, const char *why,
+                           bool if_queued)
 {
     Loom__Cancel c = LOOM__CANCEL__INIT;
     c.attempt_id = attempt_id;
     c.reason = (char *)why;
+    c.if_queued = if_queued;
     loom_msg_t msg = LOOM__ENVELOPE__INIT;
     msg.body_case = LOOM__ENVELOPE__BODY_CANCEL;
     msg.cancel = &c;
     sched_send(s, agent, &msg);
+}
+
+static void send_cancel(loom_sched_t *s, const char *agent, uint64_t attempt_id, const char *why)
+{
+    send_cancel_if(s, agent, attempt_id, why, false);
+}
+
+void sched_withdraw(loom_sched_t *s, attempt_t *x, const char *why)
+{
+    send_cancel_if(s, x->agent->name, x->id, why, true);
 }
 
 static bool holds(const uint64_t *ids, size_t n, uint64_t id)

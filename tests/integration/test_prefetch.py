@@ -122,20 +122,47 @@ class PrefetchFleetTest(ClusterTest):
     def started(self, name):
         return os.path.exists(os.path.join(self.c.tmp, "started-" + name))
 
+    def attempts(self, run_id, task):
+        return self.c.get("/api/v1/runs/%d/tasks/%s/attempts" % (run_id, task))["attempts"]
+
+    def placed(self, run_id):
+        """Waits for two tasks running (one per agent) and one queued on p1;
+        returns {task: (agent, state)}."""
+        def placed():
+            got = {}
+            for n in "abc":
+                for x in self.attempts(run_id, n):
+                    got[n] = (x["agent"], x["state"])
+            states = sorted(st for _, st in got.values())
+            return got if states == ["dispatched", "running", "running"] else None
+        return wait_for(placed, "two tasks running and one queued")
+
+    def test_a_queued_task_moves_to_a_slot_that_frees_elsewhere(self):
+        self.c.submit(gated(self.c.tmp, ["a", "b", "c"]))
+        run_id = self.c.start_run("gated")
+        got = self.placed(run_id)
+        queued = [n for n, (a, st) in got.items() if st == "dispatched"][0]
+        self.assertEqual(got[queued][0], "p1")
+        on_p1 = [n for n, (a, st) in got.items() if a == "p1" and st == "running"][0]
+        on_plain = [n for n, (a, st) in got.items() if a == "plain"][0]
+        # The plain agent's task ends while p1's still runs: the queued task
+        # is asked back from p1 and runs on the free slot.
+        open(os.path.join(self.c.tmp, "go-" + on_plain), "w").close()
+        wait_for(lambda: self.started(queued), "the queued task to start on the free slot")
+        att = self.attempts(run_id, queued)
+        self.assertEqual([x["agent"] for x in att], ["p1", "plain"])
+        self.assertEqual(att[0]["state"], "lost")
+        self.assertIn("withdrawn before it started", att[0]["error"])
+        for n in (queued, on_p1):
+            open(os.path.join(self.c.tmp, "go-" + n), "w").close()
+        run = self.c.wait_run(run_id)
+        self.assertEqual(run["state"], "succeeded")
+        self.assertEqual(self.attempts(run_id, on_p1)[0]["state"], "succeeded")
+
     def test_free_slots_first_and_a_lost_backlog_is_retried(self):
         self.c.submit(gated(self.c.tmp, ["a", "b", "c"]))
         run_id = self.c.start_run("gated")
-
-        def placed():
-            run = self.c.get("/api/v1/runs/%d" % run_id)
-            got = {}
-            for t in run["tasks"]:
-                att = self.c.get("/api/v1/runs/%d/tasks/%s/attempts" % (run_id, t["name"]))
-                for x in att["attempts"]:
-                    got[t["name"]] = (x["agent"], x["state"])
-            states = sorted(st for _, st in got.values())
-            return got if states == ["dispatched", "running", "running"] else None
-        got = wait_for(placed, "two tasks running and one queued")
+        got = self.placed(run_id)
         # A free slot anywhere comes before a backlog: one runs on each
         # agent, and only the prefetching agent holds the third.
         running = sorted(a for a, st in got.values() if st == "running")

@@ -348,6 +348,52 @@ static void test_no_free_slot_and_duplicates(void **state)
     assert_int_equal(count_since(f, 0, LOOM__ENVELOPE__BODY_FINISHED, 51), 0);
 }
 
+static void send_cancel_if_queued(fx_t *f, uint64_t id, const char *reason)
+{
+    Loom__Cancel c = LOOM__CANCEL__INIT;
+    c.attempt_id = id;
+    c.reason = (char *)reason;
+    c.if_queued = true;
+    loom_msg_t m = LOOM__ENVELOPE__INIT;
+    m.body_case = LOOM__ENVELOPE__BODY_CANCEL;
+    m.cancel = &c;
+    send_msg(f, &m);
+}
+
+/* --prefetch 1 on one slot: a second Dispatch is held, not refused, and
+ * starts when the slot frees; a conditional Cancel hands back only a held
+ * attempt and leaves a running one alone. */
+static void test_prefetch_holds_and_hands_back(void **state)
+{
+    fx_t *f = *state;
+    f->cfg.slots = 1;
+    f->cfg.prefetch = 1;
+    start_welcomed(f, 10000);
+    dispatch_shell(f, 61, 1, "exec sleep 60", 0);
+    dispatch_shell(f, 62, 2, "echo second", 0);
+    wait_msg(f, LOOM__ENVELOPE__BODY_STARTED, for_attempt, 61);
+    const loom_msg_t *hb = wait_msg(f, LOOM__ENVELOPE__BODY_HEARTBEAT, heartbeat_seq_is, 2);
+    assert_int_equal(hb->heartbeat->running, 1);
+    assert_int_equal(hb->heartbeat->n_attempts, 2); /* both held */
+    send_cancel_if_queued(f, 61, "elsewhere");      /* running: left alone */
+    send_cancel_if_queued(f, 62, "elsewhere");
+    const loom_msg_t *fin = wait_msg(f, LOOM__ENVELOPE__BODY_FINISHED, for_attempt, 62);
+    assert_true(fin->finished->refused);
+    assert_string_equal(fin->finished->error, "withdrawn before it started: elsewhere");
+    assert_int_equal(count_since(f, 0, LOOM__ENVELOPE__BODY_STARTED, 62), 0);
+    /* Another held one starts the moment the slot frees. */
+    dispatch_shell(f, 63, 3, "echo third", 0);
+    wait_msg(f, LOOM__ENVELOPE__BODY_HEARTBEAT, heartbeat_seq_is, 3);
+    assert_int_equal(count_since(f, 0, LOOM__ENVELOPE__BODY_STARTED, 63), 0);
+    send_cancel(f, 61, "user asked");
+    fin = wait_msg(f, LOOM__ENVELOPE__BODY_FINISHED, for_attempt, 61);
+    assert_string_equal(fin->finished->error, "cancelled: user asked");
+    fin = wait_msg(f, LOOM__ENVELOPE__BODY_FINISHED, for_attempt, 63);
+    assert_int_equal(fin->finished->exit_code, 0);
+    assert_int_equal(count_since(f, 0, LOOM__ENVELOPE__BODY_FINISHED, 61), 1);
+    assert_int_equal(loom_agent_running(f->agent), 0);
+}
+
 static bool heartbeat_idle(const loom_msg_t *m, uint64_t arg)
 {
     (void)arg;
@@ -485,6 +531,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cancel_kills_promptly, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_after_finish_drops_result, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timeout_reports_timed_out, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prefetch_holds_and_hands_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_free_slot_and_duplicates, setup, teardown),
         cmocka_unit_test_setup_teardown(test_welcome_cancel_forgets, setup, teardown),
         cmocka_unit_test_setup_teardown(test_garbage_does_not_crash, setup, teardown),

@@ -322,6 +322,47 @@ static void test_prefetch_holds_cpu_tasks_only(void **state)
     loom_codec_free(g);
 }
 
+/* A slot frees on an agent that does not prefetch while a task waits in
+ * another's backlog: loomd asks for it back (only if not started) and runs
+ * it on the free slot. */
+static void test_a_backlog_moves_to_a_free_slot(void **state)
+{
+    fixture_t *f = *state;
+    void *p = dealer(f, "p");
+    void *q = dealer(f, "q");
+    Loom__Resources rp = resources(4, 8, 0, NULL, 0, 0);
+    rp.prefetch = 1;
+    hello_with(f, p, "p", 1, &rp);
+    Loom__Resources rq = resources(4, 8, 0, NULL, 0, 0);
+    hello_with(f, q, "q", 1, &rq);
+    start(f, "pipeline: st\ntasks:\n  a:\n    run: x\n  b:\n    run: x\n  c:\n    run: x\n");
+    loom_msg_t *on_q = expect(f, q, LOOM__ENVELOPE__BODY_DISPATCH);
+    loom_msg_t *on_p = expect(f, p, LOOM__ENVELOPE__BODY_DISPATCH);
+    loom_msg_t *held = expect(f, p, LOOM__ENVELOPE__BODY_DISPATCH); /* beyond p's slot */
+    finish(q, on_q->dispatch->attempt_id);
+    loom_msg_t *c = expect(f, p, LOOM__ENVELOPE__BODY_CANCEL);
+    assert_int_equal(c->cancel->attempt_id, held->dispatch->attempt_id);
+    assert_true(c->cancel->if_queued);
+    expect_nothing(f, q); /* not before p hands it back */
+    Loom__Finished fin = LOOM__FINISHED__INIT;
+    fin.attempt_id = held->dispatch->attempt_id;
+    fin.exit_code = -1;
+    fin.refused = true;
+    fin.error = "withdrawn before it started: agent q has a free slot";
+    loom_msg_t m = LOOM__ENVELOPE__INIT;
+    m.body_case = LOOM__ENVELOPE__BODY_FINISHED;
+    m.finished = &fin;
+    send_msg(p, &m);
+    loom_msg_t *moved = expect(f, q, LOOM__ENVELOPE__BODY_DISPATCH);
+    assert_string_equal(moved->dispatch->task, held->dispatch->task);
+    assert_int_not_equal(moved->dispatch->attempt_id, held->dispatch->attempt_id);
+    loom_codec_free(on_q);
+    loom_codec_free(on_p);
+    loom_codec_free(held);
+    loom_codec_free(c);
+    loom_codec_free(moved);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -337,6 +378,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cordoned_agent_gets_no_work, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shared_gpu_packs_by_memory, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prefetch_holds_cpu_tasks_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_backlog_moves_to_a_free_slot, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
