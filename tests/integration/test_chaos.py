@@ -91,6 +91,7 @@ class SchedulerKills(ChaosTest):
     CLUSTER = dict(heartbeat="100ms", agent_timeout="3s", log_level="info")
     KILLS = 200 if SOAK else 20
     LAYERS, WIDTH = 5, 100
+    AGENTS = {"a1": (4, []), "a2": (4, [])}  # name: (slots, extra arguments)
 
     def pipeline(self):
         # Five layers of 100; each task needs its column's task in the layer
@@ -114,9 +115,9 @@ class SchedulerKills(ChaosTest):
 
     def test_loomd_killed_at_random_instants_loses_and_doubles_nothing(self):
         print("\n%s: LOOM_CHAOS_SEED=%d kills=%d" % (self.id(), self.seed, self.KILLS))
-        self.c.start_agent("a1", 4)
-        self.c.start_agent("a2", 4)
-        self.c.wait_agents(["a1", "a2"])
+        for name, (slots, extra) in self.AGENTS.items():
+            self.c.start_agent(name, slots, extra=extra)
+        self.c.wait_agents(list(self.AGENTS))
         self.c.submit(self.pipeline())
         runs = [self.c.start_run("big")]
         started = time.monotonic()
@@ -132,7 +133,7 @@ class SchedulerKills(ChaosTest):
             # Half the kills land during recovery (0-150 ms after loomd
             # listens), half once the agents are back and results flow.
             if self.rng.random() < 0.5:
-                self.c.wait_agents(["a1", "a2"])
+                self.c.wait_agents(list(self.AGENTS))
             time.sleep(self.rng.uniform(0, 0.150))  # the random instant itself
             self.assertEqual(self.c.stop_loomd(signal.SIGKILL), -signal.SIGKILL)
             kills += 1
@@ -198,6 +199,14 @@ class SchedulerKills(ChaosTest):
             self.assertIn((run_id, name, ok_id), seen, "succeeded attempt that never ran")
         print("%d tasks, %d executions, %d tasks with more than one attempt"
               % (len(rows), len(seen), retried))
+
+
+class SchedulerKillsPrefetch(SchedulerKills):
+    """The same, with agents holding tasks beyond their slots (prefetch) and
+    one that does not, so held attempts, hand-backs and their answers are
+    cut by kills too."""
+    KILLS = 100 if SOAK else 10
+    AGENTS = {"a1": (2, ["--prefetch", "2"]), "a2": (2, ["--prefetch", "1"]), "a3": (1, [])}
 
 
 class AgentKills(ChaosTest):
