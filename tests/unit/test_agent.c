@@ -348,18 +348,6 @@ static void test_no_free_slot_and_duplicates(void **state)
     assert_int_equal(count_since(f, 0, LOOM__ENVELOPE__BODY_FINISHED, 51), 0);
 }
 
-static void send_cancel_if_queued(fx_t *f, uint64_t id, const char *reason)
-{
-    Loom__Cancel c = LOOM__CANCEL__INIT;
-    c.attempt_id = id;
-    c.reason = (char *)reason;
-    c.if_queued = true;
-    loom_msg_t m = LOOM__ENVELOPE__INIT;
-    m.body_case = LOOM__ENVELOPE__BODY_CANCEL;
-    m.cancel = &c;
-    send_msg(f, &m);
-}
-
 /* --prefetch 1 on one slot: a second Dispatch is held, not refused, and
  * starts when the slot frees; a conditional Cancel hands back only a held
  * attempt and leaves a running one alone. */
@@ -375,8 +363,8 @@ static void test_prefetch_holds_and_hands_back(void **state)
     const loom_msg_t *hb = wait_msg(f, LOOM__ENVELOPE__BODY_HEARTBEAT, heartbeat_seq_is, 2);
     assert_int_equal(hb->heartbeat->running, 1);
     assert_int_equal(hb->heartbeat->n_attempts, 2); /* both held */
-    send_cancel_if_queued(f, 61, "elsewhere");      /* running: left alone */
-    send_cancel_if_queued(f, 62, "elsewhere");
+    send_cancel_if(f, 61, "elsewhere", true);       /* running: left alone */
+    send_cancel_if(f, 62, "elsewhere", true);
     const loom_msg_t *fin = wait_msg(f, LOOM__ENVELOPE__BODY_FINISHED, for_attempt, 62);
     assert_true(fin->finished->refused);
     assert_string_equal(fin->finished->error, "withdrawn before it started: elsewhere");

@@ -305,15 +305,22 @@ FX void send_finished_ack(fx_t *f, uint64_t id)
     send_msg(f, &m);
 }
 
-FX void send_cancel(fx_t *f, uint64_t id, const char *reason)
+/* if_queued: hand the attempt back only if it is held unstarted. */
+FX void send_cancel_if(fx_t *f, uint64_t id, const char *reason, bool if_queued)
 {
     Loom__Cancel c = LOOM__CANCEL__INIT;
     c.attempt_id = id;
     c.reason = (char *)reason;
+    c.if_queued = if_queued;
     loom_msg_t m = LOOM__ENVELOPE__INIT;
     m.body_case = LOOM__ENVELOPE__BODY_CANCEL;
     m.cancel = &c;
     send_msg(f, &m);
+}
+
+FX void send_cancel(fx_t *f, uint64_t id, const char *reason)
+{
+    send_cancel_if(f, id, reason, false);
 }
 
 FX void send_hello_required(fx_t *f)
