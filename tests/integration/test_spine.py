@@ -293,13 +293,16 @@ class WorkFolders(ClusterTest):
     def test_each_attempt_starts_in_an_empty_folder(self):
         """Folders of finished attempts are emptied and reused: the next
         attempt must never see what an earlier one left."""
-        tasks = "".join("  t%d:\n    run: ls -A; mkdir -p junk/deep; echo x > junk/deep/f%d; "
-                        "echo y > .hidden\n%s" % (i, i, "    needs: [t%d]\n" % (i - 1) if i else "")
-                        for i in range(6))
+        # Odd tasks leave nothing behind (their folder is reused at once, on
+        # the agent's loop); even ones leave files (emptied on its pool).
+        tasks = "".join("  t%d:\n    run: ls -A%s\n%s" % (
+            i, "; mkdir -p junk/deep; echo x > junk/deep/f%d; echo y > .hidden" % i
+            if i % 2 == 0 else "", "    needs: [t%d]\n" % (i - 1) if i else "")
+            for i in range(8))
         self.c.submit("pipeline: reuse\ntasks:\n" + tasks)
         run = self.c.wait_run(self.c.start_run("reuse"))
         self.assertEqual(run["state"], "succeeded")
-        for i in range(6):
+        for i in range(8):
             self.assertEqual(self.c.log(run["id"], "t%d" % i), b"", "t%d saw leftovers" % i)
         attempts = os.path.join(self.c.tmp, "agent-solo", "attempts")
         wait_for(lambda: os.listdir(attempts) == [], "the attempt folders to be cleared")
