@@ -90,6 +90,8 @@ def main():
     ap.add_argument("--sample", type=float, default=10, help="seconds between samples")
     ap.add_argument("--csv", help="write every sample here")
     ap.add_argument("--keep", action="store_true", help="keep the state folder and logs")
+    ap.add_argument("--prefetch", type=int, default=0,
+                    help="the agents' --prefetch (default 0, loom-agent's default)")
     a = ap.parse_args()
 
     c = Cluster(log_level="warn", heartbeat="1s", agent_timeout="10s")
@@ -100,8 +102,9 @@ def main():
     ok = True
     try:
         c.start_loomd()
-        c.start_agent("steady", 4)
-        c.start_agent("killed", 4)
+        agent_args = ["--prefetch", str(a.prefetch)] if a.prefetch else []
+        c.start_agent("steady", 4, extra=agent_args)
+        c.start_agent("killed", 4, extra=agent_args)
         c.wait_agents(["steady", "killed"])
         c.submit(DAG)
         t0 = time.monotonic()
@@ -138,7 +141,7 @@ def main():
                 next_kill_agent += a.kill_agent * 60
                 c.agents["killed"].send_signal(signal.SIGKILL)
                 c.agents["killed"].wait()
-                c.start_agent("killed", 4)
+                c.start_agent("killed", 4, extra=agent_args)
                 kills["agent"] += 1
             time.sleep(max(0.0, min(next_run, next_sample) - time.monotonic()))
 
