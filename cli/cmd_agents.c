@@ -81,7 +81,13 @@ static void print_agents(const json_t *agents)
                        : cordoned ? ",cordoned"
                                   : "");
         cli_table_add_int(t, a, "slots");
-        cli_table_add_int(t, a, "running");
+        int64_t running = 0, queued = 0;
+        cli_jint(a, "running", &running);
+        if (cli_jint(a, "queued", &queued) && queued > 0)
+            /* prefetched tasks held beyond the slots, not started yet */
+            cli_table_addf(t, "%lld+%lld held", (long long)running, (long long)queued);
+        else
+            cli_table_add_int(t, a, "running");
         json_t *cu = json_object_get(a, "cpus_used");
         json_t *ct = json_object_get(a, "cpus_usable");
         if (json_is_number(ct) && json_number_value(ct) > 0)

@@ -59,6 +59,8 @@ class PrefetchTest(ClusterTest):
         self.assertFalse(self.started(second))  # one slot: it waits
         agent = {a["name"]: a for a in self.c.get("/api/v1/agents")["agents"]}["p1"]
         self.assertEqual((agent["prefetch"], agent["running"], agent["queued"]), (1, 1, 1))
+        row = [ln for ln in self.c.cli("agents", check=0).stdout.splitlines() if "p1" in ln]
+        self.assertIn("1+1 held", row[0])
         # With loomd stopped, only the agent can start the second task.
         self.c.loomd.send_signal(signal.SIGSTOP)
         try:
