@@ -259,6 +259,21 @@ void agent_task_user_free(loom_agent_t *a);
 /* The whole environment of a task: the allowlisted base, then env (which
  * wins); takes env (and its strings), returns a new NULL-terminated array. */
 char **agent_task_env(const loom_agent_t *a, char **env);
+
+/* task_env.c: the entries a Dispatch adds to its task's environment (NULL
+ * with *bad set for an invalid name); agent_env_free wipes them, since
+ * they may hold secrets. */
+char **agent_dispatch_env(const loom_agent_t *a, const Loom__Dispatch *d, const char *dir,
+                          char *bad, size_t badlen);
+void agent_env_free(char **env);
+
+/* folders.c: attempt folders reused. take: an emptied folder, if one is
+ * kept, is renamed to dir. release: takes dir, empties it (on the thread
+ * pool unless it is empty already) and keeps it aside, or removes it.
+ * folders_free: removes those kept, at teardown. */
+void agent_folder_take(loom_agent_t *a, const char *dir);
+void agent_folder_release(loom_agent_t *a, char *dir);
+void agent_folders_free(loom_agent_t *a);
 /* Gives an attempt folder (all of it with tree) to the --run-as user; no-op
  * without one. Returns 0 or LOOM_EIO with why. */
 int agent_task_dir_give(const loom_agent_t *a, const char *dir, bool tree, char *why,

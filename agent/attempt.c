@@ -12,7 +12,6 @@
 
 #include <signal.h>
 #include <sodium.h>
-#include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -69,12 +68,7 @@ static attempt_t *attempt_add(loom_agent_t *a, const Loom__Dispatch *d)
         loom_mask_add(t->mask, sec->value.data, sec->value.len);
         if (sec->file && *sec->file) t->secret_files[t->n_secret_files++] = loom_xstrdup(sec->file);
     }
-    if (a->n_spare_dirs) {
-        /* An emptied folder of an earlier attempt becomes this one's. */
-        char *spare = a->spare_dirs[--a->n_spare_dirs];
-        if (rename(spare, t->dir) != 0) rmdir(spare);
-        free(spare);
-    }
+    agent_folder_take(a, t->dir);
     t->prev = a->attempts_tail;
     if (a->attempts_tail)
         a->attempts_tail->next = t;
@@ -115,74 +109,14 @@ static void free_result(Loom__Finished *f)
     free(f);
 }
 
-typedef struct {
-    loom_agent_t *a;
-    char *dir;
-    bool emptied;
-} cleanup_t;
-
-static void on_cleanup_work(void *ud)
-{
-    cleanup_t *c = ud;
-    c->emptied = loom_empty_tree(c->dir) == 0;
-}
-
-static void on_cleanup_done(void *ud)
-{
-    cleanup_t *c = ud;
-    loom_agent_t *a = c->a;
-    size_t cap = sizeof a->spare_dirs / sizeof a->spare_dirs[0];
-    char *spare = NULL;
-    if (c->emptied && a->n_spare_dirs < cap && !a->stopping) {
-        /* Out of attempts/, which lists only attempts that still matter. */
-        char *folder = loom_xasprintf("%s/spare", a->work_dir);
-        if (mkdir(folder, 0700) == 0 || errno == EEXIST)
-            spare = loom_xasprintf("%s/%llu", folder, (unsigned long long)++a->spare_seq);
-        if (spare && rename(c->dir, spare) != 0) {
-            free(spare);
-            spare = NULL;
-        }
-        free(folder);
-    }
-    if (spare)
-        a->spare_dirs[a->n_spare_dirs++] = spare;
-    else
-        rmdir(c->dir);
-    free(c->dir);
-    free(c);
-}
-
 /* The attempt's folder goes once loomd has its result, unless the keep
- * policy says otherwise; removing a tree can be slow, so the thread pool
- * does it. */
-/* Whether dir has nothing in it: one getdents, cheaper than a trip to the
- * thread pool and back for the many tasks that leave nothing behind. */
-static bool folder_empty(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d) return false;
-    bool empty = true;
-    struct dirent *e;
-    while (empty && (e = readdir(d)) != NULL)
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) empty = false;
-    closedir(d);
-    return empty;
-}
-
+ * policy says otherwise. */
 static void remove_folder(loom_agent_t *a, attempt_t *t)
 {
     loom_keep_attempts keep = a->keep_attempts;
     if (!t->dir || keep == LOOM_KEEP_ALL || (keep == LOOM_KEEP_FAILED && !t->succeeded)) return;
-    cleanup_t *c = loom_xcalloc(1, sizeof *c);
-    c->a = a;
-    c->dir = t->dir;
+    agent_folder_release(a, t->dir);
     t->dir = NULL;
-    if (folder_empty(c->dir)) {
-        c->emptied = true;
-        on_cleanup_done(c);
-        return;
-    }
-    agent_queue_job(a, on_cleanup_work, on_cleanup_done, c);
 }
 
 /* The secrets' files go as soon as the process has exited: before its
@@ -579,82 +513,6 @@ static void on_runner_exit(void *ud, const loom_runner_result_t *res)
     agent_maybe_close(a);
 }
 
-static bool env_name_valid(const char *name)
-{
-    return name && *name && !strchr(name, '=');
-}
-
-/* The GPUs the task may see, on an agent that has any: exactly the
- * dispatched indexes ("" for none). CUDA numbers devices fastest first
- * unless told otherwise; PCI order makes its numbers NVML's and
- * nvidia-smi's, which are the ones loomd assigns. */
-static size_t gpu_env(const loom_agent_t *a, const Loom__Dispatch *d, char **env)
-{
-    if (a->gpus.n == 0) return 0;  /* a GPU-less host's environment is left alone */
-    if (!a->exec->local) return 0; /* Slurm sets them for the GPUs it allocates */
-    loom_buf_t ids = {0};
-    loom_buf_puts(&ids, "");
-    for (size_t i = 0; i < d->n_gpus; i++) loom_buf_printf(&ids, "%s%u", i ? "," : "", d->gpus[i]);
-    env[0] = loom_xasprintf("CUDA_VISIBLE_DEVICES=%s", ids.data);
-    env[1] = loom_xasprintf("NVIDIA_VISIBLE_DEVICES=%s", ids.data);
-    env[2] = loom_xstrdup("CUDA_DEVICE_ORDER=PCI_BUS_ID");
-    loom_buf_free(&ids);
-    return 3;
-}
-
-/* "NAME=value" strings for the task: the dispatch's, the paths of its files
- * that name a variable, then ours (which win). */
-static char **task_env(const loom_agent_t *a, const Loom__Dispatch *d, const char *dir, char *bad,
-                       size_t badlen)
-{
-    char **env = loom_xcalloc(d->n_env + d->n_files + d->n_secrets + 10, sizeof *env);
-    size_t k = 0;
-    for (size_t i = 0; i < d->n_env + d->n_files; i++) {
-        const Loom__File *file = i >= d->n_env ? d->files[i - d->n_env] : NULL;
-        const char *name = file ? file->env : d->env[i]->name;
-        if (file && (!name || !*name)) continue;
-        if (!env_name_valid(name)) {
-            snprintf(bad, badlen, "environment variable name \"%s\" is invalid", name);
-            for (size_t j = 0; j < k; j++) free(env[j]);
-            free(env);
-            return NULL;
-        }
-        env[k++] = file ? loom_xasprintf("%s=%s/%s", name, dir, file->path)
-                        : loom_xasprintf("%s=%s", name, d->env[i]->value);
-    }
-    for (size_t i = 0; i < d->n_secrets; i++) {
-        const Loom__Secret *sec = d->secrets[i];
-        if (!sec->env || !*sec->env) continue;
-        if (sec->file && *sec->file) {
-            env[k++] = loom_xasprintf("%s=%s/%s", sec->env, dir, sec->file);
-        } else {
-            /* The value as text: a NUL in it would end the variable. */
-            loom_buf_t b = {0};
-            loom_buf_printf(&b, "%s=", sec->env);
-            loom_buf_append(&b, sec->value.data, sec->value.len);
-            env[k++] = loom_buf_steal(&b);
-        }
-    }
-    env[k++] = loom_xasprintf("LOOM_ATTEMPT_ID=%llu", (unsigned long long)d->attempt_id);
-    env[k++] = loom_xasprintf("LOOM_RUN_ID=%llu", (unsigned long long)d->run_id);
-    env[k++] = loom_xasprintf("LOOM_TASK=%s", d->task);
-    env[k++] = loom_xasprintf("LOOM_PIPELINE=%s", d->pipeline);
-    env[k++] = loom_xasprintf("LOOM_ATTEMPT=%u", d->attempt_number);
-    env[k++] = loom_xasprintf("LOOM_WORK_DIR=%s", dir);
-    k += gpu_env(a, d, env + k);
-    return env;
-}
-
-/* The environment held secret values: wipe it. */
-static void free_env(char **env)
-{
-    for (char **e = env; *e; e++) {
-        sodium_memzero(*e, strlen(*e));
-        free(*e);
-    }
-    free(env);
-}
-
 static void finish_unstarted(loom_agent_t *a, attempt_t *t, int exit_code, const char *error)
 {
     Loom__Finished f = LOOM__FINISHED__INIT;
@@ -723,7 +581,7 @@ static void run_attempt(loom_agent_t *a, attempt_t *t, const Loom__Dispatch *d)
 {
     char bad[512];
     const char *dir = t->dir;
-    char **env = task_env(a, d, dir, bad, sizeof bad);
+    char **env = agent_dispatch_env(a, d, dir, bad, sizeof bad);
     if (env) env = agent_task_env(a, env);
     if (env && agent_task_dir_give(a, dir, false, bad, sizeof bad) != 0) {
         for (char **e = env; *e; e++) free(*e);
@@ -733,7 +591,7 @@ static void run_attempt(loom_agent_t *a, attempt_t *t, const Loom__Dispatch *d)
     if (env && a->exec->local &&
         limits_box_new(a->limits, t->id, d->cpus, d->memory_bytes, d->n_gpus > 0, &t->box, bad,
                        sizeof bad) != 0) {
-        free_env(env);
+        agent_env_free(env);
         env = NULL;
     }
     if (!env) {
@@ -773,7 +631,7 @@ static void run_attempt(loom_agent_t *a, attempt_t *t, const Loom__Dispatch *d)
     a->running++;
     if (a->paused) a->exec->pause(t->runner, true);
     a->exec->start(t->runner, &espec); /* a failed start ends through on_exit */
-    free_env(env);
+    agent_env_free(env);
     free(argv);
 }
 
@@ -1070,11 +928,7 @@ void agent_stop_attempts(loom_agent_t *a)
 
 void agent_free_attempts(loom_agent_t *a)
 {
-    while (a->n_spare_dirs) {
-        char *spare = a->spare_dirs[--a->n_spare_dirs];
-        rmdir(spare);
-        free(spare);
-    }
+    agent_folders_free(a);
     while (a->attempts) {
         attempt_t *t = a->attempts;
         a->attempts = t->next;
