@@ -328,8 +328,7 @@ typedef struct {
     loom_runner_spec_t spec; /* argv, shell and dir point into the copies below */
     char **argv;
     char **envp;
-    char *why;
-    size_t whylen;
+    char why[512];
     int fds[4];  /* stdout read, write, stderr read, write */
     int gate[2]; /* the child's end, ours; -1 when ungated */
     int rc;      /* 0 or an errno value from the spawn */
@@ -360,7 +359,6 @@ static void launch_free(launch_t *l)
     free_strv(l->envp);
     free((char *)l->spec.shell);
     free((char *)l->spec.dir);
-    free(l->why);
     free(l);
 }
 
@@ -391,8 +389,6 @@ static launch_t *launch_new(loom_runner_t *r, const loom_runner_spec_t *spec, ch
     l->spec.shell = spec->shell ? loom_xstrdup(spec->shell) : NULL;
     l->spec.dir = loom_xstrdup(spec->dir);
     l->spec.env = NULL;
-    l->whylen = 512;
-    l->why = loom_xcalloc(1, l->whylen);
     return l;
 fail:
     launch_free(l);
@@ -406,7 +402,7 @@ static void launch_spawn(loom_spawn_req_t *req)
     const char *what = l->spec.argv && l->spec.argv[0] ? l->spec.argv[0] : "/bin/sh";
     l->started_unix_ms = loom_unix_ms();
     l->rc = spawn(&l->spec, l->envp, l->fds[1], l->fds[3], l->gate[0], &l->pid);
-    if (l->rc != 0) snprintf(l->why, l->whylen, "%s: %s", what, strerror(l->rc));
+    if (l->rc != 0) snprintf(l->why, sizeof l->why, "%s: %s", what, strerror(l->rc));
     /* The child has its copies: ours of its ends go, or we would never
      * see EOF. */
     close_fds(&l->fds[1], 1);
