@@ -110,7 +110,6 @@ static void on_commit_done(uv_work_t *w, int status)
                      u->err ? u->why : NULL);
         sched_request_flush(s);
     }
-    s->upload_commits--;
     if (loom_smap_get(&s->uploads, u->key) == u) loom_smap_del(&s->uploads, u->key);
     upload_free(u);
 }
@@ -137,7 +136,6 @@ static void write_next(upload_t *u)
     if (!u->queued) u->queued_tail = NULL;
     c->next = NULL;
     u->writing = c;
-    u->s->upload_commits++;
     if (uv_queue_work(u->s->loop, &u->write_work, on_write_work, on_write_done) != 0) abort();
 }
 
@@ -148,7 +146,6 @@ static void on_write_done(uv_work_t *w, int status)
     size_t len = u->writing->len;
     free(u->writing);
     u->writing = NULL;
-    s->upload_commits--;
     if (status != 0 && !u->write_err) u->write_err = LOOM_EIO;
     if (u->dropped || s->closing) {
         if (!u->dropped && loom_smap_get(&s->uploads, u->key) == u)
@@ -169,7 +166,6 @@ static void on_write_done(uv_work_t *w, int status)
         return;
     }
     u->committing = true;
-    s->upload_commits++;
     if (uv_queue_work(s->loop, &u->work, on_commit_work, on_commit_done) != 0) abort();
 }
 

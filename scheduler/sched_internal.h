@@ -257,7 +257,6 @@ struct loom_sched {
 
     /* Artifacts (sched_art.c) */
     loom_map_t uploads;     /* "AGENT\nHASH" -> upload in progress (a string map) */
-    int upload_commits;     /* objects being verified on the thread pool */
     uint32_t backlog_total; /* attempts queued in agents' backlogs (prefetch) */
     uint32_t withdrawing;   /* ... asked back, answer not yet heard */
     json_t *pending_events; /* model events to fire at the end of the turn */
