@@ -85,6 +85,21 @@ void auth_close(loom_sched_t *s)
     s->zap = NULL;
 }
 
+/* Binds the ZAP endpoint. zmq_close() returns before ZeroMQ's reaper
+ * thread has unregistered the closed socket's inproc endpoints, so a
+ * scheduler reopened on the same context (loom_sched_close, then _new and
+ * _open again in one process) can find the name still taken for a moment;
+ * only a socket of this context can hold it, so waiting a little is safe. */
+static int zap_bind(void *rep)
+{
+    uint64_t end = loom_mono_ms() + 2000;
+    while (zmq_bind(rep, ZAP_ENDPOINT) != 0) {
+        if (errno != EADDRINUSE || loom_mono_ms() >= end) return -1;
+        uv_sleep(2);
+    }
+    return 0;
+}
+
 int auth_open(loom_sched_t *s, void *router, char *why, size_t whylen)
 {
     if (s->cfg.insecure_plaintext) {
@@ -99,7 +114,7 @@ int auth_open(loom_sched_t *s, void *router, char *why, size_t whylen)
         void *rep = zmq_socket(s->zctx, ZMQ_REP);
         int zero = 0;
         zmq_setsockopt(rep, ZMQ_LINGER, &zero, sizeof zero);
-        if (zmq_bind(rep, ZAP_ENDPOINT) != 0) {
+        if (zap_bind(rep) != 0) {
             snprintf(why, whylen, "cannot start the ZAP handler on %s: %s", ZAP_ENDPOINT,
                      zmq_strerror(errno));
             zmq_close(rep);

@@ -54,8 +54,10 @@ static void fixture_start(fixture_t *f, const char *const *pools, size_t n_pools
                                .wall = wall ? *wall : (loom_clock_t){0}};
     char why[256];
     f->s = loom_sched_new(&f->loop, &cfg);
-    assert_int_equal(loom_sched_open(f->s, why, sizeof why), 0);
-    assert_int_equal(loom_sched_bind(f->s, f->endpoint, sizeof f->endpoint, why, sizeof why), 0);
+    int rc = loom_sched_open(f->s, why, sizeof why);
+    if (rc == 0) rc = loom_sched_bind(f->s, f->endpoint, sizeof f->endpoint, why, sizeof why);
+    if (rc) print_error("scheduler did not start: %s (%s)\n", why, loom_errname(rc));
+    assert_int_equal(rc, 0);
 }
 
 /* A scheduler in a temporary folder, on its own loop, bound to an

@@ -278,6 +278,27 @@ static void test_restart_with_stored_key_needs_no_token(void **state)
     welcomed(f, again, "a1");
 }
 
+/* loomd's library reopened in one process on one ZeroMQ context, as the
+ * test above and an embedding program do: the ZAP endpoint of the closed
+ * scheduler is released by ZeroMQ's reaper thread, after zmq_close has
+ * returned, and the next open must still get it. */
+static void test_reopen_on_the_same_context_again_and_again(void **state)
+{
+    fixture_t *f = *state;
+    keys_t k = new_keys();
+    char *token = new_token(f, "a1", 0);
+    void *d = curve_dealer(f, &k, NULL);
+    char *err = join(f, d, token, "a1");
+    assert_string_equal(err, "");
+    free(err);
+    free(token);
+    for (int i = 0; i < 30; i++) {
+        fixture_stop(f);
+        fixture_start(f, NULL, 0, NULL);
+    }
+    welcomed(f, curve_dealer(f, &k, NULL), "a1");
+}
+
 static void test_approve_flow(void **state)
 {
     fixture_t *f = *state;
@@ -416,6 +437,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_expired_token_is_refused, setup_curve, teardown),
         cmocka_unit_test_setup_teardown(test_restart_with_stored_key_needs_no_token, setup_curve,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_reopen_on_the_same_context_again_and_again,
+                                        setup_curve, teardown),
         cmocka_unit_test_setup_teardown(test_approve_flow, setup_curve, teardown),
         cmocka_unit_test_setup_teardown(test_key_cannot_speak_for_another_agent, setup_curve,
                                         teardown),
