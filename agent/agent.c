@@ -224,12 +224,16 @@ static void on_hello_timer(uv_timer_t *handle)
 }
 
 /* Back to square one with loomd: Hello now and every interval until a
- * Welcome. Tasks keep running; their output waits in our buffers. */
+ * Welcome. Tasks keep running; their output waits in our buffers. Once a
+ * Hello is out, the timer repeats it: a burst of "send hello" answers (to
+ * every heartbeat and result loomd got before it knew us again) must not
+ * become a burst of Hellos, each of which loomd would reconcile anew. */
 static void lose_welcome(loom_agent_t *a)
 {
+    bool hello_out = !a->welcomed && uv_is_active((uv_handle_t *)&a->hello_timer);
     a->welcomed = false;
     uv_timer_stop(&a->heartbeat_timer);
-    on_hello_timer(&a->hello_timer);
+    if (!hello_out) on_hello_timer(&a->hello_timer);
 }
 
 static void send_heartbeat(loom_agent_t *a)

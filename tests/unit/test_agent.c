@@ -286,6 +286,28 @@ static void test_hello_required_keeps_session(void **state)
                         LOOM_AGENT_SESSION_LEN);
 }
 
+/* After loomd restarts, each heartbeat and result that reaches it before
+ * the agent's Hello is answered "send hello": one Hello answers them all
+ * (loomd would reconcile each one anew), and the timer repeats it. */
+static void test_a_burst_of_hello_required_gets_one_hello(void **state)
+{
+    fx_t *f = *state;
+    f->cfg.hello_interval_ms = 60000;
+    start_welcomed(f, 10000);
+    size_t from = f->n_msgs;
+    for (int i = 0; i < 4; i++) send_hello_required(f);
+    wait_msg(f, LOOM__ENVELOPE__BODY_HELLO, NULL, 0);
+    send_welcome(f, 10000, NULL, 0);
+    /* Heartbeats resume after the Welcome, so after any Hello the four
+     * answers could have caused. */
+    wait_msg(f, LOOM__ENVELOPE__BODY_HEARTBEAT, NULL, 0);
+    size_t hellos = 0;
+    for (size_t i = from; i < f->n_msgs; i++)
+        hellos += f->msgs[i]->body_case == LOOM__ENVELOPE__BODY_HELLO;
+    assert_int_equal(hellos, 1);
+    assert_true(loom_agent_welcomed(f->agent));
+}
+
 static void test_cancel_kills_promptly(void **state)
 {
     fx_t *f = *state;
@@ -516,6 +538,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_finished_resent_until_acked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unacked_chunks_resent_after_welcome, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hello_required_keeps_session, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_burst_of_hello_required_gets_one_hello, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_cancel_kills_promptly, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_after_finish_drops_result, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timeout_reports_timed_out, setup, teardown),
