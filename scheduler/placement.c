@@ -127,7 +127,8 @@ static bool could_fit(const agent_t *a, const loom_dag_resources_t *r)
 
 static bool schedulable(const agent_t *a)
 {
-    return a->state == AGENT_CONNECTED && !a->cordoned && !a->draining && a->running < a->slots;
+    return a->state == AGENT_CONNECTED && !a->cordoned && !a->draining && !a->held_off &&
+           a->running < a->slots;
 }
 
 /* Whether r fits on a now; *free_gpus gets a's matching free GPUs. */
@@ -185,7 +186,8 @@ static agent_t *best_agent(loom_sched_t *s, const loom_dag_resources_t *r)
  * placement_promote does the same, so both sides agree on what runs. */
 static bool backlog_room(const agent_t *a)
 {
-    return a->state == AGENT_CONNECTED && !a->cordoned && !a->draining && a->queued < a->prefetch;
+    return a->state == AGENT_CONNECTED && !a->cordoned && !a->draining && !a->held_off &&
+           a->queued < a->prefetch;
 }
 
 static bool prefetchable(const loom_dag_resources_t *r)

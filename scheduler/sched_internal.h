@@ -79,6 +79,12 @@ struct s_agent {
     bool in_freed; /* in s->freed: capacity grew since the last placement */
     bool cordoned; /* takes no new work (loom agents cordon / drain) */
     bool draining; /* the agent itself said it is going away (SIGTERM) */
+    /* It refused a Dispatch loomd thought it had room for: loomd's view of
+     * it is behind (attempts loomd gave up on may still be ending there).
+     * Nothing more goes to it until it reports again (a Heartbeat, Hello
+     * or the end of a started attempt), or each retry would bounce off it
+     * at once and use up its task's attempts in milliseconds. */
+    bool held_off;
     bool drain_requested;
     json_t *usage; /* the latest Heartbeat.usage, as JSON */
     /* Its connection (sched_auth.c): the ZeroMQ routing id of the

@@ -149,6 +149,7 @@ static void on_hello(loom_sched_t *s, agent_t *a, const loom_msg_t *m)
     a->prefetch = res ? res->prefetch : 0;
     agent_set_resources(a, res);
     a->draining = false;
+    a->held_off = false;
     for (link_t *l = a->attempts.next; l != &a->attempts; l = l->next)
         placement_mark_gpus(a, CONTAINER_OF(l, attempt_t, on_agent));
     memcpy(a->session, h->session.data, h->session.len);
@@ -166,12 +167,18 @@ static void on_hello(loom_sched_t *s, agent_t *a, const loom_msg_t *m)
     /* ...and what we placed there that it no longer holds is lost. Listed
      * before any is marked: losing one places its retry at once, possibly
      * on this very agent, and that new attempt is not in this Hello's list
-     * (marking it lost too would burn every retry in one Hello). */
+     * (marking it lost too would burn every retry in one Hello). The same
+     * agent process (same session) may have sent this Hello before our
+     * latest Dispatches reached it -- a second Hello, answered after we
+     * welcomed the first and dispatched -- so an unstarted attempt this
+     * loomd dispatched is left to the heartbeats, which judge it by the
+     * Dispatch sequence the agent echoes, or by its age. */
     size_t n_lost = 0, cap = 0;
     uint64_t *lost = NULL;
     for (link_t *l = a->attempts.next; l != &a->attempts; l = l->next) {
         attempt_t *x = CONTAINER_OF(l, attempt_t, on_agent);
         if (holds(h->attempts, h->n_attempts, x->id)) continue;
+        if (!restarted && x->state == ATT_DISPATCHED && x->dispatch_seq) continue;
         if (n_lost == cap) lost = loom_xrealloc(lost, (cap = cap ? cap * 2 : 8) * sizeof *lost);
         lost[n_lost++] = x->id;
     }
@@ -256,6 +263,11 @@ static void on_heartbeat(loom_sched_t *s, agent_t *a, const loom_msg_t *m)
     }
     free(lost);
     free(why);
+    if (a->held_off) {
+        a->held_off = false;
+        placement_agent_freed(s, a);
+        dispatch_ready(s);
+    }
     for (size_t i = 0; i < hb->n_attempts; i++)
         if (!current_attempt(s, a, hb->attempts[i]) &&
             loom_map_get(&s->recent_ended, hb->attempts[i]) != a)
@@ -330,6 +342,15 @@ static void on_finished(loom_sched_t *s, agent_t *a, const loom_msg_t *m)
 {
     const Loom__Finished *f = m->finished;
     attempt_t *x = current_attempt(s, a, f->attempt_id);
+    /* A refusal of what loomd did not ask back: the agent is fuller than
+     * loomd thinks (see held_off). An attempt that ran and ended freed a
+     * slot there: loomd's view may count again. */
+    bool held_off = a->held_off;
+    if (x && f->refused && !x->asked_back)
+        a->held_off = true;
+    else if (!f->refused)
+        a->held_off = false;
+    if (held_off && !a->held_off) placement_agent_freed(s, a);
     if (x) {
         attempt_finished(s, x, f);
         loom_fault_reached(LOOM_FAULT_AFTER_RESULT_BEFORE_COMMIT);
@@ -338,6 +359,7 @@ static void on_finished(loom_sched_t *s, agent_t *a, const loom_msg_t *m)
         LOG_WARN("refused result agent=%s attempt=%llu: not current", a->name,
                  (unsigned long long)f->attempt_id);
     }
+    if (!x && held_off && !a->held_off) dispatch_ready(s);
     /* Acknowledge in every case: recorded now, recorded before, or refused,
      * the agent has nothing more to do with it. */
     Loom__FinishedAck ack = LOOM__FINISHED_ACK__INIT;

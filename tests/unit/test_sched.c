@@ -216,6 +216,59 @@ static void test_restarted_agent_loses_its_attempts(void **state)
     json_decref(keep);
 }
 
+static void send_heartbeat(void *d, uint64_t dispatch_seq, uint64_t *held, size_t n_held)
+{
+    Loom__Heartbeat hb = LOOM__HEARTBEAT__INIT;
+    hb.dispatch_seq = dispatch_seq;
+    hb.attempts = held;
+    hb.n_attempts = n_held;
+    loom_msg_t m = LOOM__ENVELOPE__INIT;
+    m.body_case = LOOM__ENVELOPE__BODY_HEARTBEAT;
+    m.heartbeat = &hb;
+    send_msg(d, &m);
+}
+
+/* An agent that sends a second Hello before the first is answered (it got
+ * several "send hello" answers after loomd restarted) has it answered after
+ * loomd welcomed the first and dispatched to it: that Hello cannot list the
+ * attempt, and must not make loomd give it up. */
+static void test_a_second_hello_does_not_lose_what_followed_the_first(void **state)
+{
+    fixture_t *f = *state;
+    void *ag = dealer(f, "ag");
+    hello(f, ag, "ag", 1);
+    uint64_t run_id = start_run(f);
+    loom_msg_t *d = expect(f, ag, LOOM__ENVELOPE__BODY_DISPATCH);
+    uint64_t attempt = d->dispatch->attempt_id;
+    loom_codec_free(d);
+    hello(f, ag, "ag", 1); /* same session, holding nothing */
+    /* Its heartbeats judge it: one that has not seen the Dispatch yet
+     * (sequence 0 since the new Welcome) leaves it be... */
+    send_heartbeat(ag, 0, NULL, 0);
+    loom_codec_free(expect(f, ag, LOOM__ENVELOPE__BODY_HEARTBEAT));
+    send_finished(ag, attempt, 0);
+    d = expect(f, ag, LOOM__ENVELOPE__BODY_DISPATCH); /* b, which needs a */
+    loom_codec_free(expect(f, ag, LOOM__ENVELOPE__BODY_FINISHED_ACK));
+    loom_sched_stats_t st;
+    loom_sched_stats(f->s, &st);
+    assert_int_equal(st.refused, 0);
+    assert_int_equal(st.finished, 1);
+    json_t *keep;
+    assert_string_equal(task_state(f, run_id, 0, &keep), "succeeded");
+    json_decref(keep);
+
+    /* ...and one that has seen a Dispatch and does not hold it loses it. */
+    assert_string_equal(d->dispatch->task, "b");
+    uint64_t b = d->dispatch->attempt_id;
+    send_heartbeat(ag, d->dispatch->seq, NULL, 0);
+    loom_codec_free(d);
+    d = expect(f, ag, LOOM__ENVELOPE__BODY_DISPATCH);
+    assert_string_equal(d->dispatch->task, "b");
+    assert_int_not_equal(d->dispatch->attempt_id, b);
+    assert_int_equal(d->dispatch->attempt_number, 2);
+    loom_codec_free(d);
+}
+
 static void test_retry_backoff_grows_and_is_capped(void **state)
 {
     (void)state;
@@ -245,6 +298,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_results_logs_and_fencing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restarted_agent_loses_its_attempts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_second_hello_does_not_lose_what_followed_the_first,
+                                        setup, teardown),
         cmocka_unit_test(test_retry_backoff_grows_and_is_capped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -363,6 +363,66 @@ static void test_a_backlog_moves_to_a_free_slot(void **state)
     loom_codec_free(moved);
 }
 
+/* The next message for d, whatever its kind. */
+static loom_msg_t *next_msg(fixture_t *f, void *d)
+{
+    uint64_t end = loom_mono_ms() + 5000;
+    while (loom_mono_ms() < end) {
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+        zmq_pollitem_t it = {d, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, 5) <= 0) continue;
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        assert_true(zmq_msg_recv(&m, d, 0) >= 0);
+        loom_msg_t *msg = NULL;
+        char why[128];
+        assert_int_equal(
+            loom_codec_decode(zmq_msg_data(&m), zmq_msg_size(&m), &msg, why, sizeof why), 0);
+        zmq_msg_close(&m);
+        return msg;
+    }
+    fail_msg("nothing arrived");
+    return NULL;
+}
+
+/* An agent refuses a Dispatch for want of room that loomd thought it had
+ * (attempts loomd gave up on still end there): loomd sends it nothing more
+ * until it reports again, rather than bouncing the retry off it at once,
+ * again and again, until the task's attempts are used up. */
+static void test_a_refusing_agent_is_left_alone_until_it_reports(void **state)
+{
+    fixture_t *f = *state;
+    void *p = dealer(f, "p");
+    Loom__Resources r = resources(4, 8, 0, NULL, 0, 0);
+    hello_with(f, p, "p", 1, &r);
+    start(f, "pipeline: rf\ntasks:\n  a:\n    run: x\n");
+    loom_msg_t *a = expect(f, p, LOOM__ENVELOPE__BODY_DISPATCH);
+    Loom__Finished fin = LOOM__FINISHED__INIT;
+    fin.attempt_id = a->dispatch->attempt_id;
+    fin.exit_code = -1;
+    fin.refused = true;
+    fin.error = "agent p has no free slot";
+    loom_msg_t m = LOOM__ENVELOPE__INIT;
+    m.body_case = LOOM__ENVELOPE__BODY_FINISHED;
+    m.finished = &fin;
+    send_msg(p, &m);
+    /* loomd answers the refusal; a retry placed at once would come first. */
+    loom_msg_t *ack = next_msg(f, p);
+    assert_int_equal(ack->body_case, LOOM__ENVELOPE__BODY_FINISHED_ACK);
+    /* Its next heartbeat says what it holds (nothing): the retry comes. */
+    Loom__Heartbeat hb = LOOM__HEARTBEAT__INIT;
+    hb.dispatch_seq = a->dispatch->seq;
+    m.body_case = LOOM__ENVELOPE__BODY_HEARTBEAT;
+    m.heartbeat = &hb;
+    send_msg(p, &m);
+    loom_msg_t *again = expect(f, p, LOOM__ENVELOPE__BODY_DISPATCH);
+    assert_string_equal(again->dispatch->task, "a");
+    assert_int_equal(again->dispatch->attempt_number, 2);
+    loom_codec_free(a);
+    loom_codec_free(ack);
+    loom_codec_free(again);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -379,6 +439,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_shared_gpu_packs_by_memory, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prefetch_holds_cpu_tasks_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_backlog_moves_to_a_free_slot, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_refusing_agent_is_left_alone_until_it_reports, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
