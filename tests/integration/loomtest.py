@@ -38,6 +38,25 @@ def wait_for(cond, what, timeout=DEADLINE, step=0.01):
         time.sleep(step)
 
 
+def failure_of(test):
+    """The traceback text of test's failure or error so far, or None.
+    unittest records it on the result before tearDown; outcome.success is
+    only updated afterwards."""
+    result = getattr(getattr(test, "_outcome", None), "result", None)
+    for t, text in (result.errors + result.failures) if result is not None else []:
+        if t is test:
+            return text
+    return None
+
+
+def print_failure_last(test):
+    """Repeats the failure's last line after the logs a failing test prints,
+    so that the tail of a long CI log still says what failed."""
+    text = failure_of(test)
+    if text:
+        print("%s FAILED: %s" % (test.id(), text.strip().splitlines()[-1]))
+
+
 class ApiError(Exception):
     def __init__(self, status, body):
         super().__init__("HTTP %d: %s" % (status, body))
@@ -237,16 +256,11 @@ class ClusterTest(unittest.TestCase):
     def tearDown(self):
         if self._failed():
             print(self.c.logs())
+            print_failure_last(self)
         self.c.close()
 
     def _failed(self):
-        # unittest records a test's errors on its result before tearDown;
-        # outcome.success is only updated afterwards.
-        outcome = getattr(self, "_outcome", None)
-        result = getattr(outcome, "result", None)
-        if result is None:
-            return False
-        return any(t is self for t, _ in result.errors + result.failures)
+        return failure_of(self) is not None
 
     def tasks(self, run):
         return {t["name"]: t for t in run["tasks"]}

@@ -11,7 +11,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from loomtest import Cluster, DEADLINE, wait_for  # noqa: E402
+from loomtest import Cluster, DEADLINE, failure_of, print_failure_last, wait_for  # noqa: E402
 
 SOAK = os.environ.get("LOOM_SOAK") == "1"
 
@@ -67,14 +67,12 @@ class ChaosTest(unittest.TestCase):
         self.stray = []  # task processes an agent killed with SIGKILL may leave behind
 
     def tearDown(self):
-        outcome = getattr(self, "_outcome", None)
-        result = getattr(outcome, "result", None)
-        failed = result is not None and any(t is self for t, _ in
-                                            result.errors + result.failures)
+        failed = failure_of(self) is not None
         if failed:
             print(self.c.logs())
             print("%s: LOOM_CHAOS_SEED=%d (logs and state kept in %s)"
                   % (self.id(), self.seed, self.c.tmp))
+            print_failure_last(self)
         for pid in self.stray:
             try:
                 os.kill(pid, signal.SIGKILL)
