@@ -235,6 +235,51 @@ void placement_promote(loom_sched_t *s, agent_t *a)
         promote(s, a, CONTAINER_OF(a->backlog.next, attempt_t, in_backlog));
 }
 
+static int by_id_newest_first(const void *x, const void *y)
+{
+    uint64_t a = (*(attempt_t *const *)x)->id, b = (*(attempt_t *const *)y)->id;
+    return a < b ? 1 : a > b ? -1 : 0;
+}
+
+static bool listed(const uint64_t *ids, size_t n, uint64_t id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] == id) return true;
+    return false;
+}
+
+void placement_rebuild_backlog(loom_sched_t *s, agent_t *a, const uint64_t *held, size_t n_held)
+{
+    if (!a->prefetch) return;
+    size_t n = 0;
+    attempt_t **v = loom_xmalloc((n_held + 1) * sizeof *v);
+    for (link_t *l = a->attempts.next; l != &a->attempts && n < n_held; l = l->next) {
+        attempt_t *x = CONTAINER_OF(l, attempt_t, on_agent);
+        if (!x->queued && listed(held, n_held, x->id)) v[n++] = x;
+    }
+    size_t k = 0;
+    if (n > a->slots) {
+        qsort(v, n, sizeof *v, by_id_newest_first);
+        while (k < n - a->slots && v[k]->state == ATT_DISPATCHED &&
+               prefetchable(&dag_task(v[k]->task)->resources))
+            k++;
+    }
+    /* Oldest first, as the agent will start them. */
+    for (size_t i = k; i-- > 0;) {
+        attempt_t *x = v[i];
+        placement_release(s, x);
+        if (a->running) a->running--;
+        x->queued = true;
+        link_push(&a->backlog, &x->in_backlog);
+        a->queued++;
+        s->backlog_total++;
+    }
+    if (k)
+        LOG_INFO("agent %s holds %zu attempt(s) beyond its %u slot(s): back in its backlog",
+                 a->name, k, a->slots);
+    free(v);
+}
+
 void placement_started(loom_sched_t *s, attempt_t *x)
 {
     /* The agent freed a slot before loomd heard of it: it counts now. */

@@ -367,6 +367,13 @@ void placement_release(loom_sched_t *s, attempt_t *x);
  * started. */
 void placement_promote(loom_sched_t *s, agent_t *a);
 void placement_started(loom_sched_t *s, attempt_t *x);
+/* After a loomd restart, the attempts an agent holds beyond its slots
+ * (prefetch) come back from the store as if each had a slot: the store
+ * does not say which were held. The agent starts held ones oldest first,
+ * and only when a slot frees, so what it holds is the newest of its
+ * unstarted attempts, as many as it has beyond its slots (of those its
+ * Hello lists in held): those go back into its backlog. */
+void placement_rebuild_backlog(loom_sched_t *s, agent_t *a, const uint64_t *held, size_t n_held);
 /* Marks the GPUs x holds as busy on a (after a's resources were reset). */
 void placement_mark_gpus(agent_t *a, const attempt_t *x);
 /* Why t is still queued ("needs 2 GPUs with ≥ 40 GiB; largest free: 1"). */

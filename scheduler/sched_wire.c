@@ -183,6 +183,7 @@ static void on_hello(loom_sched_t *s, agent_t *a, const loom_msg_t *m)
         lost[n_lost++] = x->id;
     }
 
+    placement_rebuild_backlog(s, a, h->attempts, h->n_attempts);
     save_agent(s, a, "connected");
     s->stats.agents_connected++;
     LOG_INFO("agent connected agent=%s host=%s slots=%u holds=%zu cancel=%zu lost=%zu", a->name,

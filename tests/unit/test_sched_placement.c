@@ -423,6 +423,54 @@ static void test_a_refusing_agent_is_left_alone_until_it_reports(void **state)
     loom_codec_free(again);
 }
 
+/* loomd restarts while an agent holds tasks beyond its slot: the store
+ * brings them back as running, one slot each. The agent's Hello puts the
+ * newest unstarted ones back in its backlog, so loomd neither sends it
+ * more than it can hold (it would refuse) nor holds back what it can. */
+static void test_a_backlog_is_rebuilt_after_a_restart(void **state)
+{
+    fixture_t *f = *state;
+    void *p = dealer(f, "p");
+    Loom__Resources r = resources(4, 8, 0, NULL, 0, 0);
+    r.prefetch = 2;
+    hello_with(f, p, "p", 1, &r);
+    start(f, "pipeline: rb\ntasks:\n  a:\n    run: x\n  b:\n    run: x\n"
+             "  c:\n    run: x\n  d:\n    run: x\n");
+    uint64_t held[3];
+    for (int i = 0; i < 3; i++) {
+        loom_msg_t *d = expect(f, p, LOOM__ENVELOPE__BODY_DISPATCH);
+        held[i] = d->dispatch->attempt_id;
+        loom_codec_free(d);
+    }
+    expect_nothing(f, p); /* one in the slot, two held: d waits */
+
+    fixture_stop(f);
+    fixture_start(f, NULL, 0, NULL);
+    void *again = dealer(f, "p");
+    r.slots = 1;
+    Loom__Hello h = LOOM__HELLO__INIT;
+    h.name = "p";
+    uint8_t session[16] = {1, 2, 3};
+    session[15] = 'p';
+    h.session.data = session;
+    h.session.len = sizeof session;
+    h.resources = &r;
+    h.attempts = held;
+    h.n_attempts = 3;
+    loom_msg_t m = LOOM__ENVELOPE__INIT;
+    m.body_case = LOOM__ENVELOPE__BODY_HELLO;
+    m.hello = &h;
+    send_msg(again, &m);
+    loom_codec_free(expect(f, again, LOOM__ENVELOPE__BODY_WELCOME));
+    expect_nothing(f, again); /* still full: d waits */
+    /* a ends; b takes the slot there, and the backlog has room for d. */
+    finish(again, held[0]);
+    loom_msg_t *d = expect(f, again, LOOM__ENVELOPE__BODY_DISPATCH);
+    assert_string_equal(d->dispatch->task, "d");
+    loom_codec_free(d);
+    expect_nothing(f, again);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -441,6 +489,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_backlog_moves_to_a_free_slot, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_refusing_agent_is_left_alone_until_it_reports, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_a_backlog_is_rebuilt_after_a_restart, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
