@@ -140,11 +140,10 @@ static void send_msg(void *d, loom_msg_t *m)
     free(buf);
 }
 
-/* Turns the scheduler's loop until the fake agent receives a message of the
- * wanted kind (others are skipped), or fails after 5 s. */
-static loom_msg_t *expect(fixture_t *f, void *d, Loom__Envelope__BodyCase kind)
+/* Turns the scheduler's loop until the fake agent receives a message, and
+ * returns it; NULL once the monotonic clock reaches end. */
+static loom_msg_t *recv_until(fixture_t *f, void *d, uint64_t end)
 {
-    uint64_t end = loom_mono_ms() + 5000;
     while (loom_mono_ms() < end) {
         uv_run(&f->loop, UV_RUN_NOWAIT);
         zmq_pollitem_t it = {d, 0, ZMQ_POLLIN, 0};
@@ -157,11 +156,52 @@ static loom_msg_t *expect(fixture_t *f, void *d, Loom__Envelope__BodyCase kind)
         assert_int_equal(
             loom_codec_decode(zmq_msg_data(&m), zmq_msg_size(&m), &msg, why, sizeof why), 0);
         zmq_msg_close(&m);
+        return msg;
+    }
+    return NULL;
+}
+
+/* The next message for the fake agent, whatever its kind; fails after 5 s. */
+static loom_msg_t *next_msg(fixture_t *f, void *d)
+{
+    loom_msg_t *msg = recv_until(f, d, loom_mono_ms() + 5000);
+    if (!msg) fail_msg("nothing arrived");
+    return msg;
+}
+
+/* The next message of the wanted kind (others are skipped); fails after
+ * 5 s. */
+static loom_msg_t *expect(fixture_t *f, void *d, Loom__Envelope__BodyCase kind)
+{
+    uint64_t end = loom_mono_ms() + 5000;
+    loom_msg_t *msg;
+    while ((msg = recv_until(f, d, end)) != NULL) {
         if (msg->body_case == kind) return msg;
         loom_codec_free(msg);
     }
     fail_msg("no %s arrived", loom_codec_kind_name(kind));
     return NULL;
+}
+
+/* Sends the Hello of the agent called name (its session follows from the
+ * name, so a second Hello comes from the same agent process), holding the
+ * attempts in held. */
+static void send_hello_holding(void *d, const char *name, Loom__Resources *res, uint64_t *held,
+                               size_t n_held)
+{
+    Loom__Hello h = LOOM__HELLO__INIT;
+    h.name = (char *)name;
+    uint8_t session[16] = {1, 2, 3};
+    session[15] = (uint8_t)name[0];
+    h.session.data = session;
+    h.session.len = sizeof session;
+    h.resources = res;
+    h.attempts = held;
+    h.n_attempts = n_held;
+    loom_msg_t m = LOOM__ENVELOPE__INIT;
+    m.body_case = LOOM__ENVELOPE__BODY_HELLO;
+    m.hello = &h;
+    send_msg(d, &m);
 }
 
 /* Says hello with these resources (slots set from the argument). */
@@ -171,17 +211,7 @@ static void hello_with(fixture_t *f, void *d, const char *name, uint32_t slots,
     Loom__Resources plain = LOOM__RESOURCES__INIT;
     Loom__Resources *res = given ? given : &plain;
     res->slots = slots;
-    Loom__Hello h = LOOM__HELLO__INIT;
-    h.name = (char *)name;
-    uint8_t session[16] = {1, 2, 3};
-    session[15] = (uint8_t)name[0];
-    h.session.data = session;
-    h.session.len = sizeof session;
-    h.resources = res;
-    loom_msg_t m = LOOM__ENVELOPE__INIT;
-    m.body_case = LOOM__ENVELOPE__BODY_HELLO;
-    m.hello = &h;
-    send_msg(d, &m);
+    send_hello_holding(d, name, res, NULL, 0);
     loom_msg_t *w = expect(f, d, LOOM__ENVELOPE__BODY_WELCOME);
     assert_int_equal(w->welcome->heartbeat_ms, 100);
     loom_codec_free(w);

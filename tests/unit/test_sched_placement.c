@@ -363,28 +363,6 @@ static void test_a_backlog_moves_to_a_free_slot(void **state)
     loom_codec_free(moved);
 }
 
-/* The next message for d, whatever its kind. */
-static loom_msg_t *next_msg(fixture_t *f, void *d)
-{
-    uint64_t end = loom_mono_ms() + 5000;
-    while (loom_mono_ms() < end) {
-        uv_run(&f->loop, UV_RUN_NOWAIT);
-        zmq_pollitem_t it = {d, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&it, 1, 5) <= 0) continue;
-        zmq_msg_t m;
-        zmq_msg_init(&m);
-        assert_true(zmq_msg_recv(&m, d, 0) >= 0);
-        loom_msg_t *msg = NULL;
-        char why[128];
-        assert_int_equal(
-            loom_codec_decode(zmq_msg_data(&m), zmq_msg_size(&m), &msg, why, sizeof why), 0);
-        zmq_msg_close(&m);
-        return msg;
-    }
-    fail_msg("nothing arrived");
-    return NULL;
-}
-
 /* An agent refuses a Dispatch for want of room that loomd thought it had
  * (attempts loomd gave up on still end there): loomd sends it nothing more
  * until it reports again, rather than bouncing the retry off it at once,
@@ -447,20 +425,7 @@ static void test_a_backlog_is_rebuilt_after_a_restart(void **state)
     fixture_stop(f);
     fixture_start(f, NULL, 0, NULL);
     void *again = dealer(f, "p");
-    r.slots = 1;
-    Loom__Hello h = LOOM__HELLO__INIT;
-    h.name = "p";
-    uint8_t session[16] = {1, 2, 3};
-    session[15] = 'p';
-    h.session.data = session;
-    h.session.len = sizeof session;
-    h.resources = &r;
-    h.attempts = held;
-    h.n_attempts = 3;
-    loom_msg_t m = LOOM__ENVELOPE__INIT;
-    m.body_case = LOOM__ENVELOPE__BODY_HELLO;
-    m.hello = &h;
-    send_msg(again, &m);
+    send_hello_holding(again, "p", &r, held, 3);
     loom_codec_free(expect(f, again, LOOM__ENVELOPE__BODY_WELCOME));
     expect_nothing(f, again); /* still full: d waits */
     /* a ends; b takes the slot there, and the backlog has room for d. */
