@@ -241,13 +241,6 @@ static int by_id_newest_first(const void *x, const void *y)
     return a < b ? 1 : a > b ? -1 : 0;
 }
 
-static bool listed(const uint64_t *ids, size_t n, uint64_t id)
-{
-    for (size_t i = 0; i < n; i++)
-        if (ids[i] == id) return true;
-    return false;
-}
-
 void placement_rebuild_backlog(loom_sched_t *s, agent_t *a, const uint64_t *held, size_t n_held)
 {
     if (!a->prefetch) return;
@@ -255,7 +248,7 @@ void placement_rebuild_backlog(loom_sched_t *s, agent_t *a, const uint64_t *held
     attempt_t **v = loom_xmalloc((n_held + 1) * sizeof *v);
     for (link_t *l = a->attempts.next; l != &a->attempts && n < n_held; l = l->next) {
         attempt_t *x = CONTAINER_OF(l, attempt_t, on_agent);
-        if (!x->queued && listed(held, n_held, x->id)) v[n++] = x;
+        if (!x->queued && ids_contain(held, n_held, x->id)) v[n++] = x;
     }
     size_t k = 0;
     if (n > a->slots) {

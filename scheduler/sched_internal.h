@@ -291,6 +291,14 @@ static inline bool link_empty(const link_t *l)
 {
     return l->next == l;
 }
+/* Whether an agent's list of held attempts (Hello, Heartbeat) names id. */
+static inline bool ids_contain(const uint64_t *ids, size_t n, uint64_t id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] == id) return true;
+    return false;
+}
+
 static inline void link_push(link_t *head, link_t *l)
 {
     l->prev = head->prev;

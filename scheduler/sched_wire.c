@@ -92,13 +92,6 @@ void sched_withdraw(loom_sched_t *s, attempt_t *x, const char *why)
     send_cancel_if(s, x->agent->name, x->id, why, true);
 }
 
-static bool holds(const uint64_t *ids, size_t n, uint64_t id)
-{
-    for (size_t i = 0; i < n; i++)
-        if (ids[i] == id) return true;
-    return false;
-}
-
 /* The attempt, if it is current and placed on this agent. */
 static attempt_t *current_attempt(loom_sched_t *s, agent_t *a, uint64_t id)
 {
@@ -177,7 +170,7 @@ static void on_hello(loom_sched_t *s, agent_t *a, const loom_msg_t *m)
     uint64_t *lost = NULL;
     for (link_t *l = a->attempts.next; l != &a->attempts; l = l->next) {
         attempt_t *x = CONTAINER_OF(l, attempt_t, on_agent);
-        if (holds(h->attempts, h->n_attempts, x->id)) continue;
+        if (ids_contain(h->attempts, h->n_attempts, x->id)) continue;
         if (!restarted && x->state == ATT_DISPATCHED && x->dispatch_seq) continue;
         if (n_lost == cap) lost = loom_xrealloc(lost, (cap = cap ? cap * 2 : 8) * sizeof *lost);
         lost[n_lost++] = x->id;
@@ -243,7 +236,7 @@ static void on_heartbeat(loom_sched_t *s, agent_t *a, const loom_msg_t *m)
     const char **why = NULL;
     for (link_t *l = a->attempts.next; l != &a->attempts; l = l->next) {
         attempt_t *x = CONTAINER_OF(l, attempt_t, on_agent);
-        if (!x->dispatch_seq || holds(hb->attempts, hb->n_attempts, x->id)) continue;
+        if (!x->dispatch_seq || ids_contain(hb->attempts, hb->n_attempts, x->id)) continue;
         const char *reason = NULL;
         if (x->dispatch_seq <= hb->dispatch_seq)
             reason = "agent does not have it";
@@ -346,12 +339,13 @@ static void on_finished(loom_sched_t *s, agent_t *a, const loom_msg_t *m)
     /* A refusal of what loomd did not ask back: the agent is fuller than
      * loomd thinks (see held_off). An attempt that ran and ended freed a
      * slot there: loomd's view may count again. */
-    bool held_off = a->held_off;
+    bool was_held_off = a->held_off;
     if (x && f->refused && !x->asked_back)
         a->held_off = true;
     else if (!f->refused)
         a->held_off = false;
-    if (held_off && !a->held_off) placement_agent_freed(s, a);
+    bool let_in = was_held_off && !a->held_off;
+    if (let_in) placement_agent_freed(s, a);
     if (x) {
         attempt_finished(s, x, f);
         loom_fault_reached(LOOM_FAULT_AFTER_RESULT_BEFORE_COMMIT);
@@ -360,7 +354,7 @@ static void on_finished(loom_sched_t *s, agent_t *a, const loom_msg_t *m)
         LOG_WARN("refused result agent=%s attempt=%llu: not current", a->name,
                  (unsigned long long)f->attempt_id);
     }
-    if (!x && held_off && !a->held_off) dispatch_ready(s);
+    if (let_in && !x) dispatch_ready(s); /* attempt_finished did it otherwise */
     /* Acknowledge in every case: recorded now, recorded before, or refused,
      * the agent has nothing more to do with it. */
     Loom__FinishedAck ack = LOOM__FINISHED_ACK__INIT;
