@@ -60,13 +60,14 @@ class DiskFull(unittest.TestCase):
             shutil.rmtree(self.c.tmp, ignore_errors=True)
 
     def fill(self, leave):
-        """Fills the state filesystem until `leave` bytes are free."""
-        with open(self.filler, "ab") as f:
+        """Fills the state filesystem until `leave` bytes are free (or no
+        more fits: loomd writes beside us). Unbuffered, so that closing the
+        file has nothing left to write that could fail."""
+        with open(self.filler, "ab", buffering=0) as f:
             while free_bytes(self.c.state) > leave:
                 want = free_bytes(self.c.state) - leave
                 try:
                     f.write(b"\0" * min(want, 1 << 20))
-                    f.flush()
                 except OSError:
                     break
 
